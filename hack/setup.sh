@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs and starts what cleanroom's demo and tests need on a Debian
+# machine, as root: containerd and runc from Debian, busybox-static (the
+# example and test images are built from it), iproute2, util-linux.
+# Idempotent: it does nothing that is already done.
+set -euo pipefail
+
+log() { echo "setup: $*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+	log "must run as root (containerd, namespaces and mounts need it)"
+	exit 2
+fi
+
+need=()
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v ip >/dev/null || need+=(iproute2)
+command -v flock >/dev/null || need+=(util-linux)
+command -v git >/dev/null || need+=(git)
+if [ "${#need[@]}" -gt 0 ]; then
+	log "installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+SOCK=/run/containerd/containerd.sock
+LOG=/var/log/cleanroom-containerd.log
+answers() { [ -S "$SOCK" ] && timeout 5 ctr --address "$SOCK" version >/dev/null 2>&1; }
+if ! answers; then
+	log "starting containerd (log: $LOG)"
+	mkdir -p /run/containerd
+	# Detached in its own session so that it outlives this script.
+	setsid containerd >>"$LOG" 2>&1 < /dev/null &
+	for _ in $(seq 1 100); do
+		answers && break
+		sleep 0.1
+	done
+	if ! answers; then
+		log "containerd did not come up; last lines of $LOG:"
+		tail -n 20 "$LOG" >&2
+		exit 2
+	fi
+fi
+log "containerd $(ctr --address "$SOCK" version 2>/dev/null | awk '/Version:/{print $2; exit}') answers at $SOCK"

@@ -1,0 +1,188 @@
+package ctrexec
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+
+	"github.com/cleanroom-ci/cleanroom/sandbox"
+)
+
+// teardownTimeout bounds cleanup, which runs on a context of its own so
+// that a cancelled run still removes everything it created.
+const teardownTimeout = 30 * time.Second
+
+// Run runs one step in a fresh container and removes the container, its
+// task and its snapshot before returning.
+func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Writer) (res sandbox.Result, err error) {
+	ctx = e.nsctx(ctx)
+	img, err := e.client.GetImage(ctx, s.Image.Name)
+	if err != nil {
+		return res, fmt.Errorf("image %s is not available locally: %w", s.Image.Ref, err)
+	}
+	labels := e.labels(s)
+
+	// The lease keeps the new snapshot from being garbage collected while
+	// the container is created; it expires on its own if we crash.
+	lctx, doneLease, err := e.client.WithLease(ctx,
+		leases.WithExpiration(24*time.Hour), leases.WithLabels(labels))
+	if err != nil {
+		return res, fmt.Errorf("create lease: %w", err)
+	}
+	defer func() {
+		tctx, cancel := teardownContext(ctx)
+		defer cancel()
+		if lerr := doneLease(tctx); lerr != nil && !errdefs.IsNotFound(lerr) && err == nil {
+			err = fmt.Errorf("release lease: %w", lerr)
+		}
+	}()
+
+	container, err := e.client.NewContainer(lctx, s.ID,
+		containerd.WithContainerLabels(labels),
+		containerd.WithImageName(img.Name()),
+		containerd.WithSnapshotter(snapshotter),
+		containerd.WithNewSnapshot(s.ID, img, snapshots.WithLabels(labels)),
+		containerd.WithRuntime(runtimeName, nil),
+		containerd.WithNewSpec(specOpts(img, s)...),
+	)
+	if err != nil {
+		return res, fmt.Errorf("create container: %w", err)
+	}
+	defer func() {
+		tctx, cancel := teardownContext(ctx)
+		defer cancel()
+		if derr := container.Delete(tctx, containerd.WithSnapshotCleanup); derr != nil && !errdefs.IsNotFound(derr) && err == nil {
+			err = fmt.Errorf("delete container: %w", derr)
+		}
+	}()
+	spec, err := container.Spec(ctx)
+	if err != nil {
+		return res, fmt.Errorf("read spec: %w", err)
+	}
+
+	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(e.fifoDir())))
+	if err != nil {
+		return res, fmt.Errorf("create task: %w", err)
+	}
+	defer func() {
+		tctx, cancel := teardownContext(ctx)
+		defer cancel()
+		if _, derr := task.Delete(tctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) && err == nil {
+			err = fmt.Errorf("delete task: %w", derr)
+		}
+	}()
+
+	// Wait must be subscribed before Start, and on a context that the
+	// run's cancellation does not end: after a cancel we still need the
+	// exit of the task we kill.
+	waitCtx, stopWait := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWait()
+	exitc, err := task.Wait(waitCtx)
+	if err != nil {
+		return res, fmt.Errorf("wait task: %w", err)
+	}
+	res.Started = time.Now()
+	if err := task.Start(ctx); err != nil {
+		return res, fmt.Errorf("start task: %w", err)
+	}
+
+	var timeout <-chan time.Time
+	if s.Timeout > 0 {
+		t := time.NewTimer(s.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var status containerd.ExitStatus
+	select {
+	case status = <-exitc:
+	case <-timeout:
+		res.TimedOut = true
+		status, err = e.kill(ctx, task, exitc)
+	case <-ctx.Done():
+		res.Cancelled = true
+		status, err = e.kill(ctx, task, exitc)
+	}
+	res.Finished = time.Now()
+	if err != nil {
+		return res, err
+	}
+	code, _, serr := status.Result()
+	if serr != nil {
+		return res, fmt.Errorf("task exit status: %w", serr)
+	}
+	res.ExitCode = int(code)
+	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
+		res.OOMKilled = oomKilled(spec.Linux.CgroupsPath)
+	}
+	return res, nil
+}
+
+// kill stops every process of the task and waits for the exit, bounded so
+// that a wedged shim becomes an infrastructure error instead of a hang.
+func (e *Executor) kill(ctx context.Context, task containerd.Task, exitc <-chan containerd.ExitStatus) (containerd.ExitStatus, error) {
+	tctx, cancel := teardownContext(ctx)
+	defer cancel()
+	if err := task.Kill(tctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+		return containerd.ExitStatus{}, fmt.Errorf("kill task: %w", err)
+	}
+	select {
+	case st := <-exitc:
+		return st, nil
+	case <-tctx.Done():
+		return containerd.ExitStatus{}, errors.New("task did not exit within 30s of SIGKILL")
+	}
+}
+
+func teardownContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
+}
+
+func (e *Executor) labels(s sandbox.Spec) map[string]string {
+	l := map[string]string{sandbox.LabelManaged: "true"}
+	if e.runID != "" {
+		l[sandbox.LabelRun] = e.runID
+	}
+	for k, v := range s.Labels {
+		l[k] = v
+	}
+	return l
+}
+
+// oomKilled reads the kernel's OOM-kill counter of the step's memory
+// cgroup, which still exists between the task's exit and its deletion.
+func oomKilled(cgroupsPath string) bool {
+	var path, key string
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		path, key = filepath.Join("/sys/fs/cgroup", cgroupsPath, "memory.events"), "oom_kill"
+	} else {
+		path, key = filepath.Join("/sys/fs/cgroup/memory", cgroupsPath, "memory.oom_control"), "oom_kill"
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && k == key {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n > 0
+		}
+	}
+	return false
+}

@@ -1,0 +1,162 @@
+package ctrexec
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"sync"
+
+	"github.com/containerd/containerd/v2/contrib/seccomp"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+
+	containerd "github.com/containerd/containerd/v2/client"
+
+	"github.com/cleanroom-ci/cleanroom/sandbox"
+)
+
+// Capabilities is the whole capability set of a step. A build runs as root
+// in its container so that package managers and `chown` work, but with only
+// what file ownership needs. Left out on purpose, with what each would allow:
+// NET_RAW (raw sockets, spoofing), NET_ADMIN (reconfigure lo, add routes),
+// SYS_ADMIN (mount, namespaces: escape the proxy), SYS_PTRACE (read other
+// processes' memory), SYS_MODULE, SYS_RAWIO, SYS_TIME, DAC_READ_SEARCH
+// (open_by_handle_at host escapes), MKNOD (block devices), SYS_CHROOT,
+// SETPCAP, SETFCAP (plant file capabilities), AUDIT_WRITE, NET_BIND_SERVICE.
+var Capabilities = []string{
+	"CAP_CHOWN",
+	"CAP_DAC_OVERRIDE",
+	"CAP_FOWNER",
+	"CAP_FSETID",
+	"CAP_KILL",
+	"CAP_SETGID",
+	"CAP_SETUID",
+}
+
+// cpuPeriod is the CFS period; the quota is cpus × period.
+const cpuPeriod = 100_000
+
+// specOpts returns the OCI spec of a step, as a readable list of what each
+// step gets. Order matters: capabilities before seccomp (the default profile
+// derives its allowances from the capabilities), image config before the
+// overrides of args, env and cwd.
+func specOpts(img containerd.Image, s sandbox.Spec) []oci.SpecOpts {
+	opts := []oci.SpecOpts{
+		oci.WithImageConfig(img),
+		oci.WithProcessArgs(s.Args...),
+		withExactEnv(s.Env),
+		oci.WithProcessCwd(s.Cwd),
+		oci.WithHostname("cleanroom"),
+		// Integrity of the toolchain: a step cannot change the image it
+		// runs on; what it writes goes to /tmp or the workspace.
+		oci.WithRootFSReadonly(),
+		// setuid binaries and file capabilities cannot raise privileges.
+		oci.WithNoNewPrivileges,
+		oci.WithCapabilities(Capabilities),
+		withNoInheritableCaps,
+		// Blocks kernel interfaces a build never needs (keyctl, bpf,
+		// userfaultfd, io_uring, new mount API, …): less kernel to attack.
+		seccomp.WithDefaultProfile(),
+		oci.WithMounts(mounts(s)),
+		withRlimits,
+	}
+	opts = append(opts, limitOpts(s.Limits)...)
+	if s.NetNSPath != "" {
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: s.NetNSPath}))
+	}
+	return opts
+}
+
+func mounts(s sandbox.Spec) []specs.Mount {
+	tmpSize := s.Limits.TmpBytes
+	if tmpSize <= 0 {
+		tmpSize = s.Limits.MemoryBytes
+	}
+	tmpOpts := []string{"nosuid", "nodev", "mode=1777"}
+	if tmpSize > 0 {
+		tmpOpts = append(tmpOpts, fmt.Sprintf("size=%d", tmpSize))
+	}
+	ms := []specs.Mount{{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: tmpOpts}}
+	for _, m := range s.Mounts {
+		o := []string{"rbind", "nosuid", "nodev", "rprivate"}
+		if m.ReadOnly {
+			o = append(o, "ro")
+		} else {
+			o = append(o, "rw")
+		}
+		ms = append(ms, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source, Options: o})
+	}
+	return ms
+}
+
+func limitOpts(l sandbox.Limits) []oci.SpecOpts {
+	var opts []oci.SpecOpts
+	if l.MemoryBytes > 0 {
+		// Swap equal to memory means no swap at all: a memory bomb is
+		// killed instead of grinding the host.
+		opts = append(opts, oci.WithMemoryLimit(uint64(l.MemoryBytes)), oci.WithMemorySwap(l.MemoryBytes))
+	}
+	if l.Pids > 0 {
+		opts = append(opts, oci.WithPidsLimit(l.Pids))
+	}
+	if l.CPUs > 0 {
+		opts = append(opts, oci.WithCPUCFS(int64(l.CPUs*cpuPeriod), cpuPeriod))
+	}
+	return opts
+}
+
+// withExactEnv replaces the environment instead of merging it with the
+// image's: the step sees what the runner decided and nothing else, so a
+// variable from the image cannot override the proxy settings.
+func withExactEnv(env []string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Process.Env = append([]string(nil), env...)
+		return nil
+	}
+}
+
+func withNoInheritableCaps(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	if s.Process.Capabilities != nil {
+		s.Process.Capabilities.Inheritable = nil
+		s.Process.Capabilities.Ambient = nil
+	}
+	return nil
+}
+
+// withRlimits adds "no core dumps" (they could hold secrets fetched at build
+// time and fill the workspace) to the default open-file limit.
+func withRlimits(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	s.Process.Rlimits = append(s.Process.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_CORE", Hard: 0, Soft: 0})
+	return nil
+}
+
+var seccompDigestOnce = sync.OnceValue(func() string {
+	sp := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{
+		Bounding: Capabilities, Effective: Capabilities, Permitted: Capabilities,
+	}}}
+	b, err := json.Marshal(seccomp.DefaultProfile(sp))
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+})
+
+// seccompDigest identifies the applied seccomp profile for provenance.
+func seccompDigest() string { return seccompDigestOnce() }
+
+func execOutput(name string, args ...string) ([]byte, error) {
+	return exec.Command(name, args...).Output()
+}
+
+// silenceClientLogs keeps containerd's client library (logrus) from writing
+// to the runner's stderr; the runner reports errors through hclog itself.
+func silenceClientLogs() {
+	log.L.Logger.SetLevel(logrus.ErrorLevel)
+}

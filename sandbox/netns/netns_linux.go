@@ -1,0 +1,218 @@
+// Package netns creates the network namespaces that build steps run in: a
+// namespace with a loopback interface and nothing else. With no other
+// interface and no route, a step can reach only sockets that were bound
+// inside its namespace, which are the runner's own (the egress proxy). That
+// is isolation by construction: there is no firewall rule a build could race,
+// remove or outlive, and a bug fails closed.
+//
+// Each namespace is kept alive by a bind mount of its nsfs inode on a file in
+// a directory the runner owns, so a container can join it by path and the
+// runner can find and remove what a crashed run left behind.
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Namespace is a loopback-only network namespace pinned at Path.
+type Namespace struct {
+	path string
+}
+
+// Path is the file the namespace is bind-mounted on; give it to the
+// container runtime to join the namespace.
+func (n *Namespace) Path() string { return n.path }
+
+// New creates a namespace pinned at dir/name with lo up and nothing else.
+func New(dir, name string) (*Namespace, error) {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+		return nil, fmt.Errorf("netns: invalid name %q", name)
+	}
+	if err := prepareDir(dir); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, name)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return nil, fmt.Errorf("netns: create mount point: %w", err)
+	}
+	f.Close()
+
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is switched into the new namespace and never switched
+		// back: it is never unlocked, so the Go runtime discards it when
+		// this goroutine returns instead of reusing a thread that sits in
+		// the wrong namespace.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("netns: unshare: %w", err)
+			return
+		}
+		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("netns: pin namespace at %s: %w", path, err)
+			return
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		os.Remove(path)
+		return nil, err
+	}
+	n := &Namespace{path: path}
+	if err := n.loopbackUp(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// loopbackUp brings lo up through a netlink socket opened in the namespace,
+// without moving any thread. A namespace joined by path is not configured by
+// runc (it only brings lo up in namespaces it creates itself).
+func (n *Namespace) loopbackUp() error {
+	h, err := vnetns.GetFromPath(n.path)
+	if err != nil {
+		return fmt.Errorf("netns: open %s: %w", n.path, err)
+	}
+	defer h.Close()
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		return fmt.Errorf("netns: netlink: %w", err)
+	}
+	defer nl.Close()
+	lo, err := nl.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("netns: find lo: %w", err)
+	}
+	if err := nl.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("netns: bring lo up: %w", err)
+	}
+	return nil
+}
+
+// Listen opens a listener inside the namespace. The socket keeps the
+// namespace it was created in, so it can be served from any goroutine while
+// the proxy's upstream connections are dialled from the host namespace.
+func (n *Namespace) Listen(network, address string) (net.Listener, error) {
+	var l net.Listener
+	err := n.Do(func() error {
+		var err error
+		l, err = net.Listen(network, address)
+		return err
+	})
+	return l, err
+}
+
+// Do runs fn on an OS thread that has joined the namespace. fn must not
+// start goroutines that expect to inherit the namespace.
+func (n *Namespace) Do(fn func() error) error {
+	target, err := vnetns.GetFromPath(n.path)
+	if err != nil {
+		return fmt.Errorf("netns: open %s: %w", n.path, err)
+	}
+	defer target.Close()
+
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := vnetns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("netns: current namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := vnetns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("netns: enter %s: %w", n.path, err)
+			return
+		}
+		ferr := fn()
+		if err := vnetns.Set(orig); err != nil {
+			// Leave the thread locked: the runtime will discard it rather
+			// than schedule other goroutines into the build's namespace.
+			errc <- errors.Join(ferr, fmt.Errorf("netns: restore namespace: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Close unpins the namespace and removes its file. The kernel frees the
+// namespace when the last process in it and the last socket of it are gone.
+// Close is idempotent.
+func (n *Namespace) Close() error {
+	return remove(n.path)
+}
+
+func remove(path string) error {
+	err := unix.Unmount(path, unix.MNT_DETACH)
+	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("netns: unmount %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("netns: remove %s: %w", path, err)
+	}
+	return nil
+}
+
+// Remove unpins and removes a namespace file by path; used to reap what a
+// crashed run left behind.
+func Remove(path string) error { return remove(path) }
+
+// List returns the namespace files in dir whose names start with prefix.
+func List(dir, prefix string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out, nil
+}
+
+// prepareDir makes dir a shared mount point, as `ip netns` does for
+// /run/netns, so that unmounting a namespace file also removes the copies
+// that mount propagation placed in other mount namespaces; otherwise a copy
+// could keep a dead build's namespace alive.
+func prepareDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("netns: %w", err)
+	}
+	err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("netns: make %s shared: %w", dir, err)
+	}
+	// Not a mount point yet: bind it onto itself first.
+	if err := unix.Mount(dir, dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("netns: bind %s: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("netns: make %s shared: %w", dir, err)
+	}
+	return nil
+}
