@@ -58,7 +58,3 @@ func TestWriteArchives(t *testing.T) {
 		os.Remove(p)
 	}
 }
-
-
-
-

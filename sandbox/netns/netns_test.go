@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
 	"github.com/cleanroom-ci/cleanroom/sandbox/netns"
