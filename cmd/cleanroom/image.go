@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
+	"github.com/cleanroom-ci/cleanroom/sandbox/imagepack"
+)
+
+func newImageCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Manage the images steps run in",
+		Long: `Steps run in OCI images kept in containerd's "cleanroom" namespace. A pipeline
+names them as registry references or as archives (oci-archive:PATH,
+docker-archive:PATH), which cleanroom imports on first use, named by the
+archive's sha256. These commands inspect and manage that store, and pack a
+root filesystem directory into an image archive without any registry.`,
+	}
+	cmd.AddCommand(newImageImportCommand(g), newImageLsCommand(g), newImageRmCommand(g), newImagePackCommand())
+	return cmd
+}
+
+func withExecutor(ctx context.Context, g *globalOptions, fn func(*ctrexec.Executor) error) error {
+	log, err := g.logger()
+	if err != nil {
+		return systemFailure(err)
+	}
+	e, err := newExecutor(ctx, g, log, "")
+	if err != nil {
+		return systemFailure(err)
+	}
+	defer e.Close()
+	if err := fn(e); err != nil {
+		return systemFailure(err)
+	}
+	return nil
+}
+
+func newImageImportCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "import ARCHIVE|REF...",
+		Short: "Import image archives or pull registry images into the store",
+		Example: `  cleanroom image import images/builder.tar
+  cleanroom image import docker-archive:build/app.tar
+  cleanroom image import 127.0.0.1:5000/builder:1`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withExecutor(cmd.Context(), g, func(e *ctrexec.Executor) error {
+				for _, a := range args {
+					ref, err := pipeline.ParseImageRef(a)
+					if err != nil {
+						// A bare path is an OCI archive.
+						ref = pipeline.ImageRef{Kind: pipeline.OCIArchive, Ref: a}
+					}
+					img, err := e.Resolve(cmd.Context(), ref.String())
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\n", img.Name, img.Digest)
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func newImageLsCommand(g *globalOptions) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List images in the store",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withExecutor(cmd.Context(), g, func(e *ctrexec.Executor) error {
+				imgs, err := e.Images(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return printImages(cmd.OutOrStdout(), output, imgs)
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func printImages(w io.Writer, output string, imgs []ctrexec.ImageInfo) error {
+	if output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(imgs)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tDIGEST\tSIZE")
+	for _, im := range imgs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", im.Name, im.Digest, pipeline.FormatSize(im.Size))
+	}
+	return tw.Flush()
+}
+
+func newImageRmCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm NAME|DIGEST...",
+		Short: "Remove images from the store",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withExecutor(cmd.Context(), g, func(e *ctrexec.Executor) error {
+				for _, a := range args {
+					if err := e.RemoveImage(cmd.Context(), a); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func newImagePackCommand() *cobra.Command {
+	var out, name, format string
+	var cmdArgs []string
+	cmd := &cobra.Command{
+		Use:   "pack ROOTFS_DIR -o ARCHIVE",
+		Short: "Pack a root filesystem directory into a reproducible image archive",
+		Long: `Pack writes the directory as a one-layer image with zero timestamps and root
+ownership, so the same tree always gives the same digest. Use it to build
+step images from Debian packages (debootstrap, dpkg -x) without a registry.`,
+		Example: `  cleanroom image pack ./rootfs -o images/builder.tar`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return systemFailure(fmt.Errorf("-o ARCHIVE is required"))
+			}
+			img, err := imagepack.Image(args[0], imagepack.Options{Cmd: cmdArgs})
+			if err != nil {
+				return systemFailure(err)
+			}
+			switch format {
+			case "oci":
+				err = imagepack.WriteOCIArchive(out, img, name)
+			case "docker":
+				err = imagepack.WriteDockerArchive(out, img, name)
+			default:
+				err = fmt.Errorf("--format %q: use oci or docker", format)
+			}
+			if err != nil {
+				return systemFailure(err)
+			}
+			d, _ := img.Digest()
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\n", out, d)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "archive to write")
+	cmd.Flags().StringVar(&name, "name", "localhost/cleanroom-image:latest", "name recorded in the archive")
+	cmd.Flags().StringVar(&format, "format", "oci", "archive format: oci (oci-archive:) or docker (docker-archive:)")
+	cmd.Flags().StringArrayVar(&cmdArgs, "cmd", []string{"/bin/sh"}, "image default command")
+	return cmd
+}

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/cleanroom-ci/cleanroom/internal/runlock"
+	"github.com/cleanroom-ci/cleanroom/runner"
+	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
+)
+
+type runOptions struct {
+	file       string
+	workdir    string
+	out        string
+	steps      []string
+	allow      []string
+	egressMode string
+	goproxy    string
+	output     string
+}
+
+func newRunCommand(g *globalOptions) *cobra.Command {
+	o := &runOptions{}
+	cmd := &cobra.Command{
+		Use:   "run [flags]",
+		Short: "Run a pipeline's steps, each in a fresh hermetic sandbox",
+		Long: `Run executes the steps of a pipeline file in order. Each step runs as
+/bin/sh -e -c '<run>' in a fresh sandbox of its image with the workspace
+mounted read-write at /workspace. The only network a step has is the egress
+proxy on its loopback (HTTP_PROXY, HTTPS_PROXY and GOPROXY point at it); the
+proxy allows what egress.allow and --allow name and denies the rest.
+
+Outputs go to --out (default <workspace>/.cleanroom): logs/<step>.log,
+egress.jsonl (every egress decision) and summary.json.`,
+		Example: `  # run every step of ./cleanroom.yaml
+  cleanroom run
+
+  # run one step of another pipeline, with an extra egress rule
+  cleanroom run -f ci/cleanroom.yaml --step build --allow deps.example.org
+
+  # find the allowlist a build needs: allow all, record what would be denied
+  cleanroom run --egress-mode audit`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runPipeline(cmd.Context(), g, o, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.file, "file", "f", "cleanroom.yaml", "pipeline file")
+	f.StringVar(&o.workdir, "workdir", "", "workspace mounted at /workspace (default: the pipeline file's directory)")
+	f.StringVar(&o.out, "out", "", "output directory (default: <workspace>/.cleanroom)")
+	f.StringArrayVar(&o.steps, "step", nil, "run only this step (repeatable)")
+	f.StringArrayVar(&o.allow, "allow", nil, "extra egress rule for every step, e.g. deps.example.org or 10.0.0.5:8080 (repeatable)")
+	f.StringVar(&o.egressMode, "egress-mode", "", "enforce (deny what is not allowed) or audit (allow all, record what enforce would deny); default: the pipeline's")
+	f.StringVar(&o.goproxy, "goproxy-upstream", "", "module proxy behind the steps' GOPROXY endpoint (default: the first entry of `go env GOPROXY`); its host must be allowed")
+	f.StringVarP(&o.output, "output", "o", "text", "result format on stdout: text or json")
+	return cmd
+}
+
+func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io.Writer) error {
+	log, err := g.logger()
+	if err != nil {
+		return systemFailure(err)
+	}
+	if o.output != "text" && o.output != "json" {
+		return systemFailure(fmt.Errorf("--output %q: use text or json", o.output))
+	}
+	p, err := pipeline.Load(o.file, pipeline.WithRuleCheck(checkRule))
+	if err != nil {
+		return systemFailure(err)
+	}
+	for _, r := range o.allow {
+		if err := checkRule(r); err != nil {
+			return systemFailure(fmt.Errorf("--allow %q: %w", r, err))
+		}
+	}
+	if _, err := p.Select(o.steps); err != nil {
+		return systemFailure(err)
+	}
+	workspace := o.workdir
+	if workspace == "" {
+		workspace = p.Dir
+	}
+	if workspace, err = filepath.Abs(workspace); err != nil {
+		return systemFailure(err)
+	}
+	if fi, err := os.Stat(workspace); err != nil || !fi.IsDir() {
+		return systemFailure(fmt.Errorf("workspace %s is not a directory", workspace))
+	}
+	out := o.out
+	if out == "" {
+		out = filepath.Join(workspace, ".cleanroom")
+	}
+	if out, err = filepath.Abs(out); err != nil {
+		return systemFailure(err)
+	}
+	upstream, err := goModUpstream(o.goproxy)
+	if err != nil {
+		return systemFailure(err)
+	}
+	if os.Geteuid() != 0 {
+		return systemFailure(errors.New("cleanroom run needs root: it creates network namespaces and containers (run it with sudo)"))
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	lock, err := runlock.Acquire(runner.LocksDir(g.stateDir))
+	if err != nil {
+		return systemFailure(err)
+	}
+	defer lock.Release()
+	log = log.With("run", lock.ID)
+
+	exec, err := newExecutor(ctx, g, log, lock.ID)
+	if err != nil {
+		return systemFailure(err)
+	}
+	defer exec.Close()
+	runner.Reap(g.stateDir, log)
+
+	res, err := runner.Run(ctx, runner.Config{
+		Pipeline:      p,
+		Steps:         o.steps,
+		Workspace:     workspace,
+		OutDir:        out,
+		StateDir:      g.stateDir,
+		RunID:         lock.ID,
+		ExtraAllow:    o.allow,
+		EgressMode:    o.egressMode,
+		GoModUpstream: upstream,
+		Executor:      exec,
+		Output:        os.Stderr,
+		Logger:        log,
+	})
+	if res != nil {
+		report(stdout, o.output, res)
+	}
+	switch {
+	case errors.Is(err, runner.ErrCancelled) || (err != nil && ctx.Err() != nil):
+		return systemFailure(errors.New("run cancelled; every sandbox it started has been removed"))
+	case err != nil:
+		return systemFailure(err)
+	case res.Failed != "":
+		return buildFailure(nil)
+	}
+	return nil
+}
+
+func newExecutor(ctx context.Context, g *globalOptions, log hclog.Logger, runID string) (*ctrexec.Executor, error) {
+	opts := []ctrexec.Option{
+		ctrexec.WithNamespace(g.namespace),
+		ctrexec.WithStateDir(g.stateDir),
+		ctrexec.WithLogger(log.Named("containerd")),
+	}
+	if g.address != "" {
+		opts = append(opts, ctrexec.WithAddress(g.address))
+	}
+	if runID != "" {
+		opts = append(opts, ctrexec.WithRun(runner.LocksDir(g.stateDir), runID))
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return ctrexec.New(cctx, opts...)
+}
+
+// checkRule validates an egress rule with the proxy's own grammar.
+func checkRule(rule string) error {
+	_, err := egress.ParseRule(rule)
+	return err
+}
+
+// goModUpstream picks the module proxy that the steps' GOPROXY endpoint
+// forwards to: the flag, or the first proxy URL in the host's `go env
+// GOPROXY`. None (no Go on the host, or GOPROXY=direct/off) disables the
+// endpoint.
+func goModUpstream(flag string) (*url.URL, error) {
+	raw := flag
+	if raw == "" {
+		b, err := exec.Command("go", "env", "GOPROXY").Output()
+		if err != nil {
+			return nil, nil
+		}
+		for _, e := range strings.FieldsFunc(strings.TrimSpace(string(b)), func(r rune) bool { return r == ',' || r == '|' }) {
+			if e != "direct" && e != "off" {
+				raw = e
+				break
+			}
+		}
+		if raw == "" {
+			return nil, nil
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--goproxy-upstream %q: want an http(s) URL", raw)
+	}
+	return u, nil
+}
+
+func report(w io.Writer, format string, res *runner.Result) {
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(res)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STEP\tSTATUS\tEXIT\tDURATION\tDENIED")
+	for _, s := range res.Steps {
+		denied := 0
+		for _, d := range s.Denials {
+			denied += d.Count
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1fs\t%d\n", s.Name, s.Status, s.ExitCode, s.DurationS, denied)
+	}
+	tw.Flush()
+	for _, s := range res.Steps {
+		for _, d := range s.Denials {
+			hint := ""
+			if d.Hint != "" {
+				hint = fmt.Sprintf(" (allow with %q)", d.Hint)
+			}
+			fmt.Fprintf(w, "denied egress in step %s: %s ×%d: %s%s\n", s.Name, d.Target, d.Count, d.Reason, hint)
+		}
+		if len(s.WouldNeed) > 0 {
+			fmt.Fprintf(w, "audit: step %s would need egress.allow: [%s]\n", s.Name, quoteList(s.WouldNeed))
+		}
+	}
+	fmt.Fprintf(w, "outputs: %s\n", res.OutDir)
+}
+
+func quoteList(l []string) string {
+	q := make([]string, len(l))
+	for i, s := range l {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
+}

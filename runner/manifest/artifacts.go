@@ -1,0 +1,288 @@
+package manifest
+
+import (
+	"cmp"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// ErrOutsideWorkspace is wrapped by MatchArtifacts errors for a match, or a
+// directory on the way to one, that resolves outside the workspace. A build
+// step controls the workspace, so it could otherwise plant a symlink that
+// makes the runner attest (and publish) a file of the host.
+var ErrOutsideWorkspace = errors.New("resolves outside the workspace")
+
+// MatchArtifacts expands artifact globs relative to workspace and hashes
+// every match.
+//
+// Globs use path.Match syntax per segment, plus "**" as a whole segment for
+// any number of directories (including none). Matching is on the lexical
+// tree: "*" also matches names starting with a dot. A symlink is allowed
+// only if it resolves inside the workspace, and is then hashed as its target
+// under its own name; an explicitly matched symlinked directory is followed
+// the same way, but "**" never descends into symlinked directories (that is
+// how loops are avoided). It is an error, naming the path, when a match
+// resolves outside the workspace, is a directory (the message suggests
+// "dir/**"), or is neither a file nor a directory; and an error, naming the
+// glob, when a glob matches nothing. Absolute globs and "." or ".." segments
+// are refused.
+//
+// The result is sorted by Name (workspace-relative slash path), without
+// duplicates when globs overlap.
+func MatchArtifacts(workspace string, globs []string) ([]Subject, error) {
+	abs, err := filepath.Abs(workspace)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: workspace: %w", err)
+	}
+	found := map[string]string{} // name → resolved path
+	for _, g := range globs {
+		segs, err := parseGlob(g)
+		if err != nil {
+			return nil, err
+		}
+		m := &globMatcher{root: real, found: map[string]string{}}
+		if err := m.match("", real, segs); err != nil {
+			return nil, fmt.Errorf("manifest: artifact glob %q: %w", g, err)
+		}
+		if len(m.found) == 0 {
+			return nil, fmt.Errorf("manifest: artifact glob %q matched no files", g)
+		}
+		for name, p := range m.found {
+			found[name] = p
+		}
+	}
+	return hashArtifacts(found)
+}
+
+// parseGlob splits a glob into segments and rejects the forms that could
+// name something outside the workspace or that path.Match cannot parse.
+func parseGlob(g string) ([]string, error) {
+	if g == "" {
+		return nil, errors.New("manifest: empty artifact glob")
+	}
+	if path.IsAbs(g) || filepath.IsAbs(g) {
+		return nil, fmt.Errorf("manifest: artifact glob %q is absolute; globs are relative to the workspace", g)
+	}
+	var segs []string
+	for _, s := range strings.Split(g, "/") {
+		switch {
+		case s == "" || s == ".":
+			return nil, fmt.Errorf("manifest: artifact glob %q has an empty or '.' segment", g)
+		case s == "..":
+			return nil, fmt.Errorf("manifest: artifact glob %q contains '..'", g)
+		case s == "**":
+			if len(segs) > 0 && segs[len(segs)-1] == "**" {
+				continue // a/**/**/b is a/**/b
+			}
+		case strings.Contains(s, "**"):
+			return nil, fmt.Errorf("manifest: artifact glob %q: '**' must be a whole path segment", g)
+		default:
+			if _, err := path.Match(s, ""); err != nil {
+				return nil, fmt.Errorf("manifest: artifact glob %q: %w", g, err)
+			}
+		}
+		segs = append(segs, s)
+	}
+	return segs, nil
+}
+
+// globMatcher matches one glob. Every directory it reads is given both as
+// the lexical workspace-relative name (what subjects are called) and as a
+// resolved path already checked to be inside root.
+type globMatcher struct {
+	root  string
+	found map[string]string
+}
+
+func (m *globMatcher) match(rel, dir string, segs []string) error {
+	seg := segs[0]
+	if seg == "**" {
+		if len(segs) == 1 {
+			return m.all(rel, dir)
+		}
+		if err := m.match(rel, dir, segs[1:]); err != nil {
+			return err
+		}
+		des, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, de := range des {
+			if de.IsDir() { // lexical: a symlink is not a directory here
+				if err := m.match(path.Join(rel, de.Name()), filepath.Join(dir, de.Name()), segs); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	names, err := matchNames(dir, seg)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		childRel, child := path.Join(rel, name), filepath.Join(dir, name)
+		if len(segs) == 1 {
+			if err := m.candidate(childRel, child, true); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := os.Stat(child); errors.Is(err, fs.ErrNotExist) {
+			continue // a dangling link on the way holds nothing to match
+		}
+		resolved, info, err := m.resolve(childRel, child)
+		if err != nil {
+			return err
+		}
+		if info.IsDir() {
+			if err := m.match(childRel, resolved, segs[1:]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// matchNames lists the entries of dir matching one segment. A segment
+// without metacharacters is looked up directly, which also keeps a glob
+// naming one file cheap in a huge directory.
+func matchNames(dir, seg string) ([]string, error) {
+	if !strings.ContainsAny(seg, `*?[\`) {
+		if _, err := os.Lstat(filepath.Join(dir, seg)); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		return []string{seg}, nil
+	}
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, de := range des {
+		if ok, _ := path.Match(seg, de.Name()); ok {
+			names = append(names, de.Name())
+		}
+	}
+	return names, nil
+}
+
+// all collects every non-directory below dir for a trailing "**",
+// descending real directories only.
+func (m *globMatcher) all(rel, dir string) error {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, de := range des {
+		childRel, child := path.Join(rel, de.Name()), filepath.Join(dir, de.Name())
+		var err error
+		if de.IsDir() {
+			err = m.all(childRel, child)
+		} else {
+			err = m.candidate(childRel, child, false)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolve follows p through any symlinks and checks the result is inside
+// the workspace. The check compares path components (filepath.Rel), so a
+// workspace /ws does not accept /ws2/x.
+func (m *globMatcher) resolve(rel, p string) (string, os.FileInfo, error) {
+	r, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		if li, lerr := os.Lstat(p); lerr == nil && li.Mode()&fs.ModeSymlink != 0 && errors.Is(err, fs.ErrNotExist) {
+			return "", nil, fmt.Errorf("%s is a dangling symlink", rel)
+		}
+		return "", nil, fmt.Errorf("%s: %w", rel, err)
+	}
+	if !within(m.root, r) {
+		return "", nil, fmt.Errorf("%s %w (%s)", rel, ErrOutsideWorkspace, r)
+	}
+	info, err := os.Stat(r)
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: %w", rel, err)
+	}
+	return r, info, nil
+}
+
+// candidate records a match. explicit is false under a trailing "**",
+// where a symlink to a directory inside the workspace is skipped rather
+// than refused.
+func (m *globMatcher) candidate(rel, p string, explicit bool) error {
+	resolved, info, err := m.resolve(rel, p)
+	if err != nil {
+		return err
+	}
+	switch {
+	case info.IsDir() && explicit:
+		return fmt.Errorf("%s is a directory; use %q to attest the files in it", rel, rel+"/**")
+	case info.IsDir():
+		return nil
+	case !info.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file (%s)", rel, info.Mode().Type())
+	}
+	m.found[rel] = resolved
+	return nil
+}
+
+// within reports whether p is root or below it.
+func within(root, p string) bool {
+	rel, err := filepath.Rel(root, p)
+	if err != nil || filepath.IsAbs(rel) {
+		return false
+	}
+	return rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// hashArtifacts hashes the matched files in parallel and returns them as
+// sorted subjects. Paths are already resolved, so opening them without
+// following symlinks turns a link planted after matching into an error.
+func hashArtifacts(found map[string]string) ([]Subject, error) {
+	out := make([]Subject, 0, len(found))
+	for name := range found {
+		out = append(out, Subject{Name: name})
+	}
+	slices.SortFunc(out, func(a, b Subject) int { return cmp.Compare(a.Name, b.Name) })
+	errs := make([]error, len(out))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i := range out {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			sum, _, err := hashNoFollow(context.Background(), found[out[i].Name])
+			if err != nil {
+				errs[i] = fmt.Errorf("manifest: hashing artifact %s: %w", out[i].Name, err)
+				return
+			}
+			out[i].SHA256 = hex.EncodeToString(sum[:])
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

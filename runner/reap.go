@@ -1,0 +1,38 @@
+package runner
+
+import (
+	"os"
+	"path/filepath"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/cleanroom-ci/cleanroom/internal/runlock"
+	"github.com/cleanroom-ci/cleanroom/sandbox/netns"
+)
+
+// LocksDir is where run locks live under the state directory.
+func LocksDir(stateDir string) string { return filepath.Join(stateDir, "locks") }
+
+// Reap removes the network namespaces and staging directories of runs that
+// died without cleaning up (SIGKILL, a crash), then forgets their locks.
+// Call it after the executor has reaped its own residue of those runs
+// (ctrexec.New does), since a dead run's container may still hold a
+// namespace.
+func Reap(stateDir string, log hclog.Logger) {
+	dead, err := runlock.Dead(LocksDir(stateDir))
+	if err != nil {
+		log.Warn("cannot list run locks", "error", err)
+		return
+	}
+	for _, id := range dead {
+		paths, _ := netns.List(NetNSDir(stateDir), "cr-"+id+"-")
+		for _, p := range paths {
+			log.Info("reaping network namespace of a dead run", "path", p)
+			if err := netns.Remove(p); err != nil {
+				log.Warn("cannot remove namespace", "path", p, "error", err)
+			}
+		}
+		os.RemoveAll(filepath.Join(stateDir, "runs", id))
+		runlock.Forget(LocksDir(stateDir), id)
+	}
+}

@@ -1,0 +1,210 @@
+// Package runner is cleanroom's engine. Given a validated pipeline and a
+// sandbox.Executor it runs the selected steps in order, each in a fresh
+// sandbox whose only way out is an egress proxy it owns, streams their
+// output, and reports how each ended. It imports no containerd package: the
+// sandbox is a seam, so the engine's logic does not depend on a daemon.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/sandbox"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+)
+
+// Config is one run.
+type Config struct {
+	Pipeline *pipeline.Pipeline
+	// Steps selects a subset by name (--step); empty runs all.
+	Steps []string
+	// Workspace is bind-mounted read-write at /workspace.
+	Workspace string
+	// OutDir receives logs, the egress log and the summary. Files are
+	// written to a staging directory outside the workspace while steps
+	// run and moved into OutDir at the end, so a step cannot forge them.
+	OutDir string
+	// StateDir holds the run's staging directory and namespace files.
+	StateDir string
+	// RunID tags everything the run creates (see internal/runlock).
+	RunID string
+	// ExtraAllow is added to every step's allowlist (--allow).
+	ExtraAllow []string
+	// EgressMode overrides the pipeline's mode when set (--egress-mode).
+	EgressMode string
+	// GoModUpstream is the module proxy behind the /gomod/ endpoint.
+	GoModUpstream *url.URL
+	// Executor runs the sandboxes.
+	Executor sandbox.Executor
+	// Output receives the steps' output, each line prefixed by the step.
+	Output io.Writer
+	Logger hclog.Logger
+	// Hooks for tests and tracing; may be nil.
+	Trace func(span string, start, end time.Time, attrs ...any)
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	RunID    string        `json:"runId"`
+	Steps    []StepResult  `json:"steps"`
+	Images   []ImageResult `json:"images"`
+	Failed   string        `json:"failedStep,omitempty"`
+	OutDir   string        `json:"outDir"`
+	Started  time.Time     `json:"startedOn"`
+	Finished time.Time     `json:"finishedOn"`
+	// Events are the egress decisions of every step, in order.
+	Events []egress.Event `json:"-"`
+	// Sandbox describes the backend and hardening for provenance.
+	Sandbox sandbox.Info `json:"-"`
+}
+
+// StepResult is how one step ended.
+type StepResult struct {
+	Name      string          `json:"name"`
+	Image     string          `json:"image"`
+	Status    string          `json:"status"` // ok, failed, timeout, oom, cancelled, skipped
+	ExitCode  int             `json:"exitCode"`
+	Duration  time.Duration   `json:"-"`
+	DurationS float64         `json:"durationSeconds"`
+	Allow     []string        `json:"egressAllow"`
+	Mode      string          `json:"egressMode"`
+	Denials   []egress.Denial `json:"denials,omitempty"`
+	WouldNeed []string        `json:"wouldNeed,omitempty"`
+	LogFile   string          `json:"log,omitempty"`
+}
+
+// ImageResult records an image by digest.
+type ImageResult struct {
+	Ref    string   `json:"ref"`
+	Digest string   `json:"digest"`
+	Steps  []string `json:"steps"`
+}
+
+// ErrCancelled is returned when the run was interrupted.
+var ErrCancelled = errors.New("run cancelled")
+
+// Run runs the pipeline. A step that fails is reported in Result.Failed
+// with a nil error; an error means the run itself could not be carried
+// out (configuration or infrastructure), or was cancelled.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Output == nil {
+		cfg.Output = io.Discard
+	}
+	p := cfg.Pipeline
+	steps, err := p.Select(cfg.Steps)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.EgressMode != "" {
+		if _, err := egress.ParseMode(cfg.EgressMode); err != nil {
+			return nil, err
+		}
+	}
+	res := &Result{RunID: cfg.RunID, OutDir: cfg.OutDir, Started: time.Now().UTC()}
+	stage := filepath.Join(cfg.StateDir, "runs", cfg.RunID)
+	if err := os.MkdirAll(filepath.Join(stage, "logs"), 0o700); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+
+	info, err := cfg.Executor.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	res.Sandbox = info
+
+	images, err := resolveImages(ctx, cfg, steps, res)
+	if err != nil {
+		return nil, err
+	}
+
+	eventsFile, err := os.Create(filepath.Join(stage, "egress.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	defer eventsFile.Close()
+	recorder := egress.NewJSONLRecorder(eventsFile)
+
+	var runErr error
+	for i, step := range steps {
+		if runErr != nil || res.Failed != "" {
+			res.Steps = append(res.Steps, StepResult{Name: step.Name, Image: p.StepImage(step), Status: "skipped"})
+			continue
+		}
+		sr, err := runStep(ctx, cfg, i, step, images[p.StepImage(step)], stage, recorder)
+		res.Steps = append(res.Steps, sr)
+		if err != nil {
+			runErr = err
+			continue
+		}
+		if sr.Status != "ok" {
+			res.Failed = step.Name
+		}
+	}
+	res.Events = recorder.Events()
+	res.Finished = time.Now().UTC()
+	if err := eventsFile.Sync(); err != nil && runErr == nil {
+		runErr = err
+	}
+	if err := writeSummary(stage, res); err != nil && runErr == nil {
+		runErr = err
+	}
+	if err := publish(stage, cfg.OutDir); err != nil && runErr == nil {
+		runErr = fmt.Errorf("write outputs to %s: %w", cfg.OutDir, err)
+	}
+	return res, runErr
+}
+
+func resolveImages(ctx context.Context, cfg Config, steps []pipeline.Step, res *Result) (map[string]sandbox.Image, error) {
+	p := cfg.Pipeline
+	images := map[string]sandbox.Image{}
+	byRef := map[string]*ImageResult{}
+	for _, s := range steps {
+		written := p.StepImage(s)
+		if _, ok := images[written]; !ok {
+			ref := p.StepImageRef(s)
+			start := time.Now()
+			img, err := cfg.Executor.Resolve(ctx, ref.String())
+			if err != nil {
+				return nil, fmt.Errorf("step %q: image %s: %w", s.Name, written, err)
+			}
+			cfg.trace("image.resolve", start, time.Now(), "ref", written)
+			img.Ref = written
+			images[written] = img
+			cfg.Logger.Info("image ready", "ref", written, "digest", img.Digest)
+		}
+		ir, ok := byRef[written]
+		if !ok {
+			ir = &ImageResult{Ref: written, Digest: images[written].Digest}
+			byRef[written] = ir
+			res.Images = append(res.Images, ImageResult{})
+		}
+		ir.Steps = append(ir.Steps, s.Name)
+	}
+	res.Images = res.Images[:0]
+	for _, s := range steps {
+		if ir, ok := byRef[p.StepImage(s)]; ok {
+			res.Images = append(res.Images, *ir)
+			delete(byRef, p.StepImage(s))
+		}
+	}
+	return images, nil
+}
+
+func (c Config) trace(span string, start, end time.Time, attrs ...any) {
+	if c.Trace != nil {
+		c.Trace(span, start, end, attrs...)
+	}
+}
