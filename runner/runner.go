@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
@@ -48,19 +49,29 @@ type Config struct {
 	// Output receives the steps' output, each line prefixed by the step.
 	Output io.Writer
 	Logger hclog.Logger
+	// BuilderID, InvocationID and Version go into the provenance.
+	BuilderID    string
+	InvocationID string
+	Version      string
 	// Hooks for tests and tracing; may be nil.
 	Trace func(span string, start, end time.Time, attrs ...any)
 }
 
 // Result is the outcome of a run.
 type Result struct {
-	RunID    string        `json:"runId"`
-	Steps    []StepResult  `json:"steps"`
-	Images   []ImageResult `json:"images"`
-	Failed   string        `json:"failedStep,omitempty"`
-	OutDir   string        `json:"outDir"`
-	Started  time.Time     `json:"startedOn"`
-	Finished time.Time     `json:"finishedOn"`
+	RunID  string        `json:"runId"`
+	Steps  []StepResult  `json:"steps"`
+	Images []ImageResult `json:"images"`
+	Failed string        `json:"failedStep,omitempty"`
+	// Error explains a failure that is not a step's exit status (an
+	// artifact glob that matches nothing or points outside the workspace).
+	Error    string             `json:"error,omitempty"`
+	Subjects []manifest.Subject `json:"artifacts,omitempty"`
+	// Provenance is the path of the in-toto statement written.
+	Provenance string    `json:"provenance,omitempty"`
+	OutDir     string    `json:"outDir"`
+	Started    time.Time `json:"startedOn"`
+	Finished   time.Time `json:"finishedOn"`
 	// Events are the egress decisions of every step, in order.
 	Events []egress.Event `json:"-"`
 	// Sandbox describes the backend and hardening for provenance.
@@ -88,6 +99,10 @@ type ImageResult struct {
 	Digest string   `json:"digest"`
 	Steps  []string `json:"steps"`
 }
+
+// ArtifactsStep is Result.Failed when the steps succeeded but the
+// artifacts could not be collected.
+const ArtifactsStep = "(artifacts)"
 
 // ErrCancelled is returned when the run was interrupted.
 var ErrCancelled = errors.New("run cancelled")
@@ -129,6 +144,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
+	in, err := snapshotInputs(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	cfg.trace("workspace.hash", start, time.Now())
 
 	eventsFile, err := os.Create(filepath.Join(stage, "egress.jsonl"))
 	if err != nil {
@@ -154,12 +175,27 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	res.Events = recorder.Events()
+	if runErr == nil && res.Failed == "" && len(p.Artifacts) > 0 {
+		subjects, err := manifest.MatchArtifacts(cfg.Workspace, p.Artifacts)
+		if err != nil {
+			res.Failed, res.Error = ArtifactsStep, err.Error()
+			cfg.Logger.Error("artifacts", "error", err)
+		}
+		res.Subjects = subjects
+	}
 	res.Finished = time.Now().UTC()
 	if err := eventsFile.Sync(); err != nil && runErr == nil {
 		runErr = err
 	}
 	if err := writeSummary(stage, res); err != nil && runErr == nil {
 		runErr = err
+	}
+	if runErr == nil {
+		start := time.Now()
+		if err := writeProvenance(cfg, res, in, stage); err != nil {
+			runErr = fmt.Errorf("provenance: %w", err)
+		}
+		cfg.trace("provenance", start, time.Now())
 	}
 	if err := publish(stage, cfg.OutDir); err != nil && runErr == nil {
 		runErr = fmt.Errorf("write outputs to %s: %w", cfg.OutDir, err)
@@ -207,4 +243,20 @@ func (c Config) trace(span string, start, end time.Time, attrs ...any) {
 	if c.Trace != nil {
 		c.Trace(span, start, end, attrs...)
 	}
+}
+
+func writeProvenance(cfg Config, res *Result, in inputs, stage string) error {
+	bp, err := byproducts(stage)
+	if err != nil {
+		return err
+	}
+	st, err := manifest.Build(provenanceInput(cfg, res, in, res.Subjects, bp))
+	if err != nil {
+		return err
+	}
+	if err := manifest.WriteFile(filepath.Join(stage, ProvenanceFile), st); err != nil {
+		return err
+	}
+	res.Provenance = filepath.Join(cfg.OutDir, ProvenanceFile)
+	return nil
 }

@@ -137,14 +137,15 @@ func runStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img s
 	return sr, nil
 }
 
-// stepEnv is the step's whole environment: what the pipeline sets, the
-// proxy variables (which the pipeline may not set: the loader rejects
-// them), and defaults for PATH and HOME. Nothing of the runner's own
-// environment is inherited, so the runner's secrets cannot leak in.
+// stepEnv is what the runner sets in the step, over the image's own
+// environment: what the pipeline sets, the proxy variables (which the
+// pipeline may not set: the loader rejects them, and they override any the
+// image sets), CI=true and HOME (the root filesystem is read-only, /tmp is
+// writable). Nothing of the runner's own environment is inherited, so the
+// runner's secrets cannot leak in.
 func stepEnv(pipelineEnv []string, port int) []string {
 	proxy := fmt.Sprintf("http://127.0.0.1:%d", port)
 	env := map[string]string{
-		"PATH":        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME":        "/tmp",
 		"CI":          "true",
 		"HTTP_PROXY":  proxy,

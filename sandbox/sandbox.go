@@ -52,8 +52,9 @@ type Spec struct {
 	Image Image
 	// Args is the process argv (e.g. /bin/sh -e -c SCRIPT).
 	Args []string
-	// Env is the complete environment, KEY=VALUE. Nothing else is added
-	// except what the image config sets, which Env overrides.
+	// Env is applied over the image config's environment (toolchain images
+	// set PATH, GOPATH, JAVA_HOME …); a variable set in both takes its
+	// value from Env. Nothing of the runner's own environment is added.
 	Env []string
 	// Cwd is the working directory inside the sandbox.
 	Cwd string

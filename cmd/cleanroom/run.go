@@ -21,9 +21,10 @@ import (
 
 	"github.com/cleanroom-ci/cleanroom/internal/runlock"
 	"github.com/cleanroom-ci/cleanroom/runner"
+	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
-	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 
 type runOptions struct {
@@ -35,6 +36,7 @@ type runOptions struct {
 	egressMode string
 	goproxy    string
 	output     string
+	builderID  string
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -49,7 +51,10 @@ proxy on its loopback (HTTP_PROXY, HTTPS_PROXY and GOPROXY point at it); the
 proxy allows what egress.allow and --allow name and denies the rest.
 
 Outputs go to --out (default <workspace>/.cleanroom): logs/<step>.log,
-egress.jsonl (every egress decision) and summary.json.`,
+egress.jsonl (every egress decision), summary.json and provenance.intoto.json
+(an in-toto statement with a SLSA v1 provenance predicate: source, pipeline,
+images by digest, every dependency fetched with its sha256, and the
+artifacts matched by the pipeline's "artifacts" globs).`,
 		Example: `  # run every step of ./cleanroom.yaml
   cleanroom run
 
@@ -72,6 +77,7 @@ egress.jsonl (every egress decision) and summary.json.`,
 	f.StringVar(&o.egressMode, "egress-mode", "", "enforce (deny what is not allowed) or audit (allow all, record what enforce would deny); default: the pipeline's")
 	f.StringVar(&o.goproxy, "goproxy-upstream", "", "module proxy behind the steps' GOPROXY endpoint (default: the first entry of `go env GOPROXY`); its host must be allowed")
 	f.StringVarP(&o.output, "output", "o", "text", "result format on stdout: text or json")
+	f.StringVar(&o.builderID, "builder-id", manifest.DefaultBuilderID, "runDetails.builder.id written into the provenance: who ran the build")
 	return cmd
 }
 
@@ -150,6 +156,8 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		Executor:      exec,
 		Output:        os.Stderr,
 		Logger:        log,
+		BuilderID:     o.builderID,
+		Version:       version,
 	})
 	if res != nil {
 		report(stdout, o.output, res)
@@ -244,6 +252,15 @@ func report(w io.Writer, format string, res *runner.Result) {
 		if len(s.WouldNeed) > 0 {
 			fmt.Fprintf(w, "audit: step %s would need egress.allow: [%s]\n", s.Name, quoteList(s.WouldNeed))
 		}
+	}
+	if res.Error != "" {
+		fmt.Fprintf(w, "error: %s\n", res.Error)
+	}
+	for _, a := range res.Subjects {
+		fmt.Fprintf(w, "artifact: %s sha256:%s\n", a.Name, a.SHA256)
+	}
+	if res.Provenance != "" {
+		fmt.Fprintf(w, "provenance: %s\n", res.Provenance)
 	}
 	fmt.Fprintf(w, "outputs: %s\n", res.OutDir)
 }

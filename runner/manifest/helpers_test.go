@@ -27,7 +27,7 @@ func sampleInput() Input {
 		Steps:         []string{"deps", "build", "test"},
 		Flags: map[string][]string{
 			"step":        {"deps", "build", "test"},
-			"allow":       {"proxy.golang.org:443"},
+			"allow":       {"goproxy.example.org:443"},
 			"egress-mode": {"enforce"},
 		},
 		Source: Source{
@@ -42,11 +42,11 @@ func sampleInput() Input {
 			{Step: "deps", Ref: "alpine@sha256:" + hexOf("alpine"), Digest: hexOf("alpine")},
 		},
 		Dependencies: []Dependency{
-			{Step: "deps", URL: "https://proxy.golang.org/golang.org/x/sys/@v/v0.50.0.zip", SHA256: hexOf("sys"),
+			{Step: "deps", URL: "https://goproxy.example.org/golang.org/x/sys/@v/v0.50.0.zip", SHA256: hexOf("sys"),
 				Size: 1234567, BytesIn: 1240000, BytesOut: 512, Method: "GET", Module: "golang.org/x/sys", Version: "v0.50.0"},
 			{Step: "deps", URL: "https://objects.example.com/blob.tgz?X-Amz-Signature=deadbeef&v=2", SHA256: hexOf("blob"),
 				Size: 10, BytesIn: 700, BytesOut: 300, Method: "GET"},
-			{Step: "build", URL: "sum.golang.org:443", BytesIn: 4096, BytesOut: 1024},
+			{Step: "build", URL: "sumdb.example.org:443", BytesIn: 4096, BytesOut: 1024},
 		},
 		Denied: []Denied{
 			{Step: "test", Host: "example.org", Port: 443, Reason: "not in allowlist", Count: 2},
@@ -63,7 +63,7 @@ func sampleInput() Input {
 			},
 		},
 		Egress: map[string][]string{
-			"deps":  {"sum.golang.org:443", "proxy.golang.org:443", "proxy.golang.org:443"},
+			"deps":  {"sumdb.example.org:443", "goproxy.example.org:443", "goproxy.example.org:443"},
 			"build": {},
 		},
 		Subjects: []Subject{

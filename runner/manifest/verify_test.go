@@ -119,8 +119,8 @@ func TestVerifyPolicyRules(t *testing.T) {
 			in.Denied = []Denied{{Step: "build", Host: "evil.example", Port: 443, Count: 4}}
 		}, Policy{NoDeniedEgress: true}, "4 egress connections were denied"},
 		"undigested": {func(in *Input) {
-			in.Dependencies = append(in.Dependencies, Dependency{Step: "build", URL: "sum.golang.org:443"})
-		}, Policy{AllDependenciesDigested: true}, "sum.golang.org:443"},
+			in.Dependencies = append(in.Dependencies, Dependency{Step: "build", URL: "sumdb.example.org:443"})
+		}, Policy{AllDependenciesDigested: true}, "sumdb.example.org:443"},
 		"unpinned": {func(in *Input) {
 			in.Images = append(in.Images, Image{Step: "test", Ref: "golang:1.26", Digest: hexOf("g")})
 		}, Policy{ImagesPinned: true}, "golang:1.26"},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/lexer"
 	"github.com/goccy/go-yaml/parser"
 	"github.com/goccy/go-yaml/token"
 )
@@ -113,7 +114,14 @@ func (d *decoder) parseYAML(data []byte) (root ast.Node, ok bool) {
 	}()
 	// A UTF-8 byte order mark is allowed by YAML but not by go-yaml.
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
-	f, err := parser.ParseBytes(data, 0)
+	tokens := lexer.Tokenize(string(data))
+	if tk, msg := checkShape(tokens); tk != nil {
+		line, col := tk.Position.Line, max(tk.Position.Column, 1)
+		d.errs = append(d.errs, &Error{File: d.file, Line: max(line, 1), Column: col,
+			Msg: msg + "; a pipeline file this large or deep is not supported"})
+		return nil, false
+	}
+	f, err := parser.Parse(tokens, 0)
 	if err != nil {
 		d.syntaxError(err)
 		return nil, false

@@ -856,7 +856,7 @@ func TestParseErrors(t *testing.T) {
 				"steps: [{name: a, run: b}]",
 			),
 			want: []string{
-				"cleanroom.yaml:3:17: egress.allow: expected a list of rules, e.g. [\"proxy.golang.org\"] ([] for no egress), got the string \"example.org\"",
+				"cleanroom.yaml:3:17: egress.allow: expected a list of rules, e.g. [\"goproxy.example.org\"] ([] for no egress), got the string \"example.org\"",
 			},
 		},
 		{
@@ -869,7 +869,7 @@ func TestParseErrors(t *testing.T) {
 				"steps: [{name: a, run: b}]",
 			),
 			want: []string{
-				"cleanroom.yaml:4:9: egress.allow: expected a list of rules, e.g. [\"proxy.golang.org\"] ([] for no egress), got nothing (an empty or null value)",
+				"cleanroom.yaml:4:9: egress.allow: expected a list of rules, e.g. [\"goproxy.example.org\"] ([] for no egress), got nothing (an empty or null value)",
 			},
 		},
 		{

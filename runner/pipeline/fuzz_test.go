@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -23,25 +24,80 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse("f.yaml", data, rejectSpaces)
 		if err != nil {
-			if p != nil {
-				t.Fatalf("pipeline returned with error %v", err)
-			}
-			var list ErrorList
-			if !errors.As(err, &list) || len(list) == 0 {
-				t.Fatalf("error is %T %v; want a non-empty ErrorList", err, err)
-			}
-			for _, e := range list {
-				if e.File != "f.yaml" || e.Line < 1 || e.Column < 1 || e.Msg == "" {
-					t.Fatalf("malformed error %#v", e)
-				}
-				if strings.ContainsAny(e.Error(), "\n\r") {
-					t.Fatalf("error spans lines: %q", e.Error())
-				}
-			}
+			checkErrors(t, p, err)
 			return
 		}
 		checkInvariants(t, p)
 	})
+}
+
+// FuzzParseFields complements FuzzParse: most mutations of whole files
+// are YAML syntax errors, so this one keeps the structure valid and fuzzes
+// the values, where the validators are.
+func FuzzParseFields(f *testing.F) {
+	f.Add("build", "golang:1.26", "make", "10m", "1GiB", "1.5", "512", "CGO_ENABLED", "0", "proxy.golang.org", "out/**", "enforce")
+	f.Add("a.b_c-d", "oci-archive:./b.tar", "exit 0", "1h30m", "1073741824", "2", "0x10", "_", "", "*.example.org:443", "dist/*.tar.gz", "audit")
+	f.Add("B", "docker://x", "", "90", "1gb", "0", "-1", "HTTP_PROXY", "x\x00", "bad rule", "/abs", "strict")
+	f.Fuzz(func(t *testing.T, name, image, run, timeout, memory, cpus, pids, key, value, rule, artifact, mode string) {
+		q := func(s string) string {
+			b, _ := json.Marshal(s) // JSON strings are YAML double-quoted strings
+			return string(b)
+		}
+		in := "version: 1\n" +
+			"image: alpine\n" +
+			"env: {" + q(key) + ": " + q(value) + "}\n" +
+			"egress: {allow: [" + q(rule) + "], mode: " + q(mode) + "}\n" +
+			"steps:\n" +
+			"  - name: " + q(name) + "\n" +
+			"    image: " + q(image) + "\n" +
+			"    run: " + q(run) + "\n" +
+			"    timeout: " + q(timeout) + "\n" +
+			"    resources: {memory: " + q(memory) + ", cpus: " + cpus + ", pids: " + pids + "}\n" +
+			"artifacts: [" + q(artifact) + "]\n"
+		rejectSpaces := WithRuleCheck(func(rule string) error {
+			if strings.ContainsAny(rule, " \t") {
+				return errors.New("no spaces")
+			}
+			return nil
+		})
+		p, err := Parse("f.yaml", []byte(in), rejectSpaces)
+		if err != nil {
+			checkErrors(t, p, err)
+			return
+		}
+		checkInvariants(t, p)
+		// What YAML reads back: JSON turns invalid UTF-8 into U+FFFD.
+		w := func(s string) string {
+			var out string
+			_ = json.Unmarshal([]byte(q(s)), &out)
+			return out
+		}
+		s := p.Steps[0]
+		if s.Name != w(name) || s.Image != w(image) || s.Run != w(run) || p.Env[w(key)] != w(value) ||
+			p.Egress.Allow[0] != w(rule) || p.Egress.Mode != w(mode) || p.Artifacts[0] != w(artifact) {
+			t.Fatalf("values changed on the way through: %+v %+v", p, s)
+		}
+	})
+}
+
+// checkErrors checks that a failed Parse returned a well-formed ErrorList.
+func checkErrors(t *testing.T, p *Pipeline, err error) {
+	t.Helper()
+	if p != nil {
+		t.Fatalf("pipeline returned with error %v", err)
+	}
+	var list ErrorList
+	if !errors.As(err, &list) || len(list) == 0 {
+		t.Fatalf("error is %T %v; want a non-empty ErrorList", err, err)
+	}
+	for _, e := range list {
+		if e.File != "f.yaml" || e.Line < 1 || e.Column < 1 || e.Msg == "" {
+			t.Fatalf("malformed error %#v", e)
+		}
+		if strings.ContainsAny(e.Error(), "\n\r") {
+			t.Fatalf("error spans lines: %q", e.Error())
+		}
+	}
 }
 
 func checkInvariants(t *testing.T, p *Pipeline) {

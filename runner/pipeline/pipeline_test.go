@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -31,7 +32,7 @@ steps:
   - name: test
     run: go test ./...
     egress:
-      allow: [proxy.golang.org]
+      allow: [goproxy.example.org]
       mode: audit
 artifacts: ["out/app", "out/**/*.tar.gz"]
 sign: {keyless: true}
@@ -74,7 +75,7 @@ func TestParseFullExample(t *testing.T) {
 			{
 				Name:      "test",
 				Run:       "go test ./...",
-				Egress:    &Egress{Allow: []string{"proxy.golang.org"}, Set: true, Mode: EgressAudit},
+				Egress:    &Egress{Allow: []string{"goproxy.example.org"}, Set: true, Mode: EgressAudit},
 				Timeout:   DefaultTimeout,
 				Resources: Resources{MemoryBytes: DefaultMemoryBytes, CPUs: DefaultCPUs, Pids: DefaultPids},
 				Line:      16,
@@ -443,6 +444,47 @@ func TestLimits(t *testing.T) {
 		}
 		if d := time.Since(start); d > 10*time.Second {
 			t.Errorf("took %v", d)
+		}
+	})
+	shape := []struct{ name, in, want string }{
+		{"deep flow nesting", "version: 1\nx-a: " + strings.Repeat("[", 65) + strings.Repeat("]", 65) + "\n",
+			"x.yaml:2:70: lists and mappings are nested more than 64 levels deep; a pipeline file this large or deep is not supported"},
+		{"deep block nesting", "version: 1\nx-a:\n" + func() string {
+			var b strings.Builder
+			for i := range 64 {
+				b.WriteString(strings.Repeat(" ", i+1) + "a:\n")
+			}
+			return b.String()
+		}(), "x.yaml:66:65: lists and mappings are nested more than 64 levels deep; a pipeline file this large or deep is not supported"},
+		{"nested lists on one line", "version: 1\nx-a:\n  " + strings.Repeat("- ", 64) + "a\n",
+			"x.yaml:3:129: lists and mappings are nested more than 64 levels deep; a pipeline file this large or deep is not supported"},
+		{"many block keys", "version: 1\nenv:\n" + func() string {
+			var b strings.Builder
+			for i := range 1001 {
+				fmt.Fprintf(&b, "  K%d: v\n", i)
+			}
+			return b.String()
+		}(), "x.yaml:1003:3: a mapping has more than 1000 keys; a pipeline file this large or deep is not supported"},
+		{"many flow keys", "version: 1\nenv: {" + strings.Repeat("K: v, ", 1001) + "}\n",
+			"x.yaml:2:6007: a mapping has more than 1000 keys; a pipeline file this large or deep is not supported"},
+	}
+	for _, tt := range shape {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("x.yaml", []byte(tt.in))
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("got %v\nwant %s", err, tt.want)
+			}
+		})
+	}
+	t.Run("1000 keys are fine", func(t *testing.T) {
+		var b strings.Builder
+		b.WriteString("version: 1\nimage: alpine\nsteps: [{name: a, run: b}]\nenv:\n")
+		for i := range 1000 {
+			fmt.Fprintf(&b, "  K%d: v\n", i)
+		}
+		p := mustParse(t, b.String())
+		if len(p.Env) != 1000 {
+			t.Errorf("len(Env) = %d", len(p.Env))
 		}
 	})
 	t.Run("too many errors", func(t *testing.T) {

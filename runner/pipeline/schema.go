@@ -151,7 +151,7 @@ func (d *decoder) egress(n ast.Node, field string) Egress {
 	m, _ := d.object(n, field, "a mapping with allow and mode", egressFields)
 	if e, ok := m["allow"]; ok {
 		f := join(field, "allow")
-		items, _, ok := d.sequence(e.value, f, `a list of rules, e.g. ["proxy.golang.org"] ([] for no egress)`)
+		items, _, ok := d.sequence(e.value, f, `a list of rules, e.g. ["goproxy.example.org"] ([] for no egress)`)
 		if ok {
 			eg.Set = true
 			eg.Allow = make([]string, 0, len(items))

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"strings"
 	"sync"
 
 	"github.com/containerd/containerd/v2/contrib/seccomp"
@@ -50,7 +51,8 @@ func specOpts(img containerd.Image, s sandbox.Spec) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		oci.WithImageConfig(img),
 		oci.WithProcessArgs(s.Args...),
-		withExactEnv(s.Env),
+		oci.WithEnv(s.Env),
+		withDefaultPath,
 		oci.WithProcessCwd(s.Cwd),
 		oci.WithHostname("cleanroom"),
 		// Integrity of the toolchain: a step cannot change the image it
@@ -111,14 +113,18 @@ func limitOpts(l sandbox.Limits) []oci.SpecOpts {
 	return opts
 }
 
-// withExactEnv replaces the environment instead of merging it with the
-// image's: the step sees what the runner decided and nothing else, so a
-// variable from the image cannot override the proxy settings.
-func withExactEnv(env []string) oci.SpecOpts {
-	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
-		s.Process.Env = append([]string(nil), env...)
-		return nil
+// defaultPath is used when neither the image nor the step sets PATH.
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// withDefaultPath makes sure PATH is set.
+func withDefaultPath(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	for _, kv := range s.Process.Env {
+		if strings.HasPrefix(kv, "PATH=") {
+			return nil
+		}
 	}
+	s.Process.Env = append(s.Process.Env, defaultPath)
+	return nil
 }
 
 func withNoInheritableCaps(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {

@@ -59,8 +59,8 @@ func readClientHello(r io.Reader) (raw []byte, ch clientHello, err error) {
 		raw = append(raw, hdr[:]...)
 		start := len(raw)
 		raw = append(raw, make([]byte, n)...)
-		if _, err := io.ReadFull(r, raw[start:]); err != nil {
-			return raw, ch, fmt.Errorf("%w: truncated record: %v", errNotTLS, err)
+		if got, err := io.ReadFull(r, raw[start:]); err != nil {
+			return raw[:start+got], ch, fmt.Errorf("%w: truncated record: %v", errNotTLS, err)
 		}
 		msg = append(msg, raw[start:]...)
 		if len(msg) < 4 {

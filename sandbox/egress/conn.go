@@ -88,6 +88,9 @@ func (p *Proxy) serveConn(cc *clientConn) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("panic serving connection", "conn", cc.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			if p.onPanic != nil {
+				p.onPanic(r)
+			}
 		}
 	}()
 	br := bufio.NewReaderSize(cc.conn, p.cfg.MaxHeaderBytes)

@@ -182,10 +182,13 @@ func unescapeModPart(s string) (string, error) {
 	return b.String(), nil
 }
 
+// joinURL appends rest (already restricted to characters that need no
+// escaping) to base's path. RawPath is set so that the upstream sees the
+// path byte for byte as checked ('!' stays '!', not %21).
 func joinURL(base *url.URL, rest string) *url.URL {
 	u := *base
 	u.Path = strings.TrimSuffix(base.Path, "/") + "/" + rest
-	u.RawPath = ""
+	u.RawPath = strings.TrimSuffix(base.EscapedPath(), "/") + "/" + rest
 	return &u
 }
 
@@ -199,7 +202,7 @@ func (p *Proxy) handleGoMod(cc *clientConn, bw *bufio.Writer, req *http.Request,
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		return p.reject(bw, ev, req.Method, http.StatusMethodNotAllowed, "the Go module endpoint accepts only GET and HEAD", req.Close)
 	}
-	if req.URL.RawQuery != "" || req.URL.RawPath != "" {
+	if strings.ContainsAny(req.RequestURI, "%?#") {
 		return p.reject(bw, ev, req.Method, http.StatusNotFound, "not a module proxy request: query strings and escaped paths are not used by the protocol", req.Close)
 	}
 	gr, err := p.gomod.parse(rest)

@@ -4,11 +4,15 @@ import (
 	"archive/zip"
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -243,23 +247,33 @@ func TestGoModRedirects(t *testing.T) {
 }
 
 func TestGoModHTTPSUpstream(t *testing.T) {
-	f := newModuleFixture(t, "")
-	srv := f.Server
-	_ = srv
-	tlsSrv, pool, _ := tlsUpstream(t)
-	_ = tlsSrv
-	// A TLS module proxy at 127.0.0.1 (the test certificate covers it).
 	fixture := newModuleFixture(t, "")
-	tsrv := newTLSFromHandler(t, fixture.Config.Handler)
+	tsrv := httptest.NewUnstartedServer(fixture.Config.Handler)
+	tsrv.Config.ErrorLog = log.New(io.Discard, "", 0) // the untrusted case below logs a handshake error
+	tsrv.StartTLS()
+	t.Cleanup(tsrv.Close)
+	pool := x509.NewCertPool()
 	pool.AddCert(tsrv.Certificate())
-	u, _ := url.Parse(tsrv.URL + "/")
-	tp := startProxy(t, Config{GoModUpstream: u, TLSConfig: tlsConfigWithRoots(pool)}, fmt.Sprintf("127.0.0.1:%d", port(t, tsrv)))
-	code, body := get(t, "http://"+tp.addr+"/gomod/example.test/dep/@v/v1.0.0.mod")
-	if code != 200 || !bytes.Equal(body, fixture.files["/example.test/dep/@v/v1.0.0.mod"]) {
-		t.Fatalf("%d %q", code, body)
+	pt := port(t, tsrv)
+	// The test certificate names example.com, which the test resolver maps
+	// to 127.0.0.1: the TLS server name must be the upstream's name.
+	u, _ := url.Parse(fmt.Sprintf("https://example.com:%d/", pt))
+	tp := startProxy(t, Config{GoModUpstream: u, TLSConfig: &tls.Config{RootCAs: pool}},
+		fmt.Sprintf("example.com:%d", pt), fmt.Sprintf("127.0.0.1:%d", pt))
+	for range 2 { // the second fetch reuses the pooled TLS connection
+		code, body := get(t, "http://"+tp.addr+"/gomod/example.test/dep/@v/v1.0.0.mod")
+		if code != 200 || !bytes.Equal(body, fixture.files["/example.test/dep/@v/v1.0.0.mod"]) {
+			t.Fatalf("%d %q", code, body)
+		}
 	}
-	if ev := tp.waitEvents(t, 1)[0]; ev.Scheme != "https" || ev.SHA256 == "" {
+	if ev := tp.waitEvents(t, 1)[0]; ev.Scheme != "https" || ev.SHA256 == "" || ev.Host != "example.com" {
 		t.Errorf("event %+v", ev)
+	}
+
+	// Without the right roots the upstream is refused.
+	tp = startProxy(t, Config{GoModUpstream: u}, fmt.Sprintf("example.com:%d", pt), fmt.Sprintf("127.0.0.1:%d", pt))
+	if code, body := get(t, "http://"+tp.addr+"/gomod/example.test/dep/@v/v1.0.0.mod"); code != 502 || !strings.Contains(string(body), "certificate") {
+		t.Errorf("untrusted upstream: %d %q", code, body)
 	}
 }
 

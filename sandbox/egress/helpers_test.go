@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"sort"
 	"strconv"
 	"sync"
 	"testing"
@@ -210,3 +211,19 @@ func (cs *countingServer) count() int {
 }
 
 func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}
+
+// byConn orders events by connection: a completed request is recorded
+// after its response is written, so across connections the recorder may
+// see them in a different order than the client sent them.
+func byConn(evs []Event) []Event {
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Conn < evs[j].Conn })
+	return evs
+}

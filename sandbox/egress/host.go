@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -104,6 +105,11 @@ func toASCIIName(s string) (string, error) {
 	}
 	if s == "" || strings.HasSuffix(s, ".") {
 		return "", errors.New("empty label")
+	}
+	if !utf8.ValidString(s) {
+		// IDNA would map invalid bytes to U+FFFD and punycode them into a
+		// name nobody wrote.
+		return "", errors.New("invalid UTF-8")
 	}
 	if plainASCII(s) {
 		s = strings.ToLower(s)

@@ -104,6 +104,8 @@ type Proxy struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*clientConn]struct{}
+
+	onPanic func(any) // test hook: fuzzing must see panics that serveConn contains
 }
 
 // New checks cfg and returns a Proxy ready to Serve.

@@ -1,0 +1,238 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/cleanroom-ci/cleanroom/runner/manifest"
+	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+)
+
+// ProvenanceFile is the in-toto statement's name in the output directory.
+const ProvenanceFile = "provenance.intoto.json"
+
+// inputs are what the run looked at before its first step: recorded then,
+// so a step cannot change what the provenance says went in.
+type inputs struct {
+	source       manifest.Source
+	pipelinePath string
+}
+
+// snapshotInputs hashes the workspace tree and reads git metadata.
+func snapshotInputs(ctx context.Context, cfg Config) (inputs, error) {
+	var in inputs
+	excludes := []string{".git"}
+	if rel, err := filepath.Rel(cfg.Workspace, cfg.OutDir); err == nil && !strings.HasPrefix(rel, "..") && rel != "." {
+		excludes = append(excludes, filepath.ToSlash(rel))
+	}
+	tree, _, err := manifest.TreeDigest(ctx, cfg.Workspace, 0, manifest.WithExcludes(excludes...))
+	if err != nil {
+		return in, fmt.Errorf("hash workspace: %w", err)
+	}
+	in.source = gitSource(cfg.Workspace)
+	in.source.TreeSHA256 = tree
+	in.pipelinePath = cfg.Pipeline.Path
+	if abs, err := filepath.Abs(cfg.Pipeline.Path); err == nil {
+		if rel, err := filepath.Rel(cfg.Workspace, abs); err == nil && !strings.HasPrefix(rel, "..") {
+			in.pipelinePath = filepath.ToSlash(rel)
+		}
+	}
+	return in, nil
+}
+
+var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+// gitSource reads the remote, commit and ref of the repository the
+// workspace is in, if any; git is run outside any sandbox, read-only.
+func gitSource(dir string) manifest.Source {
+	git := func(args ...string) string {
+		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1")
+		out, err := cmd.Output()
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(out))
+	}
+	commit := git("rev-parse", "--verify", "-q", "HEAD")
+	if !commitRE.MatchString(commit) {
+		return manifest.Source{}
+	}
+	return manifest.Source{
+		Commit: commit,
+		Remote: git("config", "--get", "remote.origin.url"),
+		Ref:    git("symbolic-ref", "-q", "HEAD"),
+	}
+}
+
+// provenanceInput turns the run into the manifest's plain input.
+func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Subject, byproducts []manifest.Byproduct) manifest.Input {
+	p := cfg.Pipeline
+	mi := manifest.Input{
+		BuilderID:     cfg.BuilderID,
+		InvocationID:  cfg.InvocationID,
+		StartedOn:     res.Started,
+		FinishedOn:    res.Finished,
+		RunnerVersion: cfg.Version,
+		Pipeline:      manifest.File{Path: in.pipelinePath, SHA256: p.Digest},
+		Source:        in.source,
+		Flags:         map[string][]string{},
+		Egress:        map[string][]string{},
+		Subjects:      subjects,
+		Byproducts:    byproducts,
+		FailedStep:    res.Failed,
+	}
+	if mi.InvocationID == "" {
+		mi.InvocationID = manifest.NewInvocationID()
+	}
+	if len(cfg.ExtraAllow) > 0 {
+		mi.Flags["allow"] = cfg.ExtraAllow
+	}
+	if len(cfg.Steps) > 0 {
+		mi.Flags["step"] = cfg.Steps
+	}
+	if cfg.EgressMode != "" {
+		mi.Flags["egress-mode"] = []string{cfg.EgressMode}
+	}
+	limits := map[string]any{}
+	for _, s := range res.Steps {
+		mi.Steps = append(mi.Steps, s.Name)
+		if s.Status == "skipped" {
+			continue
+		}
+		mi.Egress[s.Name] = append([]string{}, s.Allow...)
+		for _, d := range s.Denials {
+			host, port := splitTarget(d.Target)
+			mi.Denied = append(mi.Denied, manifest.Denied{Step: s.Name, Host: host, Port: port, Reason: d.Reason, Count: d.Count})
+		}
+	}
+	for _, s := range p.Steps {
+		if _, ran := mi.Egress[s.Name]; ran {
+			limits[s.Name] = map[string]any{
+				"memoryBytes":    s.Resources.MemoryBytes,
+				"cpus":           s.Resources.CPUs,
+				"pids":           s.Resources.Pids,
+				"timeoutSeconds": s.Timeout.Seconds(),
+			}
+		}
+	}
+	for _, img := range res.Images {
+		for _, st := range img.Steps {
+			mi.Images = append(mi.Images, manifest.Image{Step: st, Ref: img.Ref, Digest: img.Digest})
+		}
+	}
+	mi.Dependencies = dependencies(res.Events)
+	mi.Environment = envNames(p)
+	caps := res.Sandbox.Capabilities
+	if caps == nil {
+		caps = []string{}
+	}
+	capsAny := make([]any, len(caps))
+	for i, c := range caps {
+		capsAny[i] = c
+	}
+	versions := map[string]any{}
+	for k, v := range res.Sandbox.Versions {
+		versions[k] = v
+	}
+	mi.Sandbox = map[string]any{
+		"backend":         res.Sandbox.Backend,
+		"versions":        versions,
+		"capabilities":    capsAny,
+		"seccomp":         res.Sandbox.SeccompDigest,
+		"noNewPrivileges": res.Sandbox.NoNewPrivs,
+		"readonlyRootfs":  res.Sandbox.ReadonlyRootfs,
+		"network":         "loopback-only namespace; egress through the recording proxy",
+		"limits":          limits,
+	}
+	return mi
+}
+
+// dependencies are the successful fetches the proxy recorded: bodies with
+// their digest (plain HTTP, module proxy) and opaque tunnels by host:port.
+func dependencies(events []egress.Event) []manifest.Dependency {
+	var deps []manifest.Dependency
+	for _, e := range events {
+		if e.Decision == egress.DecisionDeny {
+			continue
+		}
+		switch {
+		case e.Method == "CONNECT":
+			deps = append(deps, manifest.Dependency{
+				Step: e.Step, URL: net.JoinHostPort(e.Host, strconv.Itoa(e.Port)),
+				Method: e.Method, BytesIn: e.BytesIn, BytesOut: e.BytesOut,
+			})
+		case e.URL != "" && e.Status >= 200 && e.Status < 300:
+			deps = append(deps, manifest.Dependency{
+				Step: e.Step, URL: e.URL, SHA256: e.SHA256, Size: e.Size,
+				Method: e.Method, BytesIn: e.BytesIn, BytesOut: e.BytesOut,
+				Module: e.Module, Version: e.Version,
+			})
+		}
+	}
+	return deps
+}
+
+// envNames lists the variables the pipeline sets, by name only.
+func envNames(p *pipeline.Pipeline) []string {
+	seen := map[string]bool{}
+	for k := range p.Env {
+		seen[k] = true
+	}
+	for _, s := range p.Steps {
+		for k := range s.Env {
+			seen[k] = true
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for k := range seen {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func splitTarget(t string) (string, int) {
+	host, port, err := net.SplitHostPort(t)
+	if err != nil {
+		return t, 0
+	}
+	n, _ := strconv.Atoi(port)
+	return host, n
+}
+
+// byproducts hashes the files the run wrote to its staging directory.
+func byproducts(stage string) ([]manifest.Byproduct, error) {
+	var out []manifest.Byproduct
+	err := filepath.Walk(stage, func(path string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(stage, path)
+		if fi.IsDir() {
+			if rel == "empty" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if rel == ProvenanceFile {
+			return nil
+		}
+		sum, size, err := manifest.HashFile(path)
+		if err != nil {
+			return err
+		}
+		out = append(out, manifest.Byproduct{Name: filepath.ToSlash(rel), SHA256: sum, Size: size})
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,223 @@
+package egress
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMaxConns(t *testing.T) {
+	tp := startProxy(t, Config{MaxConns: 2})
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", tp.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	// Make sure both are accepted and counted before the third arrives.
+	deadline := time.Now().Add(5 * time.Second)
+	for tp.active.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET http://deps.test/ HTTP/1.1\r\nHost: deps.test\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "limit of 2") {
+		t.Errorf("%d %q", resp.StatusCode, body)
+	}
+	// Releasing a slot lets a new connection in.
+	held[0].Close()
+	for tp.active.Load() > 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	resp2, body2 := rawExchange(t, tp.addr, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp2.StatusCode != 400 {
+		t.Errorf("after release: %d %q", resp2.StatusCode, body2)
+	}
+}
+
+func TestSlowlorisClosed(t *testing.T) {
+	tp := startProxy(t, Config{HeaderTimeout: 300 * time.Millisecond})
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	req := "GET http://deps.test/ HTTP/1.1\r\nHost: deps.test\r\nX-Slow: " + strings.Repeat("a", 100)
+	closed := make(chan time.Duration, 1)
+	go func() {
+		io.Copy(io.Discard, c)
+		closed <- time.Since(start)
+	}()
+	for i := 0; i < len(req); i++ {
+		if _, err := c.Write([]byte{req[i]}); err != nil {
+			break
+		}
+		select {
+		case d := <-closed:
+			if d > 2*time.Second {
+				t.Errorf("slow client closed only after %s", d)
+			}
+			ev := tp.waitEvents(t, 1)[0]
+			if ev.Status != http.StatusRequestTimeout || ev.Decision != DecisionDeny {
+				t.Errorf("event %+v", ev)
+			}
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	t.Fatal("slow client was never cut off")
+}
+
+func TestIdleKeepAliveClosed(t *testing.T) {
+	tp := startProxy(t, Config{IdleTimeout: 200 * time.Millisecond})
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	if n, _ := io.Copy(io.Discard, c); n != 0 || time.Since(start) > 3*time.Second {
+		t.Errorf("idle connection: %d bytes, closed after %s", n, time.Since(start))
+	}
+}
+
+func TestHeaderTooLarge(t *testing.T) {
+	tp := startProxy(t, Config{MaxHeaderBytes: 4096})
+	resp, body := rawExchange(t, tp.addr, "GET http://deps.test/ HTTP/1.1\r\nHost: deps.test\r\nX-Big: "+strings.Repeat("a", 8000)+"\r\n\r\n")
+	if resp.StatusCode != 431 {
+		t.Errorf("%d %q", resp.StatusCode, body)
+	}
+}
+
+func TestGarbageInput(t *testing.T) {
+	tp := startProxy(t, Config{HeaderTimeout: 300 * time.Millisecond})
+	rng := rand.New(rand.NewPCG(1, 2))
+	inputs := []string{
+		"\x00\x01\x02\x03",
+		"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+		"GET\r\n\r\n",
+		"GET  http://deps.test/ HTTP/1.1\r\n\r\n",
+		"GET http://deps.test/ HTTP/9.9\r\n\r\n",
+		"GET http://deps.test/ HTTP/1.1\r\nHost: deps.test\r\nContent-Length: -1\r\n\r\n",
+		"GET http://deps.test/ HTTP/1.1\r\nHost: deps.test\r\nContent-Length: 99999999999999999999\r\n\r\n",
+		"GET http://deps.test/ HTTP/1.1\r\nHost: deps\x00.test\r\n\r\n",
+		"GET http://de\x7fps.test/ HTTP/1.1\r\nHost: deps.test\r\n\r\n",
+		"\r\n\r\n",
+	}
+	for range 20 {
+		b := make([]byte, rng.IntN(2000)+1)
+		for i := range b {
+			b[i] = byte(rng.UintN(256))
+		}
+		inputs = append(inputs, string(b)+"\r\n\r\n")
+	}
+	for _, in := range inputs {
+		c, err := net.Dial("tcp", tp.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, in)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err == nil && resp.StatusCode < 400 {
+			t.Errorf("%q: %s", in, resp.Status)
+		}
+		c.Close()
+	}
+	// The proxy is still serving.
+	if resp, _ := rawExchange(t, tp.addr, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 400 {
+		t.Errorf("proxy broken after garbage: %s", resp.Status)
+	}
+	if tp.dials.count() != 0 {
+		t.Error("garbage caused a dial")
+	}
+}
+
+func TestAuditMode(t *testing.T) {
+	up := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	pt := port(t, up.Server)
+	// Only the IP rule: the name would be denied in enforce mode.
+	tp := startProxy(t, Config{Mode: Audit}, fmt.Sprintf("127.0.0.1:%d", pt))
+	resp, body := rawExchange(t, tp.addr, fmt.Sprintf("GET http://deps.test:%d/ HTTP/1.1\r\nHost: deps.test:%d\r\n\r\n", pt, pt))
+	if resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	// A name resolving to loopback without an IP rule stays denied.
+	resp, body = rawExchange(t, tp.addr, "GET http://deps.test/ HTTP/1.1\r\nHost: deps.test\r\n\r\n")
+	if resp.StatusCode != 403 || !strings.Contains(body, "loopback") {
+		t.Errorf("special in audit: %d %q", resp.StatusCode, body)
+	}
+	// So do smuggling attempts.
+	resp, _ = rawExchange(t, tp.addr, fmt.Sprintf("GET http://deps.test:%d/ HTTP/1.1\r\nHost: other.test\r\n\r\n", pt))
+	if resp.StatusCode != 400 {
+		t.Errorf("smuggling in audit: %d", resp.StatusCode)
+	}
+	evs := byConn(tp.waitEvents(t, 3))
+	if evs[0].Decision != DecisionAuditAllow || evs[0].Rule != "" || evs[0].Status != 200 || evs[0].SHA256 == "" {
+		t.Errorf("audit event %+v", evs[0])
+	}
+	if evs[1].Decision != DecisionDeny {
+		t.Errorf("special event %+v", evs[1])
+	}
+	if got := tp.WouldNeed(); len(got) != 1 || got[0] != fmt.Sprintf("deps.test:%d", pt) {
+		t.Errorf("WouldNeed = %v", got)
+	}
+	if up.count() != 1 {
+		t.Errorf("upstream saw %d requests", up.count())
+	}
+}
+
+func TestServeAfterShutdown(t *testing.T) {
+	p, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer l.Close()
+	if err := p.Serve(l); err != nil {
+		t.Errorf("Serve after Close = %v", err)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	for _, cfg := range []Config{
+		{Mode: Mode(7)},
+		{GoModUpstream: mustURL("ftp://mirror.test/")},
+		{GoModUpstream: mustURL("http://mirror.test/?x=1")},
+		{SumDBUpstream: mustURL("http://sum.example.test/")},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New(%+v) accepted", cfg)
+		}
+	}
+	if m, err := ParseMode("Audit"); err != nil || m != Audit || m.String() != "audit" {
+		t.Error("ParseMode")
+	}
+	if _, err := ParseMode("log"); err == nil {
+		t.Error("ParseMode accepted junk")
+	}
+}
