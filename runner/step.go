@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
@@ -21,38 +24,132 @@ import (
 // Workdir is where the workspace is mounted and steps start.
 const Workdir = "/workspace"
 
-// runStep runs one step: a fresh network namespace with the egress proxy
-// listening inside, a fresh sandbox joined to it, output streamed, and all
-// of it torn down before returning.
-func runStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img sandbox.Image, stage string, rec egress.Recorder) (sr StepResult, err error) {
+// runStep runs one pipeline step through Sandboxed, with the step's output
+// prefixed on the run's output and copied to logs/<step>.log.
+func runStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img sandbox.Image, stage string, rec egress.Recorder) (StepResult, error) {
 	p := cfg.Pipeline
-	log := cfg.Logger.With("step", step.Name)
-	allow := append(p.StepAllow(step), cfg.ExtraAllow...)
 	mode := p.StepEgressMode(step)
 	if cfg.EgressMode != "" {
 		mode = cfg.EgressMode
 	}
-	sr = StepResult{Name: step.Name, Image: p.StepImage(step), Allow: allow, Mode: mode}
+	logPath := filepath.Join(stage, "logs", step.Name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return StepResult{Name: step.Name, Image: p.StepImage(step), Status: "error"}, err
+	}
+	defer logFile.Close()
+	out := newPrefixWriter(cfg.Output, "["+step.Name+"] ")
+	defer out.Flush()
 
-	id := fmt.Sprintf("cr-%s-%d-%s", cfg.RunID, idx, step.Name)
+	sr, err := Sandboxed(ctx, SandboxEnv{
+		Executor: cfg.Executor, StateDir: cfg.StateDir, Logger: cfg.Logger,
+		Recorder: rec, GoModUpstream: cfg.GoModUpstream, Trace: cfg.Trace,
+	}, SandboxedStep{
+		Name:      step.Name,
+		ID:        fmt.Sprintf("cr-%s-%d-%s", cfg.RunID, idx, step.Name),
+		Image:     img,
+		Args:      []string{"/bin/sh", "-e", "-c", step.Run},
+		Env:       p.StepEnv(step),
+		Allow:     append(p.StepAllow(step), cfg.ExtraAllow...),
+		Mode:      mode,
+		Workspace: cfg.Workspace,
+		Mounts:    maskOutDir(cfg, stage),
+		Limits: sandbox.Limits{
+			MemoryBytes: step.Resources.MemoryBytes,
+			CPUs:        step.Resources.CPUs,
+			Pids:        step.Resources.Pids,
+		},
+		Timeout: step.Timeout,
+		Output:  io.MultiWriter(logFile, out),
+	})
+	sr.Image = p.StepImage(step)
+	sr.LogFile = filepath.Join("logs", step.Name+".log")
+	if sr.Status == "oom" {
+		cfg.Logger.Error("step killed: out of memory", "step", step.Name, "limit", pipeline.FormatSize(step.Resources.MemoryBytes))
+	}
+	return sr, err
+}
+
+// SandboxEnv is what every sandboxed script shares within a run.
+type SandboxEnv struct {
+	Executor      sandbox.Executor
+	StateDir      string
+	Logger        hclog.Logger
+	Recorder      egress.Recorder
+	GoModUpstream *url.URL
+	Trace         func(span string, start, end time.Time, attrs ...any)
+}
+
+// SandboxedStep is one script to run in a fresh sandbox.
+type SandboxedStep struct {
+	// Name is used in events, messages and labels.
+	Name string
+	// ID names the container and the namespace; it must start with
+	// "cr-<run id>-" so that a later start can reap it.
+	ID    string
+	Image sandbox.Image
+	Args  []string
+	// Env is set over the image's environment; the proxy variables are
+	// added (and win).
+	Env []string
+	// Allow is the egress allowlist; Mode "enforce" (default) or "audit".
+	Allow []string
+	Mode  string
+	// Workspace is bind-mounted read-write at WorkspaceDir (default
+	// /workspace), which is also the working directory.
+	Workspace    string
+	WorkspaceDir string
+	// Mounts are further bind mounts.
+	Mounts  []sandbox.Mount
+	Limits  sandbox.Limits
+	Timeout time.Duration
+	// Output receives stdout and stderr, serialised.
+	Output io.Writer
+}
+
+// Sandboxed runs one script: a fresh network namespace with the egress
+// proxy listening inside, a fresh sandbox joined to it, output streamed,
+// and all of it torn down before returning. It is the primitive both the
+// pipeline engine and the GitLab driver use. A step's own failure is in the
+// result (Status); an error means the sandbox failed, or ErrCancelled.
+func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepResult, err error) {
+	log := env.Logger.With("step", st.Name)
+	mode := st.Mode
+	if mode == "" {
+		mode = pipeline.EgressEnforce
+	}
+	workdir := st.WorkspaceDir
+	if workdir == "" {
+		workdir = Workdir
+	}
+	sr = StepResult{Name: st.Name, Image: st.Image.Ref, Allow: st.Allow, Mode: mode}
+	trace := func(span string, start time.Time) {
+		if env.Trace != nil {
+			env.Trace(span, start, time.Now(), "step", st.Name)
+		}
+	}
+
 	start := time.Now()
-	ns, err := netns.New(NetNSDir(cfg.StateDir), id)
+	ns, err := netns.New(NetNSDir(env.StateDir), st.ID)
 	if err != nil {
 		return sr, err
 	}
 	defer ns.Close()
 
-	policy, err := egress.NewPolicy(allow)
+	policy, err := egress.NewPolicy(st.Allow)
 	if err != nil {
-		return sr, fmt.Errorf("step %q: %w", step.Name, err)
+		return sr, fmt.Errorf("step %q: %w", st.Name, err)
 	}
-	m, _ := egress.ParseMode(mode)
+	m, err := egress.ParseMode(mode)
+	if err != nil {
+		return sr, err
+	}
 	proxy, err := egress.New(egress.Config{
-		Step:          step.Name,
+		Step:          st.Name,
 		Policy:        policy,
 		Mode:          m,
-		Recorder:      &warnOnce{next: rec, log: log},
-		GoModUpstream: cfg.GoModUpstream,
+		Recorder:      &warnOnce{next: env.Recorder, log: log},
+		GoModUpstream: env.GoModUpstream,
 		Logger:        log.Named("egress"),
 	})
 	if err != nil {
@@ -74,47 +171,31 @@ func runStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img s
 		sr.WouldNeed = proxy.WouldNeed()
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
-	cfg.trace("netns+proxy", start, time.Now(), "step", step.Name)
+	trace("netns+proxy", start)
 
-	logPath := filepath.Join(stage, "logs", step.Name+".log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return sr, err
-	}
-	defer logFile.Close()
-	sr.LogFile = filepath.Join("logs", step.Name+".log")
-	out := newPrefixWriter(cfg.Output, "["+step.Name+"] ")
-	defer out.Flush()
-	var mu sync.Mutex // stdout and stderr share the log file and the prefixer
-	stdout := &lockedWriter{mu: &mu, w: io.MultiWriter(logFile, out)}
-	stderr := stdout
-
+	var mu sync.Mutex // stdout and stderr share the writer
+	out := &lockedWriter{mu: &mu, w: st.Output}
 	spec := sandbox.Spec{
-		ID:    id,
-		Image: img,
-		Args:  []string{"/bin/sh", "-e", "-c", step.Run},
-		Env:   stepEnv(p.StepEnv(step), port),
-		Cwd:   Workdir,
-		Mounts: append([]sandbox.Mount{{Source: cfg.Workspace, Destination: Workdir}},
-			maskOutDir(cfg, stage)...),
+		ID:        st.ID,
+		Image:     st.Image,
+		Args:      st.Args,
+		Env:       stepEnv(st.Env, port),
+		Cwd:       workdir,
+		Mounts:    append([]sandbox.Mount{{Source: st.Workspace, Destination: workdir}}, st.Mounts...),
 		NetNSPath: ns.Path(),
-		Limits: sandbox.Limits{
-			MemoryBytes: step.Resources.MemoryBytes,
-			CPUs:        step.Resources.CPUs,
-			Pids:        step.Resources.Pids,
-		},
-		Timeout: step.Timeout,
-		Labels:  map[string]string{sandbox.LabelStep: step.Name},
+		Limits:    st.Limits,
+		Timeout:   st.Timeout,
+		Labels:    map[string]string{sandbox.LabelStep: st.Name},
 	}
-	log.Info("step starting", "image", img.Ref, "digest", img.Digest, "egress", strings.Join(allow, ","), "mode", mode)
+	log.Info("step starting", "image", st.Image.Ref, "digest", st.Image.Digest, "egress", strings.Join(st.Allow, ","), "mode", mode)
 	runStart := time.Now()
-	r, err := cfg.Executor.Run(ctx, spec, stdout, stderr)
-	cfg.trace("sandbox.run", runStart, time.Now(), "step", step.Name)
+	r, err := env.Executor.Run(ctx, spec, out, out)
+	trace("sandbox.run", runStart)
 	sr.Duration = time.Since(start)
 	sr.DurationS = sr.Duration.Round(time.Millisecond).Seconds()
 	if err != nil {
 		sr.Status = "error"
-		return sr, fmt.Errorf("step %q: sandbox failure: %w", step.Name, err)
+		return sr, fmt.Errorf("step %q: sandbox failure: %w", st.Name, err)
 	}
 	sr.ExitCode = r.ExitCode
 	switch {
@@ -123,10 +204,9 @@ func runStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img s
 		return sr, ErrCancelled
 	case r.TimedOut:
 		sr.Status = "timeout"
-		log.Error("step timed out", "timeout", step.Timeout)
+		log.Error("step timed out", "timeout", st.Timeout)
 	case r.OOMKilled:
 		sr.Status = "oom"
-		log.Error("step killed: out of memory", "limit", pipeline.FormatSize(step.Resources.MemoryBytes))
 	case r.ExitCode != 0:
 		sr.Status = "failed"
 		log.Error("step failed", "exit", r.ExitCode)

@@ -4,20 +4,18 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/lexer"
 	"github.com/goccy/go-yaml/parser"
-	"github.com/goccy/go-yaml/token"
 )
 
-// This file turns YAML into typed values with positions. It walks the
-// go-yaml AST by hand instead of unmarshalling into structs because struct
-// decoding stops at the first error, loses the position of values it
+// This file parses YAML into go-yaml's tree and resolves anchors and
+// aliases; scalar.go and collection.go read values out of the tree. The
+// tree is walked by hand instead of unmarshalling into structs because
+// struct decoding stops at the first error, loses the position of values it
 // accepted (needed for later semantic errors), and follows YAML's loose
 // typing ("0" vs 0, yes/no) that a build configuration should not.
 
@@ -38,6 +36,35 @@ type decoder struct {
 	truncated bool                        // errors were dropped past maxErrors
 	aliases   map[*ast.AliasNode]ast.Node // alias -> anchored node it names
 	budget    int                         // nodes left to visit; see maxNodes
+}
+
+// decode parses data into p and returns every problem found, in file order.
+func decode(file string, data []byte, o options, p *Pipeline) ErrorList {
+	d := &decoder{file: file, opts: o, budget: maxNodes}
+	d.decode(data, p)
+	errs := d.errs.sorted()
+	if d.truncated {
+		last := errs[len(errs)-1]
+		errs = append(errs, &Error{File: file, Line: last.Line, Column: last.Column,
+			Msg: fmt.Sprintf("too many errors; showing the first %d", maxErrors)})
+	}
+	return errs
+}
+
+func (d *decoder) decode(data []byte, p *Pipeline) {
+	if len(data) > MaxFileSize {
+		d.errorf(nil, "", "the file is larger than %d bytes; is this really a pipeline file?", MaxFileSize)
+		return
+	}
+	root, ok := d.parseYAML(data)
+	if !ok {
+		return
+	}
+	if root == nil {
+		d.errorf(nil, "", "the file is empty; a pipeline needs at least `version: 1` and a list of steps")
+		return
+	}
+	d.pipeline(root, p)
 }
 
 // errorf records a problem at n's position.
@@ -223,438 +250,4 @@ func (d *decoder) resolve(n ast.Node, field string) (ast.Node, bool) {
 			return n, true
 		}
 	}
-}
-
-type scalarKind int
-
-const (
-	kindString scalarKind = iota
-	kindNull
-	kindBool
-	kindInt
-	kindFloat
-)
-
-// scalar is a YAML scalar with its type resolved under the YAML 1.2 core
-// schema: quoted and block scalars are strings; plain scalars are null,
-// booleans, numbers or strings by their spelling.
-type scalar struct {
-	text string
-	kind scalarKind
-	node ast.Node
-}
-
-// describe names the value in a "got ..." clause.
-func (s scalar) describe() string {
-	switch s.kind {
-	case kindNull:
-		return "nothing (an empty or null value)"
-	case kindBool:
-		return "the boolean " + s.text
-	case kindInt, kindFloat:
-		return "the number " + s.text
-	}
-	return "the string " + strconv.Quote(s.text)
-}
-
-var (
-	coreIntRE   = regexp.MustCompile(`^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$`)
-	coreFloatRE = regexp.MustCompile(`^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$`)
-)
-
-// plainKind types an unquoted scalar by its spelling (YAML 1.2 core schema).
-func plainKind(text string) scalarKind {
-	switch {
-	case text == "" || text == "~" || text == "null" || text == "Null" || text == "NULL":
-		return kindNull
-	case text == "true" || text == "True" || text == "TRUE" || text == "false" || text == "False" || text == "FALSE":
-		return kindBool
-	case coreIntRE.MatchString(text):
-		return kindInt
-	case coreFloatRE.MatchString(text):
-		return kindFloat
-	}
-	return kindString
-}
-
-// scalar reads a scalar; want describes the expected value for the error
-// when n is a list or mapping instead.
-func (d *decoder) scalar(n ast.Node, field, want string) (scalar, bool) {
-	n, ok := d.resolve(n, field)
-	if !ok {
-		return scalar{}, false
-	}
-	switch v := n.(type) {
-	case nil:
-		return scalar{kind: kindNull, node: n}, true
-	case *ast.StringNode:
-		tk := v.GetToken()
-		if tk != nil && (tk.Type == token.SingleQuoteType || tk.Type == token.DoubleQuoteType) {
-			return scalar{text: v.Value, kind: kindString, node: n}, true
-		}
-		return scalar{text: v.Value, kind: plainKind(v.Value), node: n}, true
-	case *ast.LiteralNode:
-		text := ""
-		if v.Value != nil {
-			text = v.Value.Value
-		}
-		return scalar{text: text, kind: kindString, node: n}, true
-	case *ast.NullNode:
-		return scalar{kind: kindNull, node: n}, true
-	case *ast.BoolNode:
-		return scalar{text: tokenText(v), kind: kindBool, node: n}, true
-	case *ast.IntegerNode:
-		return scalar{text: tokenText(v), kind: kindInt, node: n}, true
-	case *ast.FloatNode, *ast.InfinityNode, *ast.NanNode:
-		return scalar{text: tokenText(v), kind: kindFloat, node: n}, true
-	case *ast.TagNode:
-		tag := tokenText(v)
-		if tag != "!!str" && tag != "tag:yaml.org,2002:str" {
-			d.errorf(v, field, "YAML tag %s is not supported; remove it (only !!str, to force a string, is accepted)", tag)
-			return scalar{}, false
-		}
-		inner, ok := d.resolve(v.Value, field)
-		if !ok {
-			return scalar{}, false
-		}
-		switch iv := inner.(type) {
-		case nil:
-			return scalar{kind: kindString, node: n}, true
-		case *ast.LiteralNode:
-			if iv.Value != nil {
-				return scalar{text: iv.Value.Value, kind: kindString, node: n}, true
-			}
-			return scalar{kind: kindString, node: n}, true
-		case *ast.StringNode:
-			return scalar{text: iv.Value, kind: kindString, node: n}, true
-		case ast.ScalarNode:
-			return scalar{text: tokenText(iv), kind: kindString, node: n}, true
-		}
-		n = inner
-	}
-	d.errorf(n, field, "expected %s, got %s", want, describeNode(n))
-	return scalar{}, false
-}
-
-func tokenText(n ast.Node) string {
-	if tk := n.GetToken(); tk != nil {
-		return tk.Value
-	}
-	return ""
-}
-
-// describeNode names a non-scalar node in a "got ..." clause.
-func describeNode(n ast.Node) string {
-	switch n.(type) {
-	case *ast.MappingNode, *ast.MappingValueNode:
-		return "a mapping"
-	case *ast.SequenceNode:
-		return "a list"
-	}
-	return "a " + strings.ToLower(n.Type().String()) + " node"
-}
-
-// str reads a string. Numbers, booleans and null are refused with a hint
-// to quote them: YAML would read `0` as a number and `on` as a string, and
-// what a step sees should be exactly what was written.
-func (d *decoder) str(n ast.Node, field string) (string, ast.Node, bool) {
-	s, ok := d.scalar(n, field, "a string")
-	if !ok {
-		return "", nil, false
-	}
-	switch s.kind {
-	case kindString:
-		return s.text, s.node, true
-	case kindNull:
-		d.errorf(s.node, field, "expected a string, got %s", s.describe())
-	default:
-		d.errorf(s.node, field, "expected a string, got %s; quote it if you mean the string: %s", s.describe(), strconv.Quote(s.text))
-	}
-	return "", nil, false
-}
-
-// integer reads an integer (decimal, 0x, 0o or 0b; '_' separators allowed).
-func (d *decoder) integer(n ast.Node, field string) (int64, ast.Node, bool) {
-	s, ok := d.scalar(n, field, "an integer")
-	if !ok {
-		return 0, nil, false
-	}
-	if s.kind != kindInt {
-		d.errorf(s.node, field, "expected an integer, got %s", s.describe())
-		return 0, nil, false
-	}
-	base := 0
-	if coreIntRE.MatchString(s.text) && !strings.HasPrefix(s.text, "0x") && !strings.HasPrefix(s.text, "0o") {
-		base = 10 // YAML 1.2: a leading 0 is not octal
-	}
-	v, err := strconv.ParseInt(s.text, base, 64)
-	if err != nil {
-		d.errorf(s.node, field, "integer %s is out of range", s.text)
-		return 0, nil, false
-	}
-	return v, s.node, true
-}
-
-// number reads an integer or a decimal number.
-func (d *decoder) number(n ast.Node, field string) (float64, ast.Node, bool) {
-	s, ok := d.scalar(n, field, "a number")
-	if !ok {
-		return 0, nil, false
-	}
-	if s.kind == kindInt {
-		if v, _, ok := d.integer(s.node, field); ok {
-			return float64(v), s.node, true
-		}
-		return 0, nil, false
-	}
-	if s.kind != kindFloat {
-		d.errorf(s.node, field, "expected a number, got %s", s.describe())
-		return 0, nil, false
-	}
-	text := strings.ToLower(strings.ReplaceAll(s.text, "_", ""))
-	switch strings.TrimLeft(text, "+") { // YAML spells these with a dot
-	case ".inf":
-		text = "inf"
-	case "-.inf":
-		text = "-inf"
-	case ".nan":
-		text = "nan"
-	}
-	v, err := strconv.ParseFloat(text, 64)
-	if err != nil && !errors.Is(err, strconv.ErrRange) { // out of range is ±Inf, refused by the caller's bounds
-		d.errorf(s.node, field, "invalid number %s", s.text)
-		return 0, nil, false
-	}
-	return v, s.node, true
-}
-
-// boolean reads true or false.
-func (d *decoder) boolean(n ast.Node, field string) (bool, bool) {
-	s, ok := d.scalar(n, field, "true or false")
-	if !ok {
-		return false, false
-	}
-	if s.kind != kindBool {
-		d.errorf(s.node, field, "expected true or false, got %s", s.describe())
-		return false, false
-	}
-	return strings.EqualFold(s.text, "true"), true
-}
-
-// entry is one key: value pair of a mapping.
-type entry struct {
-	key     string
-	keyNode ast.Node
-	value   ast.Node
-}
-
-// mapping reads a mapping's entries in order, with merge keys ("<<")
-// applied: keys written in the mapping win over merged ones, and earlier
-// merge sources win over later ones, as YAML specifies.
-func (d *decoder) mapping(n ast.Node, field, want string) ([]entry, ast.Node, bool) {
-	n, ok := d.resolve(n, field)
-	if !ok {
-		return nil, nil, false
-	}
-	var values []*ast.MappingValueNode
-	switch v := n.(type) {
-	case *ast.MappingNode:
-		values = v.Values
-	case *ast.MappingValueNode:
-		values = []*ast.MappingValueNode{v}
-	default:
-		if s, ok := d.scalar(n, field, want); ok {
-			d.errorf(n, field, "expected %s, got %s", want, s.describe())
-		}
-		return nil, nil, false
-	}
-	if !d.spend(len(values), n, field) {
-		return nil, nil, false
-	}
-	var own []entry
-	var merged [][]entry
-	ok = true
-	for _, mv := range values {
-		if mv.Key != nil && mv.Key.IsMergeKey() {
-			srcs, good := d.mergeSources(mv.Value, field)
-			merged = append(merged, srcs...)
-			ok = ok && good
-			continue
-		}
-		key, good := d.key(mv.Key, field)
-		if !good {
-			ok = false
-			continue
-		}
-		own = append(own, entry{key: key, keyNode: mv.Key, value: mv.Value})
-	}
-	seen := make(map[string]bool, len(own))
-	for _, e := range own {
-		seen[e.key] = true
-	}
-	for _, src := range merged {
-		for _, e := range src {
-			if !seen[e.key] {
-				seen[e.key] = true
-				own = append(own, e)
-			}
-		}
-	}
-	return own, n, ok
-}
-
-// mergeSources reads the value of a "<<" key: a mapping or a list of them.
-func (d *decoder) mergeSources(n ast.Node, field string) ([][]entry, bool) {
-	const want = "a mapping or a list of mappings to merge"
-	r, ok := d.resolve(n, field)
-	if !ok {
-		return nil, false
-	}
-	var srcs []ast.Node
-	if seq, isSeq := r.(*ast.SequenceNode); isSeq {
-		srcs = seq.Values
-	} else {
-		srcs = []ast.Node{n}
-	}
-	var out [][]entry
-	for _, s := range srcs {
-		entries, _, good := d.mapping(s, field, want)
-		if !good {
-			return nil, false
-		}
-		out = append(out, entries)
-	}
-	return out, true
-}
-
-// key reads a mapping key as a string.
-func (d *decoder) key(n ast.Node, field string) (string, bool) {
-	if k, isKey := n.(*ast.MappingKeyNode); isKey {
-		n = k.Value
-	}
-	r, ok := d.resolve(n, field)
-	if !ok {
-		return "", false
-	}
-	switch v := r.(type) {
-	case *ast.StringNode:
-		return v.Value, true
-	case ast.ScalarNode:
-		if _, isTag := v.(*ast.TagNode); !isTag {
-			return tokenText(v), true
-		}
-	}
-	d.errorf(n, field, "mapping keys must be plain strings")
-	return "", false
-}
-
-// object reads a mapping whose keys must come from allowed; see fields.
-// It returns the entries by key and the mapping node (the position for
-// "missing field" errors), or a nil node if n is not a mapping.
-func (d *decoder) object(n ast.Node, field, want string, allowed []string) (map[string]entry, ast.Node) {
-	entries, node, _ := d.mapping(n, field, want)
-	if node == nil {
-		return nil, nil
-	}
-	return d.fields(entries, field, allowed, false), node
-}
-
-// fields keeps the entries whose key is in allowed and reports every other
-// key as unknown, with a suggestion for a likely misspelling. At the top
-// level (extensions) keys starting with "x-" are ignored instead.
-func (d *decoder) fields(entries []entry, field string, allowed []string, extensions bool) map[string]entry {
-	out := make(map[string]entry, len(entries))
-	for _, e := range entries {
-		switch {
-		case contains(allowed, e.key):
-			out[e.key] = e
-		case extensions && strings.HasPrefix(e.key, "x-"):
-		default:
-			msg := "unknown field"
-			if s := suggest(e.key, allowed); s != "" {
-				msg += fmt.Sprintf(" (did you mean %q?)", s)
-			}
-			d.errorf(e.keyNode, join(field, e.key), "%s; valid fields here: %s", msg, strings.Join(allowed, ", "))
-		}
-	}
-	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// suggest returns the allowed name closest to a misspelt key, if any is
-// within two edits.
-func suggest(key string, allowed []string) string {
-	best, bestDist := "", 3
-	for _, a := range allowed {
-		if dist := editDistance(strings.ToLower(key), a); dist < bestDist {
-			best, bestDist = a, dist
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 64
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
-
-// sequence reads a list.
-func (d *decoder) sequence(n ast.Node, field, want string) ([]ast.Node, ast.Node, bool) {
-	r, ok := d.resolve(n, field)
-	if !ok {
-		return nil, nil, false
-	}
-	if seq, isSeq := r.(*ast.SequenceNode); isSeq {
-		if !d.spend(len(seq.Values), seq, field) {
-			return nil, nil, false
-		}
-		return seq.Values, seq, true
-	}
-	if _, isMap := r.(*ast.MappingNode); isMap {
-		d.errorf(r, field, "expected %s, got a mapping", want)
-	} else if s, ok := d.scalar(r, field, want); ok {
-		d.errorf(r, field, "expected %s, got %s", want, s.describe())
-	}
-	return nil, nil, false
-}
-
-// join builds a field path: join("steps[0]", "env") = "steps[0].env".
-func join(parent, key string) string {
-	if !envNameRE.MatchString(key) {
-		key = strconv.Quote(key) // keep odd keys readable and unambiguous
-	}
-	if parent == "" {
-		return key
-	}
-	return parent + "." + key
-}
-
-func index(parent string, i int) string {
-	return fmt.Sprintf("%s[%d]", parent, i)
 }

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -28,35 +27,7 @@ type stepInfo struct {
 	imageWritten bool     // an image key was present, valid or not
 }
 
-// decode parses data into p and returns every problem found, in file order.
-func decode(file string, data []byte, o options, p *Pipeline) ErrorList {
-	d := &decoder{file: file, opts: o, budget: maxNodes}
-	d.decode(data, p)
-	errs := d.errs.sorted()
-	if d.truncated {
-		last := errs[len(errs)-1]
-		errs = append(errs, &Error{File: file, Line: last.Line, Column: last.Column,
-			Msg: fmt.Sprintf("too many errors; showing the first %d", maxErrors)})
-	}
-	return errs
-}
-
-func (d *decoder) decode(data []byte, p *Pipeline) {
-	if len(data) > MaxFileSize {
-		d.errorf(nil, "", "the file is larger than %d bytes; is this really a pipeline file?", MaxFileSize)
-		return
-	}
-	root, ok := d.parseYAML(data)
-	if !ok {
-		return
-	}
-	if root == nil {
-		d.errorf(nil, "", "the file is empty; a pipeline needs at least `version: 1` and a list of steps")
-		return
-	}
-	d.pipeline(root, p)
-}
-
+// pipeline reads the top level.
 func (d *decoder) pipeline(root ast.Node, p *Pipeline) {
 	entries, node, _ := d.mapping(root, "", "a mapping of fields (version: 1, steps: …)")
 	if node == nil {
