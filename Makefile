@@ -5,7 +5,7 @@ BIN     := bin/cleanroom
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build setup demo test unit integration lint fuzz clean
+.PHONY: build setup demo demo-go test unit integration lint fuzz clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cleanroom
@@ -15,6 +15,10 @@ setup:
 
 demo: setup build
 	BIN=$(BIN) ./hack/demo.sh
+
+# The Go example: modules fetched through the recording proxy.
+demo-go: setup build
+	BIN=$(BIN) ./hack/demo-go.sh
 
 test: setup build lint unit integration
 

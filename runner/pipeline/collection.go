@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -136,7 +137,7 @@ func (d *decoder) fields(entries []entry, field string, allowed []string, extens
 	out := make(map[string]entry, len(entries))
 	for _, e := range entries {
 		switch {
-		case contains(allowed, e.key):
+		case slices.Contains(allowed, e.key):
 			out[e.key] = e
 		case extensions && strings.HasPrefix(e.key, "x-"):
 		default:
@@ -148,15 +149,6 @@ func (d *decoder) fields(entries []entry, field string, allowed []string, extens
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // suggest returns the allowed name closest to a misspelt key, if any is

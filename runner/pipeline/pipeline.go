@@ -26,10 +26,36 @@
 // errors. Every error names the file, line, column and field path, and
 // Parse reports all the problems it finds at once (see ErrorList).
 //
+// Values:
+//   - version must be the integer 1.
+//   - Strings (names, images, run, env values, rules, artifacts) must be
+//     strings in YAML: `CGO_ENABLED: 0` is an error asking for "0", so a
+//     step sees exactly what was written. Block scalars (| and >) and the
+//     !!str tag are strings too.
+//   - Step names match ^[a-z0-9][a-z0-9_.-]{0,62}$ and are unique; run is
+//     required and not blank; every step needs an image, its own or the
+//     top-level default (see ParseImageRef for the accepted forms).
+//   - timeout uses Go duration syntax ("90s", "10m", "1h30m"), > 0.
+//   - memory is a byte count or a size with a unit (see ParseSize:
+//     "512Mi" and "1GiB" are binary, "1G" and "1GB" decimal); cpus is a
+//     number from 0.01 to 1024; pids a positive integer.
+//   - env keys match ^[A-Za-z_][A-Za-z0-9_]*$; the proxy variables the
+//     runner owns are refused (see ReservedEnv).
+//   - egress.mode is enforce or audit; rule syntax is checked through
+//     WithRuleCheck.
+//   - artifacts are relative, contain no ".." element, and are valid
+//     path.Match patterns ("**" allowed).
+//
+// Errors point at the offending value; unknown fields at their key;
+// missing fields at the mapping that lacks them.
+//
 // YAML anchors, aliases and merge keys ("<<: *defaults") work as usual.
 // Top-level keys starting with "x-" are ignored so that anchors shared by
 // several steps have somewhere to live; they are the only unknown keys
-// accepted.
+// accepted. Files larger than MaxFileSize, nested more than 64 levels, with
+// more than 1000 keys in one mapping, or expanding through aliases to more
+// than about four million values are refused: the YAML parser's cost grows
+// steeply with those, and the file comes from the repository being built.
 package pipeline
 
 import (

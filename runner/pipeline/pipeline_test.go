@@ -528,3 +528,74 @@ func TestStringsAreExact(t *testing.T) {
 		t.Errorf("step = %q %q", s.Name, s.Run)
 	}
 }
+
+func TestYAMLDetails(t *testing.T) {
+	t.Run("merge precedence", func(t *testing.T) {
+		p := mustParse(t, lines(
+			"version: 1",
+			"image: alpine",
+			"x-a: &a {run: from-a, timeout: 1m}",
+			"x-b: &b {run: from-b, timeout: 2m, resources: {pids: 7}}",
+			"steps:",
+			"  - <<: [*a, *b]",
+			"    name: s",
+			"    timeout: 3m",
+		))
+		s := p.Steps[0]
+		// Own keys beat merged ones; earlier merge sources beat later ones.
+		if s.Run != "from-a" || s.Timeout != 3*time.Minute || s.Resources.Pids != 7 {
+			t.Errorf("step = %+v", s)
+		}
+	})
+	t.Run("extension keys are not validated", func(t *testing.T) {
+		mustParse(t, lines(
+			"version: 1",
+			"image: alpine",
+			"x-anything: {steps: 5, version: nine, 1: [c]}",
+			"steps: [{name: a, run: b}]",
+		))
+	})
+	t.Run("byte order mark and CRLF", func(t *testing.T) {
+		p := mustParse(t, "\ufeffversion: 1\r\nimage: alpine\r\nsteps:\r\n  - name: a\r\n    run: |\r\n      make\r\n")
+		if p.Steps[0].Run != "make\n" {
+			t.Errorf("Run = %q", p.Steps[0].Run)
+		}
+	})
+	t.Run("str tag", func(t *testing.T) {
+		p := mustParse(t, lines(
+			"version: 1",
+			"image: alpine",
+			"env:",
+			"  B: !!str null",
+			"  C: !!str 1.50",
+			"  D: !!str |",
+			"    text",
+			"steps:",
+			"  - name: a",
+			"    run: b",
+			"    env:",
+			"      A: !!str", // go-yaml accepts an empty tagged value only last
+		))
+		want := map[string]string{"B": "null", "C": "1.50", "D": "text\n"}
+		if a, ok := p.Steps[0].Env["A"]; !ok || a != "" {
+			t.Errorf("!!str alone = %q, %v; want the empty string", a, ok)
+		}
+		if !reflect.DeepEqual(p.Env, want) {
+			t.Errorf("Env = %q; want %q", p.Env, want)
+		}
+	})
+	t.Run("numbers", func(t *testing.T) {
+		p := mustParse(t, lines(
+			"version: 1",
+			"image: alpine",
+			"steps: [{name: a, run: b, resources: {memory: 1073741824, cpus: 1e0, pids: 0x200}}]",
+		))
+		want := Resources{MemoryBytes: 1 << 30, CPUs: 1, Pids: 512}
+		if got := p.Steps[0].Resources; got != want {
+			t.Errorf("Resources = %+v; want %+v", got, want)
+		}
+	})
+	t.Run("document markers", func(t *testing.T) {
+		mustParse(t, "# comment\n---\nversion: 1\nimage: alpine\nsteps: [{name: a, run: b}]\n...\n")
+	})
+}

@@ -112,7 +112,7 @@ func (d *decoder) scalar(n ast.Node, field, want string) (scalar, bool) {
 			return scalar{kind: kindString, node: n}, true
 		case *ast.NullNode:
 			// "!!str" alone is the empty string; "!!str null" is "null".
-			if tk := iv.GetToken(); tk == nil || strings.TrimSpace(tk.Origin) == "" {
+			if tk := iv.GetToken(); tk == nil || tk.Type == token.ImplicitNullType {
 				return scalar{kind: kindString, node: n}, true
 			}
 			return scalar{text: tokenText(iv), kind: kindString, node: n}, true
