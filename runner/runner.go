@@ -54,7 +54,7 @@ type Config struct {
 	InvocationID string
 	Version      string
 	// Hooks for tests and tracing; may be nil.
-	Trace func(span string, start, end time.Time, attrs ...any)
+	Trace sandbox.TraceFunc
 }
 
 // Result is the outcome of a run.
@@ -117,6 +117,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Output == nil {
 		cfg.Output = io.Discard
 	}
+	if cfg.Trace != nil {
+		ctx = sandbox.WithTrace(ctx, cfg.Trace)
+	}
+	runStart := time.Now()
+	defer func() { cfg.trace("run", runStart, time.Now()) }()
 	p := cfg.Pipeline
 	steps, err := p.Select(cfg.Steps)
 	if err != nil {

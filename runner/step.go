@@ -77,7 +77,7 @@ type SandboxEnv struct {
 	Logger        hclog.Logger
 	Recorder      egress.Recorder
 	GoModUpstream *url.URL
-	Trace         func(span string, start, end time.Time, attrs ...any)
+	Trace         sandbox.TraceFunc
 }
 
 // SandboxedStep is one script to run in a fresh sandbox.

@@ -137,3 +137,20 @@ const (
 	LabelStep    = "dev.cleanroom.step"
 	LabelPID     = "dev.cleanroom.pid"
 )
+
+// TraceFunc receives timed spans (for --trace and benchmarks).
+type TraceFunc func(span string, start, end time.Time, attrs ...any)
+
+type traceKey struct{}
+
+// WithTrace returns a context whose sandbox operations report spans to fn.
+func WithTrace(ctx context.Context, fn TraceFunc) context.Context {
+	return context.WithValue(ctx, traceKey{}, fn)
+}
+
+// Trace reports a span ending now to the context's TraceFunc, if any.
+func Trace(ctx context.Context, span string, start time.Time, attrs ...any) {
+	if fn, ok := ctx.Value(traceKey{}).(TraceFunc); ok && fn != nil {
+		fn(span, start, time.Now(), attrs...)
+	}
+}

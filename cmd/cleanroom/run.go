@@ -23,6 +23,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/sandbox"
 	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
@@ -37,6 +38,7 @@ type runOptions struct {
 	goproxy    string
 	output     string
 	builderID  string
+	trace      string
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -77,6 +79,7 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	f.StringVar(&o.egressMode, "egress-mode", "", "enforce (deny what is not allowed) or audit (allow all, record what enforce would deny); default: the pipeline's")
 	f.StringVar(&o.goproxy, "goproxy-upstream", "", "module proxy behind the steps' GOPROXY endpoint (default: the first entry of `go env GOPROXY`); its host must be allowed")
 	f.StringVarP(&o.output, "output", "o", "text", "result format on stdout: text or json")
+	f.StringVar(&o.trace, "trace", "", "write timed spans of the run (JSON lines) to this file")
 	f.StringVar(&o.builderID, "builder-id", manifest.DefaultBuilderID, "runDetails.builder.id written into the provenance: who ran the build")
 	return cmd
 }
@@ -128,6 +131,15 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	var trace sandbox.TraceFunc
+	if o.trace != "" {
+		sw, err := newSpanWriter(o.trace)
+		if err != nil {
+			return systemFailure(err)
+		}
+		defer sw.Close()
+		trace = sw.span
+	}
 
 	lock, err := runlock.Acquire(runner.LocksDir(g.stateDir))
 	if err != nil {
@@ -157,6 +169,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		Output:        os.Stderr,
 		Logger:        log,
 		BuilderID:     o.builderID,
+		Trace:         trace,
 		Version:       version,
 	})
 	if res != nil {

@@ -51,6 +51,7 @@ func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Wr
 		}
 	}()
 
+	t0 := time.Now()
 	container, err := e.client.NewContainer(lctx, s.ID,
 		containerd.WithContainerLabels(labels),
 		containerd.WithImageName(img.Name()),
@@ -62,28 +63,35 @@ func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Wr
 	if err != nil {
 		return res, fmt.Errorf("create container: %w", err)
 	}
+	sandbox.Trace(ctx, "container.create", t0, "id", s.ID)
 	defer func() {
+		t0 := time.Now()
 		tctx, cancel := teardownContext(ctx)
 		defer cancel()
 		if derr := container.Delete(tctx, containerd.WithSnapshotCleanup); derr != nil && !errdefs.IsNotFound(derr) && err == nil {
 			err = fmt.Errorf("delete container: %w", derr)
 		}
+		sandbox.Trace(ctx, "container.delete", t0, "id", s.ID)
 	}()
 	spec, err := container.Spec(ctx)
 	if err != nil {
 		return res, fmt.Errorf("read spec: %w", err)
 	}
 
+	t0 = time.Now()
 	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(e.fifoDir())))
 	if err != nil {
 		return res, fmt.Errorf("create task: %w", err)
 	}
+	sandbox.Trace(ctx, "task.create", t0, "id", s.ID)
 	defer func() {
+		t0 := time.Now()
 		tctx, cancel := teardownContext(ctx)
 		defer cancel()
 		if _, derr := task.Delete(tctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) && err == nil {
 			err = fmt.Errorf("delete task: %w", derr)
 		}
+		sandbox.Trace(ctx, "task.delete", t0, "id", s.ID)
 	}()
 
 	// Wait must be subscribed before Start, and on a context that the
@@ -99,6 +107,7 @@ func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Wr
 	if err := task.Start(ctx); err != nil {
 		return res, fmt.Errorf("start task: %w", err)
 	}
+	sandbox.Trace(ctx, "task.start", res.Started, "id", s.ID)
 
 	var timeout <-chan time.Time
 	if s.Timeout > 0 {
@@ -117,6 +126,7 @@ func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Wr
 		status, err = e.kill(ctx, task, exitc)
 	}
 	res.Finished = time.Now()
+	sandbox.Trace(ctx, "task.wait", res.Started, "id", s.ID)
 	if err != nil {
 		return res, err
 	}
