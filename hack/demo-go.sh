@@ -19,12 +19,21 @@ if [ -z "$upstream" ]; then
 fi
 hostport=${upstream#*://}
 hostport=${hostport%%/*}
+host=${hostport%%:*}
+allow=(--allow "$hostport")
+# A name never reaches a loopback, private or otherwise special address
+# unless an IP rule allows that address: where the module proxy resolves to
+# such an address (some networks route egress that way), allow exactly the
+# addresses it resolves to, on port 443.
+for ip in $(getent ahosts "$host" | awk '{print $1}' | sort -u); do
+	case "$ip" in *:*) allow+=(--allow "[$ip]:443") ;; *) allow+=(--allow "$ip:443") ;; esac
+done
 
 echo "==> building the Go toolchain image (busybox + $(go env GOROOT))"
 go run ./internal/cmd/mkbusybox -goroot "$(go env GOROOT)" -o "$EX/images/go.tar"
 
-echo "==> cleanroom run -f $EX/cleanroom.yaml --goproxy-upstream <from go env> --allow <its host>"
-"$BIN" run -f "$EX/cleanroom.yaml" --goproxy-upstream "$upstream" --allow "$hostport"
+echo "==> cleanroom run -f $EX/cleanroom.yaml --goproxy-upstream <from go env> --allow <its host> (+ its addresses)"
+"$BIN" run -f "$EX/cleanroom.yaml" --goproxy-upstream "$upstream" "${allow[@]}"
 
 echo
 echo "==> modules fetched through the proxy, with their digests (egress.jsonl):"

@@ -159,6 +159,7 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 
 // dependencies are the successful fetches the proxy recorded: bodies with
 // their digest (plain HTTP, module proxy) and opaque tunnels by host:port.
+// A tunnel whose upstream dial failed (502) carried nothing.
 func dependencies(events []egress.Event) []manifest.Dependency {
 	var deps []manifest.Dependency
 	for _, e := range events {
@@ -166,7 +167,7 @@ func dependencies(events []egress.Event) []manifest.Dependency {
 			continue
 		}
 		switch {
-		case e.Method == "CONNECT":
+		case e.Method == "CONNECT" && e.Status == 200:
 			deps = append(deps, manifest.Dependency{
 				Step: e.Step, URL: net.JoinHostPort(e.Host, strconv.Itoa(e.Port)),
 				Method: e.Method, BytesIn: e.BytesIn, BytesOut: e.BytesOut,

@@ -1,57 +1,194 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 )
 
+type lintOptions struct {
+	file         string
+	output       string
+	strict       bool
+	disable      []string
+	userContent  string
+	release      bool
+	egressMode   string
+	allow        []string
+	lintSettings bool
+}
+
+func (o *lintOptions) addFlags(cmd *cobra.Command, standalone bool) {
+	f := cmd.Flags()
+	f.BoolVar(&o.strict, "strict", false, "treat lint warnings as errors")
+	f.StringArrayVar(&o.disable, "lint-disable", nil, "disable a lint rule by id or name, e.g. CR007 or no-timeout (repeatable)")
+	f.StringVar(&o.userContent, "user-content-hosts", "", "file with one host pattern per line that replaces the built-in list of user-content hosts (rule CR004)")
+	f.BoolVar(&o.release, "release", false, "the pipeline produces a release: audit egress mode is a finding even without artifacts")
+	if standalone {
+		f.StringVarP(&o.file, "file", "f", "cleanroom.yaml", "pipeline file")
+		f.StringVarP(&o.output, "output", "o", "text", "text, json or sarif")
+		f.StringVar(&o.egressMode, "egress-mode", "", "lint as if run with this --egress-mode")
+		f.StringArrayVar(&o.allow, "allow", nil, "lint as if run with this --allow (repeatable)")
+	}
+}
+
+func (o *lintOptions) lintOpts() (pipeline.LintOptions, error) {
+	lo := pipeline.LintOptions{Disabled: o.disable, Release: o.release, EgressMode: o.egressMode, ExtraAllow: o.allow}
+	if o.userContent != "" {
+		f, err := os.Open(o.userContent)
+		if err != nil {
+			return lo, fmt.Errorf("--user-content-hosts: %w", err)
+		}
+		defer f.Close()
+		lo.UserContentHosts = []string{}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line := strings.TrimSpace(sc.Text())
+			if line != "" && !strings.HasPrefix(line, "#") {
+				lo.UserContentHosts = append(lo.UserContentHosts, line)
+			}
+		}
+	}
+	return lo, nil
+}
+
 func newLintCommand(g *globalOptions) *cobra.Command {
-	var file, output string
+	o := &lintOptions{}
 	cmd := &cobra.Command{
 		Use:   "lint [-f cleanroom.yaml]",
-		Short: "Check a pipeline file without running it",
-		Long: `Lint parses and validates a pipeline file exactly as run does: unknown fields,
+		Short: "Check a pipeline file for errors and insecure set-ups, without running it",
+		Long: `Lint parses and validates a pipeline file exactly as run does (unknown fields,
 wrong types, invalid durations, sizes, image references and egress rules are
-reported as FILE:LINE:COLUMN: FIELD: message. It needs no daemon and no root.`,
+errors, reported as FILE:LINE:COLUMN: FIELD: message), then warns about set-ups
+that work but are insecure: unpinned images, broad egress, user-content hosts,
+curl | sh, secrets in the file, missing timeouts, audit mode in a release,
+internal addresses, disabled TLS verification, plain-HTTP fetches. Every
+warning has an id, the fix, and a section in docs/lint.md. The same warnings
+are printed when a run starts.
+
+Exit codes: 0 no errors (warnings allowed unless --strict), 1 warnings with
+--strict, 2 the file is invalid. It needs no daemon and no root.`,
+		Example: `  cleanroom lint
+  cleanroom lint -f ci/cleanroom.yaml --strict
+  cleanroom lint --output sarif > cleanroom.sarif   # for code-scanning UIs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := pipeline.Load(file, pipeline.WithRuleCheck(checkRule))
-			if output == "json" {
-				type problem struct {
-					File    string `json:"file"`
-					Line    int    `json:"line"`
-					Column  int    `json:"column"`
-					Field   string `json:"field"`
-					Message string `json:"message"`
-				}
-				problems := []problem{}
-				if list, ok := err.(pipeline.ErrorList); ok {
-					for _, e := range list {
-						problems = append(problems, problem{e.File, e.Line, e.Column, e.Field, e.Msg})
-					}
-				} else if err != nil {
-					problems = append(problems, problem{File: file, Message: err.Error()})
-				}
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				enc.Encode(map[string]any{"file": file, "valid": err == nil, "problems": problems})
-				if err != nil {
-					return systemFailure(nil)
-				}
-				return nil
-			}
-			if err != nil {
-				return systemFailure(err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", file)
-			return nil
+			return runLint(cmd.OutOrStdout(), o)
 		},
 	}
-	cmd.Flags().StringVarP(&file, "file", "f", "cleanroom.yaml", "pipeline file")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	o.addFlags(cmd, true)
 	return cmd
+}
+
+func runLint(w io.Writer, o *lintOptions) error {
+	lo, err := o.lintOpts()
+	if err != nil {
+		return systemFailure(err)
+	}
+	p, perr := pipeline.Load(o.file, pipeline.WithRuleCheck(checkRule))
+	var findings []pipeline.Finding
+	if perr == nil {
+		findings = pipeline.Lint(p, lo)
+	}
+	switch o.output {
+	case "text":
+		if perr != nil {
+			return systemFailure(perr)
+		}
+		for _, f := range findings {
+			fmt.Fprintln(w, "warning:", f)
+		}
+		fmt.Fprintf(w, "%s: valid, %d warning(s)\n", o.file, len(findings))
+	case "json":
+		writeLintJSON(w, o.file, perr, findings)
+	case "sarif":
+		if perr != nil {
+			return systemFailure(perr)
+		}
+		if err := writeSARIF(w, findings); err != nil {
+			return systemFailure(err)
+		}
+	default:
+		return systemFailure(fmt.Errorf("--output %q: use text, json or sarif", o.output))
+	}
+	if perr != nil {
+		return systemFailure(nil)
+	}
+	if o.strict && len(findings) > 0 {
+		return buildFailure(fmt.Errorf("%d lint warning(s) with --strict", len(findings)))
+	}
+	return nil
+}
+
+func writeLintJSON(w io.Writer, file string, perr error, findings []pipeline.Finding) {
+	type problem struct {
+		File    string `json:"file"`
+		Line    int    `json:"line"`
+		Column  int    `json:"column"`
+		Field   string `json:"field"`
+		Message string `json:"message"`
+	}
+	problems := []problem{}
+	var list pipeline.ErrorList
+	if errors.As(perr, &list) {
+		for _, e := range list {
+			problems = append(problems, problem{e.File, e.Line, e.Column, e.Field, e.Msg})
+		}
+	} else if perr != nil {
+		problems = append(problems, problem{File: file, Message: perr.Error()})
+	}
+	if findings == nil {
+		findings = []pipeline.Finding{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(map[string]any{"file": file, "valid": perr == nil, "errors": problems, "warnings": findings})
+}
+
+// writeSARIF writes findings as SARIF 2.1.0, the format code-scanning UIs
+// import.
+func writeSARIF(w io.Writer, findings []pipeline.Finding) error {
+	type msg struct {
+		Text string `json:"text"`
+	}
+	var rules []map[string]any
+	for _, r := range pipeline.Rules() {
+		rules = append(rules, map[string]any{
+			"id": r.ID, "name": r.Name,
+			"shortDescription":     msg{r.Summary},
+			"help":                 msg{"Fix: " + r.Fix},
+			"helpUri":              pipeline.DocsBase + strings.ToLower(r.ID),
+			"defaultConfiguration": map[string]string{"level": "warning"},
+		})
+	}
+	results := []map[string]any{}
+	for _, f := range findings {
+		results = append(results, map[string]any{
+			"ruleId": f.ID, "level": "warning",
+			"message": msg{f.Message + ". Fix: " + f.Fix},
+			"locations": []any{map[string]any{"physicalLocation": map[string]any{
+				"artifactLocation": map[string]string{"uri": f.File},
+				"region":           map[string]int{"startLine": f.Line, "startColumn": f.Column},
+			}}},
+		})
+	}
+	doc := map[string]any{
+		"version": "2.1.0",
+		"$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+		"runs": []any{map[string]any{
+			"tool":    map[string]any{"driver": map[string]any{"name": "cleanroom", "version": version, "rules": rules}},
+			"results": results,
+		}},
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(doc)
 }

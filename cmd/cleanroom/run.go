@@ -39,6 +39,7 @@ type runOptions struct {
 	output     string
 	builderID  string
 	trace      string
+	lint       lintOptions
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -79,6 +80,7 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	f.StringVar(&o.egressMode, "egress-mode", "", "enforce (deny what is not allowed) or audit (allow all, record what enforce would deny); default: the pipeline's")
 	f.StringVar(&o.goproxy, "goproxy-upstream", "", "module proxy behind the steps' GOPROXY endpoint (default: the first entry of `go env GOPROXY`); its host must be allowed")
 	f.StringVarP(&o.output, "output", "o", "text", "result format on stdout: text or json")
+	o.lint.addFlags(cmd, false)
 	f.StringVar(&o.trace, "trace", "", "write timed spans of the run (JSON lines) to this file")
 	f.StringVar(&o.builderID, "builder-id", manifest.DefaultBuilderID, "runDetails.builder.id written into the provenance: who ran the build")
 	return cmd
@@ -103,6 +105,18 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 	}
 	if _, err := p.Select(o.steps); err != nil {
 		return systemFailure(err)
+	}
+	o.lint.egressMode, o.lint.allow = o.egressMode, o.allow
+	lo, err := o.lint.lintOpts()
+	if err != nil {
+		return systemFailure(err)
+	}
+	findings := pipeline.Lint(p, lo)
+	for _, f := range findings {
+		log.Warn("lint: "+f.Message, "id", f.ID, "at", fmt.Sprintf("%s:%d:%d", f.File, f.Line, f.Column), "fix", f.Fix, "docs", f.DocURL)
+	}
+	if o.lint.strict && len(findings) > 0 {
+		return systemFailure(fmt.Errorf("%d lint warning(s) with --strict; see `cleanroom lint`", len(findings)))
 	}
 	workspace := o.workdir
 	if workspace == "" {

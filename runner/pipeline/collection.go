@@ -127,6 +127,7 @@ func (d *decoder) object(n ast.Node, field, want string, allowed []string) (map[
 	if node == nil {
 		return nil, nil
 	}
+	d.mark(node, field)
 	return d.fields(entries, field, allowed, false), node
 }
 

@@ -36,12 +36,14 @@ type decoder struct {
 	truncated bool                        // errors were dropped past maxErrors
 	aliases   map[*ast.AliasNode]ast.Node // alias -> anchored node it names
 	budget    int                         // nodes left to visit; see maxNodes
+	pos       map[string]Pos              // field path -> position, for the linter
 }
 
 // decode parses data into p and returns every problem found, in file order.
 func decode(file string, data []byte, o options, p *Pipeline) ErrorList {
-	d := &decoder{file: file, opts: o, budget: maxNodes}
+	d := &decoder{file: file, opts: o, budget: maxNodes, pos: map[string]Pos{}}
 	d.decode(data, p)
+	p.positions = d.pos
 	errs := d.errs.sorted()
 	if d.truncated {
 		last := errs[len(errs)-1]
@@ -65,6 +67,18 @@ func (d *decoder) decode(data []byte, p *Pipeline) {
 		return
 	}
 	d.pipeline(root, p)
+}
+
+// mark records where field was written.
+func (d *decoder) mark(n ast.Node, field string) {
+	if n == nil || field == "" {
+		return
+	}
+	if _, seen := d.pos[field]; seen {
+		return
+	}
+	line, col := position(n)
+	d.pos[field] = Pos{Line: line, Column: col}
 }
 
 // errorf records a problem at n's position.

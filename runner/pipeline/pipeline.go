@@ -119,6 +119,20 @@ type Pipeline struct {
 	Sign      Sign
 	// Digest is the hex sha256 of the file's bytes, for provenance.
 	Digest string
+
+	positions map[string]Pos
+}
+
+// Pos is a place in the pipeline file.
+type Pos struct{ Line, Column int }
+
+// Position returns where a field was written ("steps[1].timeout",
+// "egress.allow[0]", "steps[0].env.TOKEN", "steps[2]"), and whether it was
+// written at all: the linter uses it both to point at a value and to tell
+// a default from an explicit setting.
+func (p *Pipeline) Position(field string) (Pos, bool) {
+	pos, ok := p.positions[field]
+	return pos, ok
 }
 
 // Egress is an egress policy.

@@ -74,6 +74,7 @@ func (d *decoder) scalar(n ast.Node, field, want string) (scalar, bool) {
 	if !ok {
 		return scalar{}, false
 	}
+	d.mark(n, field)
 	switch v := n.(type) {
 	case nil:
 		return scalar{kind: kindNull, node: n}, true

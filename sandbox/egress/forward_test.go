@@ -73,8 +73,9 @@ func TestForwardDeniedNoDial(t *testing.T) {
 		}
 	}
 	resp, _ := rawExchange(t, tp.addr, "GET http://example.org/ HTTP/1.1\r\nHost: example.org\r\n\r\n")
-	body, _ := io.ReadAll(resp.Body)
-	_ = body
+	if resp.StatusCode != 403 {
+		t.Errorf("raw example.org: %s", resp.Status)
+	}
 	if tp.dials.count() != 0 || up.count() != 0 {
 		t.Fatalf("denied requests dialed %d times, upstream saw %d", tp.dials.count(), up.count())
 	}
@@ -86,6 +87,15 @@ func TestForwardDeniedNoDial(t *testing.T) {
 		if x.Target == "example.org:80" && (x.Hint != "example.org:80" || x.Count != 2) {
 			t.Errorf("denial %+v", x)
 		}
+	}
+	// A percent-encoded address is refused too (net/http rejects the
+	// escape in the authority before any decision).
+	resp, body := rawExchange(t, tp.addr, fmt.Sprintf("GET http://%%31%%32%%37.0.0.1:%d/ HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", pt, pt))
+	if resp.StatusCode != 400 && resp.StatusCode != 403 {
+		t.Errorf("percent-encoded IP: %s %q", resp.Status, body)
+	}
+	if tp.dials.count() != 0 {
+		t.Error("percent-encoded IP was dialed")
 	}
 }
 

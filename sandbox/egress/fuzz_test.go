@@ -118,6 +118,43 @@ func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
 
 const cannedUpstream = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
 
+// cannedConn is an upstream that answers cannedUpstream once something has
+// been written to it (a real server does not answer before the request).
+type cannedConn struct {
+	memConn
+	once  sync.Once
+	wrote chan struct{}
+	shut  chan struct{}
+	sOnce sync.Once
+}
+
+func newCannedUpstream() *cannedConn {
+	c := &cannedConn{wrote: make(chan struct{}), shut: make(chan struct{})}
+	c.r = strings.NewReader(cannedUpstream)
+	c.local = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+	return c
+}
+
+func (c *cannedConn) Write(p []byte) (int, error) {
+	n, err := c.memConn.Write(p)
+	c.once.Do(func() { close(c.wrote) })
+	return n, err
+}
+
+func (c *cannedConn) Read(p []byte) (int, error) {
+	select {
+	case <-c.wrote:
+		return c.memConn.Read(p)
+	case <-c.shut:
+		return 0, io.EOF
+	}
+}
+
+func (c *cannedConn) Close() error {
+	c.sOnce.Do(func() { close(c.shut) })
+	return c.memConn.Close()
+}
+
 // fuzzProxy is a proxy whose every connection is in memory: allowed
 // requests reach a canned upstream, nothing touches the network.
 func fuzzProxy(t testing.TB) *Proxy {
@@ -139,7 +176,7 @@ func fuzzProxy(t testing.TB) *Proxy {
 			if !ap.Addr().IsLoopback() {
 				return nil, fmt.Errorf("fuzz: refusing to dial %s", ap)
 			}
-			return &memConn{r: strings.NewReader(cannedUpstream), local: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}}, nil
+			return newCannedUpstream(), nil
 		},
 	})
 	if err != nil {

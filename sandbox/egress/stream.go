@@ -10,8 +10,9 @@ import (
 
 // Bodies are streamed through one fixed-size pooled buffer per direction;
 // nothing is ever read whole into memory, so a multi-GiB download costs the
-// runner the same few KiB as a small one.
-const copyBufSize = 32 << 10
+// runner the same 64 KiB as a small one. (64 KiB rather than 32 halves the
+// syscalls per byte; larger buys little more.)
+const copyBufSize = 64 << 10
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
