@@ -5,7 +5,7 @@ BIN     := bin/cleanroom
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build setup demo demo-go test unit integration lint fuzz clean
+.PHONY: build setup demo demo-go test unit integration lint fuzz clean bench
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cleanroom
@@ -31,14 +31,28 @@ lint:
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./cmd/... ./runner/... ./sandbox/... ./internal/...
 
-# End-to-end tests through the built CLI.
+# End-to-end tests through the built CLI, the attack suite (which writes
+# docs/attack-suite.md) and the fault tests.
 integration: build
-	CLEANROOM_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m ./integration/...
+	CLEANROOM_BIN=$(CURDIR)/$(BIN) CLEANROOM_ATTACK_REPORT=$(CURDIR)/docs/attack-suite.md \
+		$(GO) test -count=1 -timeout 30m ./integration/...
 
 # Each fuzz target for a bounded time; the corpus lives in testdata/fuzz.
 FUZZTIME ?= 30s
+FUZZ_TARGETS := runner/pipeline:FuzzParse runner/pipeline:FuzzParseFields \
+	sandbox/egress:FuzzParseRule sandbox/egress:FuzzNormalizeHost \
+	sandbox/egress:FuzzParseClientHello sandbox/egress:FuzzProxyRequest
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./runner/pipeline/
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) ./$$pkg/ || exit 1; \
+	done
+
+# cleanroom against its baselines (ctr, runc, squid, sha256sum), as ratios
+# measured in the same run; writes docs/benchmarks.md (bench/run.sh).
+bench:
+	./bench/run.sh
 
 clean:
 	rm -rf bin

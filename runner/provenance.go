@@ -112,6 +112,11 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 		mi.Egress[s.Name] = append([]string{}, s.Allow...)
 		for _, d := range s.Denials {
 			host, port := splitTarget(d.Target)
+			if host == "" {
+				// Rejected before a destination could be read (malformed
+				// or smuggling requests).
+				host = "(malformed request)"
+			}
 			mi.Denied = append(mi.Denied, manifest.Denied{Step: s.Name, Host: host, Port: port, Reason: d.Reason, Count: d.Count})
 		}
 	}

@@ -205,13 +205,16 @@ func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepRe
 	case r.TimedOut:
 		sr.Status = "timeout"
 		log.Error("step timed out", "timeout", st.Timeout)
-	case r.OOMKilled:
+	case r.OOMKilled && r.ExitCode != 0:
 		sr.Status = "oom"
 	case r.ExitCode != 0:
 		sr.Status = "failed"
 		log.Error("step failed", "exit", r.ExitCode)
 	default:
 		sr.Status = "ok"
+		if r.OOMKilled {
+			log.Warn("a process of the step was killed for exceeding the memory limit; the step still succeeded")
+		}
 		log.Info("step succeeded", "duration", sr.Duration.Round(time.Millisecond))
 	}
 	return sr, nil
@@ -288,7 +291,10 @@ func (w *warnOnce) Record(e egress.Event) {
 	if e.Decision != egress.DecisionDeny {
 		return
 	}
-	key := fmt.Sprintf("%s:%d", e.Host, e.Port)
+	key := net.JoinHostPort(e.Host, fmt.Sprint(e.Port))
+	if e.Host == "" {
+		key = "(malformed request)"
+	}
 	w.mu.Lock()
 	first := !w.seen[key]
 	if w.seen == nil {

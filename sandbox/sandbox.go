@@ -89,8 +89,10 @@ type Limits struct {
 
 // Result is how a step ended.
 type Result struct {
-	ExitCode  int
-	TimedOut  bool
+	ExitCode int
+	TimedOut bool
+	// OOMKilled is set when the kernel killed a process of the step for
+	// exceeding its memory limit.
 	OOMKilled bool
 	// Cancelled is set when ctx was cancelled (SIGINT/SIGTERM to the runner).
 	Cancelled bool
@@ -98,9 +100,11 @@ type Result struct {
 	Finished  time.Time
 }
 
-// Failed reports whether the step did not succeed.
+// Failed reports whether the step did not succeed. An OOM kill of some
+// process in the step is a failure only if the step then exits non-zero:
+// a build tool may survive (and retry after) a killed child.
 func (r Result) Failed() bool {
-	return r.ExitCode != 0 || r.TimedOut || r.OOMKilled || r.Cancelled
+	return r.ExitCode != 0 || r.TimedOut || r.Cancelled
 }
 
 // Reason is a short human description of the outcome.
@@ -110,7 +114,7 @@ func (r Result) Reason() string {
 		return "cancelled"
 	case r.TimedOut:
 		return "timed out"
-	case r.OOMKilled:
+	case r.OOMKilled && r.ExitCode != 0:
 		return "killed: out of memory"
 	case r.ExitCode != 0:
 		return fmt.Sprintf("exit status %d", r.ExitCode)

@@ -76,9 +76,13 @@ func specOpts(img containerd.Image, s sandbox.Spec) []oci.SpecOpts {
 }
 
 func mounts(s sandbox.Spec) []specs.Mount {
+	// tmpfs pages are charged to the step's memory cgroup: a /tmp as large
+	// as the memory limit turns "disk full" into an OOM kill. Half the
+	// memory (Docker's default for tmpfs) makes filling /tmp fail with
+	// ENOSPC, which builds handle.
 	tmpSize := s.Limits.TmpBytes
 	if tmpSize <= 0 {
-		tmpSize = s.Limits.MemoryBytes
+		tmpSize = s.Limits.MemoryBytes / 2
 	}
 	tmpOpts := []string{"nosuid", "nodev", "mode=1777"}
 	if tmpSize > 0 {

@@ -346,7 +346,10 @@ func (p *Proxy) record(e Event) {
 	}
 	switch e.Decision {
 	case DecisionDeny:
-		p.log.Warn("egress denied", "method", e.Method, "host", e.Host, "port", e.Port, "status", e.Status, "reason", e.Reason)
+		// Debug, not Warn: every denial is an event, and the caller (the
+		// runner) warns once per distinct destination, so a step that
+		// retries in a loop cannot flood the log.
+		p.log.Debug("egress denied", "method", e.Method, "host", e.Host, "port", e.Port, "status", e.Status, "reason", e.Reason)
 	case DecisionAuditAllow:
 		p.log.Info("egress allowed by audit mode", "host", e.Host, "port", e.Port, "reason", e.Reason)
 	default:
