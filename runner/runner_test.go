@@ -1,0 +1,115 @@
+package runner
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+)
+
+func TestPrefixWriterWritesWholeLines(t *testing.T) {
+	var out bytes.Buffer
+	w := newPrefixWriter(&out, "[s] ")
+	w.Write([]byte("one\ntw"))
+	w.Write([]byte("o\nthree"))
+	if got := out.String(); got != "[s] one\n[s] two\n" {
+		t.Fatalf("before flush: %q", got)
+	}
+	w.Flush()
+	if got := out.String(); got != "[s] one\n[s] two\n[s] three\n" {
+		t.Fatalf("after flush: %q", got)
+	}
+	// A line without newline longer than the bound is emitted, not held.
+	out.Reset()
+	w.Write(bytes.Repeat([]byte("x"), maxLine+1))
+	if out.Len() == 0 {
+		t.Fatal("an over-long line was held back")
+	}
+}
+
+func TestStepEnvProxiesWinAndNothingLeaks(t *testing.T) {
+	t.Setenv("RUNNER_SECRET", "s3cret")
+	env := stepEnv([]string{"FOO=bar", "HOME=/custom"}, 4242)
+	want := []string{
+		"CI=true", "FOO=bar", "GOPROXY=http://127.0.0.1:4242/gomod/",
+		"HOME=/custom", "HTTPS_PROXY=http://127.0.0.1:4242", "HTTP_PROXY=http://127.0.0.1:4242",
+		"NO_PROXY=", "http_proxy=http://127.0.0.1:4242", "https_proxy=http://127.0.0.1:4242", "no_proxy=",
+	}
+	if !slices.Equal(env, want) {
+		t.Fatalf("env\n got %q\nwant %q", env, want)
+	}
+	for _, kv := range env {
+		if strings.Contains(kv, "s3cret") {
+			t.Fatal("runner environment leaked")
+		}
+	}
+}
+
+func TestDependenciesFromEvents(t *testing.T) {
+	deps := dependencies([]egress.Event{
+		{Step: "a", Method: "GET", URL: "http://x.test/f", Status: 200, SHA256: strings.Repeat("a", 64), Size: 3, Decision: egress.DecisionAllow},
+		{Step: "a", Method: "GET", URL: "http://x.test/missing", Status: 404, Decision: egress.DecisionAllow},
+		{Step: "a", Method: "CONNECT", Host: "y.test", Port: 443, Status: 200, BytesIn: 10, Decision: egress.DecisionAllow},
+		{Step: "a", Method: "CONNECT", Host: "z.test", Port: 443, Status: 502, Decision: egress.DecisionAllow},
+		{Step: "a", Method: "GET", URL: "http://denied.test/", Status: 403, Decision: egress.DecisionDeny},
+	})
+	if len(deps) != 2 || deps[0].URL != "http://x.test/f" || deps[1].URL != "y.test:443" || deps[1].SHA256 != "" {
+		t.Fatalf("deps %+v", deps)
+	}
+}
+
+func TestMaskOutDirOnlyInsideWorkspace(t *testing.T) {
+	ws := t.TempDir()
+	stage := t.TempDir()
+	m := maskOutDir(Config{Workspace: ws, OutDir: filepath.Join(ws, ".cleanroom")}, stage)
+	if len(m) != 1 || m[0].Destination != "/workspace/.cleanroom" || !m[0].ReadOnly {
+		t.Fatalf("mask %+v", m)
+	}
+	if fi, err := os.Stat(m[0].Source); err != nil || !fi.IsDir() {
+		t.Fatalf("mask source: %v", err)
+	}
+	if m := maskOutDir(Config{Workspace: ws, OutDir: t.TempDir()}, stage); m != nil {
+		t.Fatalf("out dir outside the workspace masked: %+v", m)
+	}
+}
+
+func TestPublishIsAtomicAndReplacesOldLogs(t *testing.T) {
+	stage, out := t.TempDir(), t.TempDir()
+	os.MkdirAll(filepath.Join(stage, "logs"), 0o755)
+	os.MkdirAll(filepath.Join(out, "logs"), 0o755)
+	os.WriteFile(filepath.Join(out, "logs", "old-step.log"), []byte("old"), 0o644)
+	os.WriteFile(filepath.Join(stage, "logs", "new.log"), []byte("new"), 0o644)
+	os.WriteFile(filepath.Join(stage, "summary.json"), []byte("{}"), 0o644)
+	if err := publish(stage, out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "logs", "old-step.log")); err == nil {
+		t.Fatal("a log of an earlier run survived")
+	}
+	b, err := os.ReadFile(filepath.Join(out, "logs", "new.log"))
+	if err != nil || string(b) != "new" {
+		t.Fatalf("new.log: %q %v", b, err)
+	}
+	ents, _ := os.ReadDir(out)
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".tmp") {
+			t.Fatalf("temporary file left: %s", e.Name())
+		}
+	}
+}
+
+func TestSplitTarget(t *testing.T) {
+	if h, p := splitTarget("example.org:443"); h != "example.org" || p != 443 {
+		t.Fatal(h, p)
+	}
+	if h, p := splitTarget("[::1]:80"); h != "::1" || p != 80 {
+		t.Fatal(h, p)
+	}
+	if h, p := splitTarget(""); h != "" || p != 0 {
+		t.Fatal(h, p)
+	}
+}
