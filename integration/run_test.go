@@ -317,3 +317,36 @@ steps:
 		})
 	}
 }
+
+// --secret passes one variable of the runner's environment to the steps;
+// its value is masked in the output and the logs, and recorded nowhere.
+func TestSecretIsPassedAndMasked(t *testing.T) {
+	e := newEnv(t)
+	e.pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: use
+    run: |
+      test "$DEPLOY_TOKEN" = "tok-9f8e7d6c5b"
+      echo "token is $DEPLOY_TOKEN"
+      echo "other is $OTHER_VAR"
+`)
+	r := e.run([]string{"DEPLOY_TOKEN=tok-9f8e7d6c5b", "OTHER_VAR=not-passed"}, "run", "--secret", "DEPLOY_TOKEN")
+	if r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	if !strings.Contains(r.stderr, "token is [masked]") || strings.Contains(r.stderr, "not-passed") {
+		t.Fatalf("output:\n%s", r.stderr)
+	}
+	filepath.Walk(filepath.Join(e.dir, ".cleanroom"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			if b, _ := os.ReadFile(p); strings.Contains(string(b), "tok-9f8e7d6c5b") {
+				t.Errorf("secret value in %s", p)
+			}
+		}
+		return nil
+	})
+	if r := e.run(nil, "run", "--secret", "UNSET_SECRET_VAR"); r.code != 2 || !strings.Contains(r.stderr, "UNSET_SECRET_VAR") {
+		t.Fatalf("unset secret: %s", r)
+	}
+}

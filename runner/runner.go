@@ -42,6 +42,9 @@ type Config struct {
 	ExtraAllow []string
 	// EgressMode overrides the pipeline's mode when set (--egress-mode).
 	EgressMode string
+	// Secrets are given to every step as environment variables, by name;
+	// their values are masked in step output and logs and never recorded.
+	Secrets map[string]string
 	// GoModUpstream is the module proxy behind the /gomod/ endpoint.
 	GoModUpstream *url.URL
 	// Executor runs the sandboxes.
@@ -162,6 +165,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer eventsFile.Close()
 	recorder := egress.NewJSONLRecorder(eventsFile)
+	// The egress log is published next to the artifacts: credentials in
+	// URLs (userinfo, signed-URL parameters) are removed before it is written.
+	rec := redactingRecorder{next: recorder}
 
 	var runErr error
 	for i, step := range steps {
@@ -169,7 +175,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			res.Steps = append(res.Steps, StepResult{Name: step.Name, Image: p.StepImage(step), Status: "skipped"})
 			continue
 		}
-		sr, err := runStep(ctx, cfg, i, step, images[p.StepImage(step)], stage, recorder)
+		sr, err := runStep(ctx, cfg, i, step, images[p.StepImage(step)], stage, rec)
 		res.Steps = append(res.Steps, sr)
 		if err != nil {
 			runErr = err
@@ -264,4 +270,11 @@ func writeProvenance(cfg Config, res *Result, in inputs, stage string) error {
 	}
 	res.Provenance = filepath.Join(cfg.OutDir, ProvenanceFile)
 	return nil
+}
+
+type redactingRecorder struct{ next egress.Recorder }
+
+func (r redactingRecorder) Record(e egress.Event) {
+	e.URL = manifest.RedactURL(e.URL)
+	r.next.Record(e)
 }

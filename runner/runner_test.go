@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 
@@ -111,5 +113,28 @@ func TestSplitTarget(t *testing.T) {
 	}
 	if h, p := splitTarget(""); h != "" || p != 0 {
 		t.Fatal(h, p)
+	}
+}
+
+func TestMaskWriterMasksAcrossWrites(t *testing.T) {
+	var out bytes.Buffer
+	m := newMaskWriter(&out, map[string]string{"A": "hunter22", "B": "xy"})
+	m.Write([]byte("token=hun"))
+	m.Write([]byte("ter22 and xy\nnext hunter22"))
+	m.Flush()
+	if got := out.String(); got != "token=[masked] and xy\nnext [masked]" {
+		t.Fatalf("masked output %q", got)
+	}
+}
+
+func TestStripSetIDClearsBits(t *testing.T) {
+	ws := t.TempDir()
+	f := filepath.Join(ws, "suid")
+	os.WriteFile(f, []byte("x"), 0o755)
+	os.Chmod(f, 0o755|os.ModeSetuid|os.ModeSetgid)
+	stripSetID(ws, hclog.NewNullLogger())
+	fi, _ := os.Stat(f)
+	if fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("mode %v", fi.Mode())
 	}
 }

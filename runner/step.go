@@ -61,6 +61,7 @@ func runStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img s
 		},
 		Timeout: step.Timeout,
 		Output:  io.MultiWriter(logFile, out),
+		Secrets: cfg.Secrets,
 	})
 	sr.Image = p.StepImage(step)
 	sr.LogFile = filepath.Join("logs", step.Name+".log")
@@ -105,6 +106,9 @@ type SandboxedStep struct {
 	Timeout time.Duration
 	// Output receives stdout and stderr, serialised.
 	Output io.Writer
+	// Secrets are added to the environment; their values are masked in
+	// Output.
+	Secrets map[string]string
 }
 
 // Sandboxed runs one script: a fresh network namespace with the egress
@@ -173,13 +177,15 @@ func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepRe
 	port := ln.Addr().(*net.TCPAddr).Port
 	trace("netns+proxy", start)
 
+	masked := newMaskWriter(st.Output, st.Secrets)
+	defer masked.Flush()
 	var mu sync.Mutex // stdout and stderr share the writer
-	out := &lockedWriter{mu: &mu, w: st.Output}
+	out := &lockedWriter{mu: &mu, w: masked}
 	spec := sandbox.Spec{
 		ID:        st.ID,
 		Image:     st.Image,
 		Args:      st.Args,
-		Env:       stepEnv(st.Env, port),
+		Env:       stepEnv(append(st.Env, secretEnv(st.Secrets)...), port),
 		Cwd:       workdir,
 		Mounts:    append([]sandbox.Mount{{Source: st.Workspace, Destination: workdir}}, st.Mounts...),
 		NetNSPath: ns.Path(),
@@ -191,6 +197,7 @@ func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepRe
 	runStart := time.Now()
 	r, err := env.Executor.Run(ctx, spec, out, out)
 	trace("sandbox.run", runStart)
+	stripSetID(st.Workspace, log)
 	sr.Duration = time.Since(start)
 	sr.DurationS = sr.Duration.Round(time.Millisecond).Seconds()
 	if err != nil {

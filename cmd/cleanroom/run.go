@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -39,6 +40,7 @@ type runOptions struct {
 	output     string
 	builderID  string
 	trace      string
+	secrets    []string
 	lint       lintOptions
 }
 
@@ -64,7 +66,7 @@ artifacts matched by the pipeline's "artifacts" globs).`,
   # run one step of another pipeline, with an extra egress rule
   cleanroom run -f ci/cleanroom.yaml --step build --allow deps.example.org
 
-  # find the allowlist a build needs: allow all, record what would be denied
+  # find the allowlist a build needs: allow unlisted hosts, record what enforce would deny
   cleanroom run --egress-mode audit`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -77,9 +79,10 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	f.StringVar(&o.out, "out", "", "output directory (default: <workspace>/.cleanroom)")
 	f.StringArrayVar(&o.steps, "step", nil, "run only this step (repeatable)")
 	f.StringArrayVar(&o.allow, "allow", nil, "extra egress rule for every step, e.g. deps.example.org or 10.0.0.5:8080 (repeatable)")
-	f.StringVar(&o.egressMode, "egress-mode", "", "enforce (deny what is not allowed) or audit (allow all, record what enforce would deny); default: the pipeline's")
+	f.StringVar(&o.egressMode, "egress-mode", "", "enforce (deny what is not allowed) or audit (also allow hosts not on the allowlist and record them; special addresses, smuggling and SNI mismatches stay denied); default: the pipeline's")
 	f.StringVar(&o.goproxy, "goproxy-upstream", "", "module proxy behind the steps' GOPROXY endpoint (default: the first entry of `go env GOPROXY`); its host must be allowed")
 	f.StringVarP(&o.output, "output", "o", "text", "result format on stdout: text or json")
+	f.StringArrayVar(&o.secrets, "secret", nil, "pass this variable from cleanroom's own environment to every step; its value is masked in logs and never recorded (repeatable)")
 	o.lint.addFlags(cmd, false)
 	f.StringVar(&o.trace, "trace", "", "write timed spans of the run (JSON lines) to this file")
 	f.StringVar(&o.builderID, "builder-id", manifest.DefaultBuilderID, "runDetails.builder.id written into the provenance: who ran the build")
@@ -135,6 +138,10 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 	if out, err = filepath.Abs(out); err != nil {
 		return systemFailure(err)
 	}
+	secrets, err := secretsFromEnv(o.secrets)
+	if err != nil {
+		return systemFailure(err)
+	}
 	upstream, err := goModUpstream(o.goproxy)
 	if err != nil {
 		return systemFailure(err)
@@ -178,6 +185,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		RunID:         lock.ID,
 		ExtraAllow:    o.allow,
 		EgressMode:    o.egressMode,
+		Secrets:       secrets,
 		GoModUpstream: upstream,
 		Executor:      exec,
 		Output:        os.Stderr,
@@ -298,4 +306,30 @@ func quoteList(l []string) string {
 		q[i] = fmt.Sprintf("%q", s)
 	}
 	return strings.Join(q, ", ")
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// secretsFromEnv reads the --secret variables from cleanroom's environment.
+// Only named variables reach a step: the runner's environment as a whole
+// never does.
+func secretsFromEnv(names []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, n := range names {
+		if !envNameRE.MatchString(n) {
+			return nil, fmt.Errorf("--secret %q: not a variable name", n)
+		}
+		if pipeline.ReservedEnv(n) {
+			return nil, fmt.Errorf("--secret %s: the runner sets this variable itself", n)
+		}
+		v, ok := os.LookupEnv(n)
+		if !ok {
+			return nil, fmt.Errorf("--secret %s: not set in cleanroom's environment", n)
+		}
+		if len(v) < 4 {
+			return nil, fmt.Errorf("--secret %s: value shorter than 4 characters cannot be masked reliably", n)
+		}
+		out[n] = v
+	}
+	return out, nil
 }

@@ -137,8 +137,8 @@ type Denied struct {
 
 // Subject is an artifact: a workspace-relative slash path and its digest.
 type Subject struct {
-	Name   string
-	SHA256 string
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
 }
 
 // Byproduct is a file the run wrote besides its artifacts.

@@ -124,3 +124,18 @@ func dependencyURI(raw string) (uri string, tunnel bool, err error) {
 	}
 	return redactURL(u).String(), false, nil
 }
+
+// RedactURL returns raw with credentials removed (userinfo, and the values
+// of credential-like query parameters), or raw unchanged when it is not an
+// absolute URL. The runner applies it to the egress log too, which is
+// published next to the artifacts.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		return raw
+	}
+	if u.User == nil && redactQuery(u.RawQuery) == u.RawQuery {
+		return raw
+	}
+	return redactURL(u).String()
+}

@@ -82,11 +82,11 @@ var rules = []Rule{
 		"vendor what the build needs, or fetch it from a mirror you control", lintUserContent},
 	{"CR005", "fetch-and-execute", "a script downloads code and executes it in one go (curl … | sh), with no integrity check",
 		"download to a file, check its sha256 against a pinned value, then run it", lintFetchExecute},
-	{"CR006", "secret-in-env", "a variable that looks like a secret is set to a literal value in the pipeline file, which is committed with the source",
-		"pass secrets from the CI system's secret store at run time, never in cleanroom.yaml", lintSecretEnv},
+	{"CR006", "secret-in-env", "a variable that looks like a secret is set in the pipeline file, which is committed with the source (and the runner does not expand $VARIABLES)",
+		"remove it from cleanroom.yaml and pass it at run time with `cleanroom run --secret NAME` (the value comes from the runner's environment and is masked in logs)", lintSecretEnv},
 	{"CR007", "no-timeout", "a step has no explicit timeout and gets the default (30m): a hung or abused step holds a runner that long",
 		"set timeout: to the longest the step should ever need", lintNoTimeout},
-	{"CR008", "audit-in-release", "egress mode audit allows everything; a pipeline that produces release artifacts must enforce its allowlist",
+	{"CR008", "audit-in-release", "egress mode audit allows hosts that are not on the allowlist (it only records them); a pipeline that produces release artifacts must enforce its allowlist",
 		"use egress.mode: enforce (audit is for discovering an allowlist)", lintAuditRelease},
 	{"CR009", "internal-ip-egress", "an IP or CIDR egress rule opens loopback, private or link-local addresses (internal services, the cloud metadata endpoint)",
 		"allow internal services by exact address and port only, and only if the build must reach them", lintInternalIP},
@@ -418,7 +418,7 @@ func splitHostPortLoose(s string) (string, string, error) {
 
 func lintSecretEnv(l *linter) {
 	l.envs(func(field, key, value string) {
-		if value == "" || strings.HasPrefix(value, "$") {
+		if value == "" {
 			return
 		}
 		if secretKeyRE.MatchString(key) || secretValRE.MatchString(value) {

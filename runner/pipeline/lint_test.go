@@ -69,12 +69,12 @@ func TestLintRules(t *testing.T) {
 
 func TestLintNegatives(t *testing.T) {
 	for name, yaml := range map[string]string{
-		"narrow wildcard":   lintBase + "egress: {allow: [\"*.pkg.example.org\"]}\n",
-		"narrow cidr":       lintBase + "egress: {allow: [\"203.0.113.0/28\"]}\n",
-		"loopback http":     strings.Replace(lintBase, "run: make", "run: wget http://127.0.0.1:8080/x", 1),
-		"curl to file":      strings.Replace(lintBase, "run: make", "run: curl -fsSLo i.sh https://x.example.org/i && sha256sum -c i.sum", 1),
-		"secret from store": lintBase + "env: {API_TOKEN: \"$CI_API_TOKEN\"}\n",
-		"audit no release":  lintBase + "egress: {mode: audit}\n",
+		"narrow wildcard":  lintBase + "egress: {allow: [\"*.pkg.example.org\"]}\n",
+		"narrow cidr":      lintBase + "egress: {allow: [\"203.0.113.0/28\"]}\n",
+		"loopback http":    strings.Replace(lintBase, "run: make", "run: wget http://127.0.0.1:8080/x", 1),
+		"curl to file":     strings.Replace(lintBase, "run: make", "run: curl -fsSLo i.sh https://x.example.org/i && sha256sum -c i.sum", 1),
+		"not a secret":     lintBase + "env: {TOKENIZER: \"\"}\n",
+		"audit no release": lintBase + "egress: {mode: audit}\n",
 	} {
 		p := mustParse(t, yaml)
 		if f := Lint(p, LintOptions{}); len(f) != 0 {
