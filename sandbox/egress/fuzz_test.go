@@ -142,6 +142,14 @@ func (c *cannedConn) Write(p []byte) (int, error) {
 }
 
 func (c *cannedConn) Read(p []byte) (int, error) {
+	// Once the request was written, the canned response is there to read
+	// even if the tunnel already half-closed us: a select over both
+	// channels would pick one at random and make the harness flaky.
+	select {
+	case <-c.wrote:
+		return c.memConn.Read(p)
+	default:
+	}
 	select {
 	case <-c.wrote:
 		return c.memConn.Read(p)
