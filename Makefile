@@ -29,7 +29,7 @@ lint:
 # Unit and sandbox tests with the race detector. Tests that need root and
 # containerd run here too: under CI=true a missing prerequisite fails.
 unit:
-	$(GO) test -race -count=1 -timeout 15m ./cmd/... ./runner/... ./sandbox/... ./internal/...
+	$(GO) test -race -count=1 -timeout 15m ./cmd/... ./runner/... ./sandbox/... ./sign/... ./internal/...
 
 # End-to-end tests through the built CLI, the attack suite (which writes
 # docs/attack-suite.md) and the fault tests.

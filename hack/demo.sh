@@ -9,10 +9,20 @@ EX=examples/hello
 echo "==> building the step image from Debian's busybox-static"
 go run ./internal/cmd/mkbusybox -o "$EX/images/builder.tar"
 
-echo "==> cleanroom run -f $EX/cleanroom.yaml"
-"$BIN" run -f "$EX/cleanroom.yaml"
+# A signing key for the demo, made fresh each time (cosign-compatible).
+KEYS=$EX/.keys
+rm -rf "$KEYS" && mkdir -p "$KEYS"
+export COSIGN_PASSWORD=demo-password
+(cd "$KEYS" && "$OLDPWD/$BIN" keygen >/dev/null)
+
+echo "==> cleanroom run -f $EX/cleanroom.yaml --sign-key $KEYS/cosign.key"
+"$BIN" run -f "$EX/cleanroom.yaml" --sign-key "$KEYS/cosign.key"
+
+echo
+echo "==> cleanroom verify $EX/out/hello.tar.gz --provenance-bundle … --key $KEYS/cosign.pub"
+"$BIN" verify "$EX/out/hello.tar.gz" --provenance-bundle "$EX/.cleanroom/provenance.sigstore.json" --key "$KEYS/cosign.pub"
 
 echo
 echo "==> outputs in $EX/.cleanroom/"
-ls -l "$EX/.cleanroom" "$EX/.cleanroom/logs"
+ls -l "$EX/.cleanroom" "$EX/.cleanroom/logs" "$EX/.cleanroom/out"
 echo "artifact: $EX/out/hello.tar.gz ($(sha256sum "$EX/out/hello.tar.gz" | cut -d' ' -f1))"

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 )
 
@@ -83,11 +84,17 @@ func publish(stage, outDir string) error {
 	if err := os.MkdirAll(filepath.Join(outDir, "logs"), 0o755); err != nil {
 		return err
 	}
-	// Logs of steps from an earlier run must not pass for this run's.
+	// Logs and signatures of an earlier run must not pass for this run's.
 	old, _ := filepath.Glob(filepath.Join(outDir, "logs", "*.log"))
 	for _, f := range old {
 		os.Remove(f)
 	}
+	filepath.Walk(outDir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() && strings.HasSuffix(p, ".sigstore.json") {
+			os.Remove(p)
+		}
+		return nil
+	})
 	return filepath.Walk(stage, func(path string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err

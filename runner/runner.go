@@ -45,6 +45,9 @@ type Config struct {
 	// Secrets are given to every step as environment variables, by name;
 	// their values are masked in step output and logs and never recorded.
 	Secrets map[string]string
+	// Signer signs the artifacts and the provenance of a successful run;
+	// nil means no signing. A failed run signs nothing.
+	Signer Signer
 	// GoModUpstream is the module proxy behind the /gomod/ endpoint.
 	GoModUpstream *url.URL
 	// Executor runs the sandboxes.
@@ -71,10 +74,13 @@ type Result struct {
 	Error    string             `json:"error,omitempty"`
 	Subjects []manifest.Subject `json:"artifacts,omitempty"`
 	// Provenance is the path of the in-toto statement written.
-	Provenance string    `json:"provenance,omitempty"`
-	OutDir     string    `json:"outDir"`
-	Started    time.Time `json:"startedOn"`
-	Finished   time.Time `json:"finishedOn"`
+	Provenance string `json:"provenance,omitempty"`
+	// Bundles are the Sigstore bundles written (artifacts, provenance).
+	Bundles  []string  `json:"bundles,omitempty"`
+	SignedBy string    `json:"signedBy,omitempty"`
+	OutDir   string    `json:"outDir"`
+	Started  time.Time `json:"startedOn"`
+	Finished time.Time `json:"finishedOn"`
 	// Events are the egress decisions of every step, in order.
 	Events []egress.Event `json:"-"`
 	// Sandbox describes the backend and hardening for provenance.
@@ -207,6 +213,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			runErr = fmt.Errorf("provenance: %w", err)
 		}
 		cfg.trace("provenance", start, time.Now())
+	}
+	if runErr == nil && res.Failed == "" && cfg.Signer != nil {
+		if err := signOutputs(ctx, cfg, res, stage); err != nil {
+			runErr = fmt.Errorf("signing: %w", err)
+		}
 	}
 	if err := publish(stage, cfg.OutDir); err != nil && runErr == nil {
 		runErr = fmt.Errorf("write outputs to %s: %w", cfg.OutDir, err)

@@ -20,23 +20,28 @@
 // (the library cosign itself delegates bundle signing to), not cosign's CLI
 // packages, which are not a stable API and pull ~230 modules.
 //
-// cosign v2 interop (tested in integration/sigstore): cosign v2 needs a
-// trusted root for any protobuf bundle, even a key-based one, and would try
-// to fetch the public-good one over the network without --trusted-root.
-// Key-based, offline:
+// cosign v2 interop (tested with cosign v2.6.5 in integration/sigstore):
+// cosign v2 needs a trusted root for any protobuf bundle, even a key-based
+// one, and without --trusted-root would fetch the public-good root over the
+// network. Key-based bundles without a timestamp:
 //
 //	cosign verify-blob --key cosign.pub --bundle A.sigstore.json \
-//	    --trusted-root trusted_root.json --insecure-ignore-tlog=true A
+//	    --trusted-root empty_root.json --insecure-ignore-tlog=true A
 //	cosign verify-blob-attestation --key cosign.pub \
 //	    --bundle provenance.sigstore.json --type slsaprovenance1 \
-//	    --trusted-root trusted_root.json --insecure-ignore-tlog=true A
+//	    --trusted-root empty_root.json --insecure-ignore-tlog=true A
 //
-// where trusted_root.json may be EmptyTrustedRootJSON when no TSA was used
-// (with a TSA: a trusted root holding the TSA chain, plus
-// --use-signed-timestamps). Keyless bundles: --trusted-root with the
-// deployment's root, --certificate-identity/--certificate-oidc-issuer, and
-// --use-signed-timestamps when the log is Rekor v2 (it has no integrated
-// time); --insecure-ignore-sct=true when the Fulcio has no CT log.
+// where empty_root.json holds EmptyTrustedRootJSON and A is an artifact
+// named in the statement (cosign checks the subject digest). With a TSA
+// (KeyOptions.TSAURL): a trusted root listing the TSA, plus
+// --use-signed-timestamps. P-384 keys need --signature-digest-algorithm
+// sha384 (cosign assumes SHA-256); P-256 and Ed25519 need nothing more.
+//
+// Keyless bundles: --trusted-root with the deployment's root,
+// --certificate-identity/--certificate-oidc-issuer (or the -regexp forms),
+// and --use-signed-timestamps, since a Rekor v2 entry has no integrated
+// time; with a Fulcio that has no CT log, also --insecure-ignore-sct=true.
+// cosign then verifies the Rekor v2 inclusion proof itself.
 //
 // Secrets: tokens and private keys never appear in errors, logs or files
 // written by this package, except the encrypted key GenerateKeyPair writes.

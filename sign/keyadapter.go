@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
@@ -13,17 +14,18 @@ import (
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
-	"github.com/sigstore/sigstore/pkg/signature/options"
 )
 
 // signerKeypair adapts a crypto.Signer to sigstore-go's sign.Keypair (which
 // has no "bring your own key" implementation; cosign's adapter is internal).
 //
-// The signing algorithm is the Sigstore registry default for the key:
-// ECDSA P-256/SHA-256, P-384/SHA-384, P-521/SHA-512, and Ed25519ph
-// (SHA-512 pre-hash) for Ed25519 — as cosign does, because a blob bundle
-// must carry a message digest and Rekor's hashedrekord accepts only
-// pre-hashed signatures.
+// The signing algorithm is the Sigstore registry default for ECDSA keys
+// (P-256/SHA-256, P-384/SHA-384, P-521/SHA-512) and pure Ed25519 for
+// Ed25519 keys. Pure, not Ed25519ph: `cosign verify-blob --key` (v2) checks
+// Ed25519 signatures as pure Ed25519 only. The bundle's message digest of
+// an Ed25519 blob signature is its SHA-512 (the spec needs some digest;
+// verifiers recompute and compare it). Rekor's hashedrekord would need
+// Ed25519ph, but key signing here never uses a log.
 type signerKeypair struct {
 	signer crypto.Signer
 	alg    signature.AlgorithmDetails
@@ -37,7 +39,7 @@ func newSignerKeypair(s crypto.Signer) (*signerKeypair, error) {
 	if err := checkPublicKey(pub); err != nil {
 		return nil, err
 	}
-	alg, err := signature.GetDefaultAlgorithmDetails(pub, options.WithED25519ph())
+	alg, err := signature.GetDefaultAlgorithmDetails(pub)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
 	}
@@ -64,6 +66,9 @@ func newSignerKeypair(s crypto.Signer) (*signerKeypair, error) {
 }
 
 func (k *signerKeypair) GetHashAlgorithm() protocommon.HashAlgorithm {
+	if k.keyAlg == "ED25519" {
+		return protocommon.HashAlgorithm_SHA2_512
+	}
 	return k.alg.GetProtoHashType()
 }
 
@@ -76,18 +81,22 @@ func (k *signerKeypair) GetKeyAlgorithm() string          { return k.keyAlg }
 func (k *signerKeypair) GetPublicKey() crypto.PublicKey   { return k.signer.Public() }
 func (k *signerKeypair) GetPublicKeyPem() (string, error) { return k.pemPub, nil }
 
-// SignData hashes data with the algorithm's hash and signs the digest. It
-// returns the signature and the digest (what a bundle's messageDigest holds).
+// SignData signs data and returns the signature and the digest a bundle's
+// messageDigest holds. ECDSA signs that digest; Ed25519 signs the data.
 func (k *signerKeypair) SignData(_ context.Context, data []byte) ([]byte, []byte, error) {
+	if k.keyAlg == "ED25519" {
+		digest := sha512.Sum512(data)
+		sig, err := k.signer.Sign(rand.Reader, data, crypto.Hash(0))
+		if err != nil {
+			return nil, nil, fmt.Errorf("signing: %w", err)
+		}
+		return sig, digest[:], nil
+	}
 	hf := k.alg.GetHashType()
 	h := hf.New()
 	h.Write(data)
 	digest := h.Sum(nil)
-	var opts crypto.SignerOpts = hf
-	if k.keyAlg == "ED25519" {
-		opts = &ed25519.Options{Hash: crypto.SHA512} // Ed25519ph
-	}
-	sig, err := k.signer.Sign(rand.Reader, digest, opts)
+	sig, err := k.signer.Sign(rand.Reader, digest, hf)
 	if err != nil {
 		return nil, nil, fmt.Errorf("signing: %w", err)
 	}
@@ -100,5 +109,5 @@ func verifierFor(pub crypto.PublicKey) (signature.Verifier, error) {
 	if err := checkPublicKey(pub); err != nil {
 		return nil, err
 	}
-	return signature.LoadDefaultVerifier(pub, options.WithED25519ph())
+	return signature.LoadDefaultVerifier(pub)
 }

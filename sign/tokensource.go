@@ -3,6 +3,7 @@ package sign
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -102,8 +103,13 @@ func fetchGitHubToken(ctx context.Context, hc *http.Client, u, bearer string) (t
 	req.Header.Set("Authorization", "bearer "+bearer)
 	resp, err := hc.Do(req)
 	if err != nil {
-		// Only the host: the URL's query may carry request secrets.
-		return "", true, fmt.Errorf("%w: requesting GitHub Actions token from %s failed", ErrNoToken, req.URL.Host)
+		// Name only the host and the transport cause: *url.Error would
+		// print the full URL, whose query may carry request secrets.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", true, fmt.Errorf("%w: requesting GitHub Actions token from %s: %v", ErrNoToken, req.URL.Host, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -107,7 +107,7 @@ func VerifyAttestation(bundleJSON []byte, o VerifyOptions) (statement []byte, re
 }
 
 func verifyBundle(b *bundle.Bundle, artifact verify.ArtifactPolicyOption, o VerifyOptions) (*Result, error) {
-	p, err := planVerification(b, o)
+	p, err := planVerification(b, o, false)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +117,11 @@ func verifyBundle(b *bundle.Bundle, artifact verify.ArtifactPolicyOption, o Veri
 	}
 	vr, err := v.Verify(b, verify.NewPolicy(artifact, p.policyOpts...))
 	if err != nil {
-		return nil, classify(err, b, o)
+		err = classify(err, b, o)
+		if errors.Is(err, ErrTlog) && b.GetDsseEnvelope() != nil {
+			err = explainTlogFailure(err, b, o)
+		}
+		return nil, err
 	}
 	r := &Result{TlogVerified: p.tlog}
 	if c := vr.Signature.Certificate; c != nil {
@@ -130,4 +134,27 @@ func verifyBundle(b *bundle.Bundle, artifact verify.ArtifactPolicyOption, o Veri
 		r.Timestamps = append(r.Timestamps, Timestamp{Source: ts.Type, URI: ts.URI, Time: ts.Timestamp})
 	}
 	return r, nil
+}
+
+// explainTlogFailure tells a modified DSSE bundle from a bad log entry. The
+// log entry is checked first and covers the envelope, so a modified
+// statement first shows up as a log inclusion failure. Verifying again
+// without the log says whether the signature itself still holds: if not,
+// the content was tampered with, which is the error worth reporting.
+func explainTlogFailure(tlogErr error, b *bundle.Bundle, o VerifyOptions) error {
+	o.RequireTlog = false
+	p, err := planVerification(b, o, true)
+	if err != nil {
+		return tlogErr
+	}
+	v, err := verify.NewVerifier(p.trusted, p.verifierOpts...)
+	if err != nil {
+		return tlogErr
+	}
+	if _, err := v.Verify(b, verify.NewPolicy(verify.WithoutArtifactUnsafe(), p.policyOpts...)); err != nil {
+		if err = classify(err, b, o); errors.Is(err, ErrSignatureMismatch) {
+			return err
+		}
+	}
+	return tlogErr
 }

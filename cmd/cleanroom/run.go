@@ -41,6 +41,7 @@ type runOptions struct {
 	builderID  string
 	trace      string
 	secrets    []string
+	sign       signOptions
 	lint       lintOptions
 }
 
@@ -84,6 +85,7 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	f.StringVarP(&o.output, "output", "o", "text", "result format on stdout: text or json")
 	f.StringArrayVar(&o.secrets, "secret", nil, "pass this variable from cleanroom's own environment to every step; its value is masked in logs and never recorded (repeatable)")
 	o.lint.addFlags(cmd, false)
+	o.sign.addFlags(cmd)
 	f.StringVar(&o.trace, "trace", "", "write timed spans of the run (JSON lines) to this file")
 	f.StringVar(&o.builderID, "builder-id", manifest.DefaultBuilderID, "runDetails.builder.id written into the provenance: who ran the build")
 	return cmd
@@ -138,6 +140,10 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 	if out, err = filepath.Abs(out); err != nil {
 		return systemFailure(err)
 	}
+	signer, err := o.sign.signer(ctx, p, log)
+	if err != nil {
+		return systemFailure(err)
+	}
 	secrets, err := secretsFromEnv(o.secrets)
 	if err != nil {
 		return systemFailure(err)
@@ -186,6 +192,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		ExtraAllow:    o.allow,
 		EgressMode:    o.egressMode,
 		Secrets:       secrets,
+		Signer:        signer,
 		GoModUpstream: upstream,
 		Executor:      exec,
 		Output:        os.Stderr,
@@ -293,6 +300,9 @@ func report(w io.Writer, format string, res *runner.Result) {
 	}
 	for _, a := range res.Subjects {
 		fmt.Fprintf(w, "artifact: %s sha256:%s\n", a.Name, a.SHA256)
+	}
+	for _, b := range res.Bundles {
+		fmt.Fprintf(w, "signed: %s\n", b)
 	}
 	if res.Provenance != "" {
 		fmt.Fprintf(w, "provenance: %s\n", res.Provenance)

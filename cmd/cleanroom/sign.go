@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/cleanroom-ci/cleanroom/runner"
+	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/sign"
+)
+
+// signOptions are the run flags that choose how outputs are signed.
+type signOptions struct {
+	key           string
+	keyless       bool
+	identityToken string
+	fulcioURL     string
+	rekorURL      string
+	tsaURL        string
+	trustedRoot   string
+	skipTlog      bool
+}
+
+func (o *signOptions) addFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&o.key, "sign-key", "", "sign artifacts and provenance with this key (cosign.key, encrypted with $COSIGN_PASSWORD, or a PEM ECDSA/Ed25519 key)")
+	f.BoolVar(&o.keyless, "keyless", false, "sign keyless: a Fulcio certificate for the CI's OIDC identity, logged in Rekor (also: pipeline sign: {keyless: true})")
+	f.StringVar(&o.identityToken, "identity-token", "", "file holding the OIDC token for --keyless (default: $SIGSTORE_ID_TOKEN, then GitHub Actions' token endpoint)")
+	f.StringVar(&o.fulcioURL, "fulcio-url", "", "Fulcio for --keyless (default: the public Sigstore instance)")
+	f.StringVar(&o.rekorURL, "rekor-url", "", "Rekor v2 transparency log for --keyless (default: the public Sigstore instance)")
+	f.StringVar(&o.tsaURL, "tsa-url", "", "RFC 3161 timestamp authority endpoint for --keyless (default: the public Sigstore instance)")
+	f.StringVar(&o.trustedRoot, "trusted-root", "", "trusted_root.json: every bundle is verified against it before the run reports success")
+	f.BoolVar(&o.skipTlog, "skip-tlog", false, "keyless without a transparency-log entry (private deployments without Rekor; cosign then needs --insecure-ignore-tlog)")
+}
+
+// signer builds the signer a run asked for, or nil. Keyless tokens are
+// fetched and checked here, before any step runs: an expired or malformed
+// token is a configuration error, not a failure after a long build.
+func (o *signOptions) signer(ctx context.Context, p *pipeline.Pipeline, log hclog.Logger) (runner.Signer, error) {
+	keyless := o.keyless || p.Sign.Keyless
+	switch {
+	case o.key != "" && keyless:
+		return nil, errors.New("--sign-key and --keyless (or sign.keyless in the pipeline) exclude each other")
+	case o.key != "":
+		key, err := sign.LoadKey(o.key, []byte(os.Getenv("COSIGN_PASSWORD")))
+		if err != nil {
+			return nil, fmt.Errorf("--sign-key: %w", err)
+		}
+		return sign.NewKeySigner(key, sign.KeyOptions{})
+	case keyless:
+		source := sign.TokenFromEnv()
+		if o.identityToken != "" {
+			source = sign.TokenFromFile(o.identityToken)
+		} else if os.Getenv(sign.EnvToken) == "" && os.Getenv("ACTIONS_ID_TOKEN_REQUEST_URL") != "" {
+			source = sign.TokenFromGitHubActions()
+		}
+		tok, err := source(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("--keyless: %w", err)
+		}
+		info, err := sign.CheckToken(tok, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("--keyless: OIDC token: %w", err)
+		}
+		log.Info("keyless signing", "issuer", info.Issuer, "subject", info.Subject, "token_expires", info.Expiry)
+		opts := sign.KeylessOptions{
+			FulcioURL: o.fulcioURL, RekorURL: o.rekorURL, TSAURL: o.tsaURL, SkipTlog: o.skipTlog,
+			Token: func(context.Context) (string, error) { return tok, nil },
+		}
+		if o.trustedRoot != "" {
+			if opts.TrustedRoot, err = sign.LoadTrustedRoot(o.trustedRoot); err != nil {
+				return nil, fmt.Errorf("--trusted-root: %w", err)
+			}
+		}
+		return sign.NewKeylessSigner(ctx, opts)
+	}
+	return nil, nil
+}
+
+func newKeygenCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "keygen",
+		Short: "Write a signing key pair (cosign.key, cosign.pub) to the current directory",
+		Long: `Keygen writes cosign.key (the private key, encrypted with the password in
+$COSIGN_PASSWORD) and cosign.pub in the current directory, in the same format
+as "cosign generate-key-pair": either tool can use the keys of the other.
+It refuses to overwrite existing files.`,
+		Example: `  COSIGN_PASSWORD=… cleanroom keygen
+  cleanroom run --sign-key cosign.key
+  cleanroom verify out/app --key cosign.pub --provenance-bundle .cleanroom/provenance.sigstore.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pw, ok := os.LookupEnv("COSIGN_PASSWORD")
+			if !ok {
+				return systemFailure(errors.New("set COSIGN_PASSWORD to the password that encrypts cosign.key (it may be empty)"))
+			}
+			priv, pub, err := sign.GenerateKeyPair(".", []byte(pw))
+			if err != nil {
+				return systemFailure(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Private key written to %s\nPublic key written to %s\n", priv, pub)
+			return nil
+		},
+	}
+}
