@@ -154,7 +154,11 @@ func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepRe
 		Mode:          m,
 		Recorder:      &warnOnce{next: env.Recorder, log: log},
 		GoModUpstream: env.GoModUpstream,
-		Logger:        log.Named("egress"),
+		// Package managers open many connections at once (npm: hundreds);
+		// the proxy's default of 256 turned bursts into 503s in the
+		// benchmarks.
+		MaxConns: 1024,
+		Logger:   log.Named("egress"),
 	})
 	if err != nil {
 		return sr, err

@@ -204,6 +204,11 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 	if res != nil {
 		report(stdout, o.output, res)
 	}
+	// Close waits for the background teardown of the last steps; a
+	// teardown that failed is an infrastructure failure of this run.
+	if cerr := exec.Close(); cerr != nil && err == nil && res != nil && res.Failed == "" {
+		return systemFailure(fmt.Errorf("sandbox teardown: %w", cerr))
+	}
 	switch {
 	case errors.Is(err, runner.ErrCancelled) || (err != nil && ctx.Err() != nil):
 		return systemFailure(errors.New("run cancelled; every sandbox it started has been removed"))
@@ -245,11 +250,17 @@ func checkRule(rule string) error {
 func goModUpstream(flag string) (*url.URL, error) {
 	raw := flag
 	if raw == "" {
-		b, err := exec.Command("go", "env", "GOPROXY").Output()
-		if err != nil {
-			return nil, nil
+		// $GOPROXY first: it is what `go env` would report, without
+		// starting a process.
+		list := os.Getenv("GOPROXY")
+		if list == "" {
+			b, err := exec.Command("go", "env", "GOPROXY").Output()
+			if err != nil {
+				return nil, nil
+			}
+			list = string(b)
 		}
-		for _, e := range strings.FieldsFunc(strings.TrimSpace(string(b)), func(r rune) bool { return r == ',' || r == '|' }) {
+		for _, e := range strings.FieldsFunc(strings.TrimSpace(list), func(r rune) bool { return r == ',' || r == '|' }) {
 			if e != "direct" && e != "off" {
 				raw = e
 				break

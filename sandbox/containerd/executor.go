@@ -10,6 +10,7 @@ package ctrexec
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,6 +42,10 @@ type Executor struct {
 	runID     string
 	imageMu   sync.Mutex // serialises import/pull of the same image
 	closeOnce sync.Once
+
+	pending     sync.WaitGroup // background teardowns of finished steps
+	teardownMu  sync.Mutex
+	teardownErr []error
 }
 
 var _ sandbox.Executor = (*Executor)(nil)
@@ -136,17 +141,31 @@ func (e *Executor) Info(ctx context.Context) (sandbox.Info, error) {
 	}, nil
 }
 
-// Close disconnects and stops a private daemon if this was its last user.
+// Close waits for the background teardown of finished steps, disconnects,
+// and stops a private daemon if this was its last user. A teardown that
+// failed is reported here: its residue is reaped by the next start.
 func (e *Executor) Close() error {
 	var err error
 	e.closeOnce.Do(func() {
-		err = e.client.Close()
+		e.pending.Wait()
+		e.teardownMu.Lock()
+		errs := append(e.teardownErr, e.client.Close())
+		e.teardownMu.Unlock()
 		e.daemon.stop()
+		err = errors.Join(errs...)
 	})
 	return err
 }
 
-func runcVersion() string {
+func (e *Executor) noteTeardownError(id string, err error) {
+	e.log.Error("teardown failed; the next start reaps what is left", "id", id, "error", err)
+	e.teardownMu.Lock()
+	e.teardownErr = append(e.teardownErr, fmt.Errorf("%s: %w", id, err))
+	e.teardownMu.Unlock()
+}
+
+// runcVersion is asked once per process: it execs runc.
+var runcVersion = sync.OnceValue(func() string {
 	b, err := execOutput("runc", "--version")
 	if err != nil {
 		return "unknown"
@@ -157,7 +176,7 @@ func runcVersion() string {
 		return "unknown"
 	}
 	return v
-}
+})
 
 // fifoDir holds the named pipes that carry a task's stdout and stderr.
 func (e *Executor) fifoDir() string {

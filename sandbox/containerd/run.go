@@ -43,13 +43,32 @@ func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Wr
 	if err != nil {
 		return res, fmt.Errorf("create lease: %w", err)
 	}
+	// Teardown runs in reverse order of creation. After a normal exit it
+	// runs in the background (the next step is prepared meanwhile) and
+	// Close waits for it; on every other path it runs before Run returns.
+	var td teardown
+	async := false
 	defer func() {
-		tctx, cancel := teardownContext(ctx)
-		defer cancel()
-		if lerr := doneLease(tctx); lerr != nil && !errdefs.IsNotFound(lerr) && err == nil {
-			err = fmt.Errorf("release lease: %w", lerr)
+		if async {
+			e.pending.Add(1)
+			go func() {
+				defer e.pending.Done()
+				if terr := td.run(ctx); terr != nil {
+					e.noteTeardownError(s.ID, terr)
+				}
+			}()
+			return
+		}
+		if terr := td.run(ctx); terr != nil && err == nil {
+			err = terr
 		}
 	}()
+	td.push(func(tctx context.Context) error {
+		if lerr := doneLease(tctx); lerr != nil && !errdefs.IsNotFound(lerr) {
+			return fmt.Errorf("release lease: %w", lerr)
+		}
+		return nil
+	})
 
 	t0 := time.Now()
 	container, err := e.client.NewContainer(lctx, s.ID,
@@ -64,15 +83,14 @@ func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Wr
 		return res, fmt.Errorf("create container: %w", err)
 	}
 	sandbox.Trace(ctx, "container.create", t0, "id", s.ID)
-	defer func() {
+	td.push(func(tctx context.Context) error {
 		t0 := time.Now()
-		tctx, cancel := teardownContext(ctx)
-		defer cancel()
-		if derr := container.Delete(tctx, containerd.WithSnapshotCleanup); derr != nil && !errdefs.IsNotFound(derr) && err == nil {
-			err = fmt.Errorf("delete container: %w", derr)
+		defer sandbox.Trace(ctx, "container.delete", t0, "id", s.ID)
+		if derr := container.Delete(tctx, containerd.WithSnapshotCleanup); derr != nil && !errdefs.IsNotFound(derr) {
+			return fmt.Errorf("delete container: %w", derr)
 		}
-		sandbox.Trace(ctx, "container.delete", t0, "id", s.ID)
-	}()
+		return nil
+	})
 	spec, err := container.Spec(ctx)
 	if err != nil {
 		return res, fmt.Errorf("read spec: %w", err)
@@ -84,15 +102,14 @@ func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Wr
 		return res, fmt.Errorf("create task: %w", err)
 	}
 	sandbox.Trace(ctx, "task.create", t0, "id", s.ID)
-	defer func() {
+	td.push(func(tctx context.Context) error {
 		t0 := time.Now()
-		tctx, cancel := teardownContext(ctx)
-		defer cancel()
-		if _, derr := task.Delete(tctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) && err == nil {
-			err = fmt.Errorf("delete task: %w", derr)
+		defer sandbox.Trace(ctx, "task.delete", t0, "id", s.ID)
+		if _, derr := task.Delete(tctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+			return fmt.Errorf("delete task: %w", derr)
 		}
-		sandbox.Trace(ctx, "task.delete", t0, "id", s.ID)
-	}()
+		return nil
+	})
 
 	// Wait must be subscribed before Start, and on a context that the
 	// run's cancellation does not end: after a cancel we still need the
@@ -138,7 +155,46 @@ func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Wr
 	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
 		res.OOMKilled = oomKilled(spec.Linux.CgroupsPath)
 	}
+	// The step's output must be complete when Run returns; the rest of the
+	// teardown can finish in the background.
+	if waitIO(task.IO(), 10*time.Second) && !res.Cancelled {
+		async = true
+	}
 	return res, nil
+}
+
+// waitIO waits until the task's output has been copied, bounded.
+func waitIO(io cio.IO, d time.Duration) bool {
+	if io == nil {
+		return true
+	}
+	done := make(chan struct{})
+	go func() { io.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// teardown is a stack of cleanup functions, run last-in first-out with a
+// context of their own, so a cancelled run still removes what it created.
+type teardown struct{ fns []func(context.Context) error }
+
+func (t *teardown) push(fn func(context.Context) error) { t.fns = append(t.fns, fn) }
+
+func (t *teardown) run(ctx context.Context) error {
+	tctx, cancel := teardownContext(ctx)
+	defer cancel()
+	var errs []error
+	for i := len(t.fns) - 1; i >= 0; i-- {
+		if err := t.fns[i](tctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t.fns = nil
+	return errors.Join(errs...)
 }
 
 // kill stops every process of the task and waits for the exit, bounded so
