@@ -2,12 +2,10 @@ package integration
 
 import (
 	"archive/zip"
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,40 +18,6 @@ import (
 
 	"github.com/cleanroom-ci/cleanroom/internal/testimage"
 )
-
-type egressEvent struct {
-	Step     string `json:"step"`
-	Method   string `json:"method"`
-	Host     string `json:"host"`
-	Port     int    `json:"port"`
-	URL      string `json:"url"`
-	Status   int    `json:"status"`
-	SHA256   string `json:"sha256"`
-	Size     int64  `json:"size"`
-	Decision string `json:"decision"`
-	Reason   string `json:"reason"`
-	Module   string `json:"module"`
-	Version  string `json:"version"`
-}
-
-func (e *env) events() []egressEvent {
-	e.t.Helper()
-	f, err := os.Open(filepath.Join(e.dir, ".cleanroom", "egress.jsonl"))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer f.Close()
-	var out []egressEvent
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var ev egressEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			e.t.Fatalf("egress.jsonl line %q: %v", sc.Text(), err)
-		}
-		out = append(out, ev)
-	}
-	return out
-}
 
 // upstream is a loopback HTTP server in the host namespace, standing in for
 // a dependency mirror; requests counts what reached it.

@@ -130,8 +130,15 @@ func verifyBundle(b *bundle.Bundle, artifact verify.ArtifactPolicyOption, o Veri
 	} else if r.Identity, err = KeyID(o.PublicKey); err != nil {
 		return nil, err
 	}
+	// sigstore-go lists a TSA timestamp once per policy that checked it
+	// (observer and signed); report each once.
+	seen := map[Timestamp]bool{}
 	for _, ts := range vr.VerifiedTimestamps {
-		r.Timestamps = append(r.Timestamps, Timestamp{Source: ts.Type, URI: ts.URI, Time: ts.Timestamp})
+		t := Timestamp{Source: ts.Type, URI: ts.URI, Time: ts.Timestamp}
+		if !seen[t] {
+			seen[t] = true
+			r.Timestamps = append(r.Timestamps, t)
+		}
 	}
 	return r, nil
 }

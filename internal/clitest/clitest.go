@@ -54,8 +54,17 @@ var (
 // per test process from this source tree.
 func Binary(t testing.TB) string {
 	t.Helper()
+	p, err := BuildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// BuildBinary is Binary for callers without a testing.TB (TestMain).
+func BuildBinary() (string, error) {
 	if p := os.Getenv("CLEANROOM_BIN"); p != "" {
-		return p
+		return p, nil
 	}
 	binOnce.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
@@ -72,10 +81,7 @@ func Binary(t testing.TB) string {
 			binErr = fmt.Errorf("build cleanroom: %v\n%s", err, out)
 		}
 	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+	return binPath, binErr
 }
 
 // Env is one test's workspace with the busybox image.
