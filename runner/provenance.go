@@ -136,6 +136,7 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 		}
 	}
 	mi.Dependencies = dependencies(res.Events)
+	mi.Internal = materialsInternal(cfg, res) // inspect.go
 	mi.Environment = envNames(p)
 	caps := res.Sandbox.Capabilities
 	if caps == nil {
@@ -172,6 +173,8 @@ func dependencies(events []egress.Event) []manifest.Dependency {
 			continue
 		}
 		switch {
+		case e.Method == "CONNECT" && e.Inspected:
+			// TLS inspected: its requests are recorded one by one.
 		case e.Method == "CONNECT" && e.Status == 200:
 			deps = append(deps, manifest.Dependency{
 				Step: e.Step, URL: net.JoinHostPort(e.Host, strconv.Itoa(e.Port)),

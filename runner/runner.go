@@ -7,6 +7,7 @@ package runner
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress/store"
 )
 
 // Config is one run.
@@ -61,6 +63,22 @@ type Config struct {
 	Version      string
 	// Hooks for tests and tracing; may be nil.
 	Trace sandbox.TraceFunc
+
+	// Inspect turns TLS inspection on for every step (--inspect); the
+	// pipeline's egress.inspect can turn it on per step.
+	Inspect bool
+	// Store keeps every downloaded body (nil: none); CacheMode overrides
+	// egress.cache ("record", "prefer", "off") when set.
+	Store     *store.Store
+	CacheMode string
+	// UpstreamTLS verifies https upstreams (nil: the host's roots).
+	UpstreamTLS *tls.Config
+	// Offline answers only from Store, Replay only the recorded materials
+	// of a provenance, whose artifacts the run's are then compared with.
+	Offline bool
+	Replay  *Replay
+
+	inspection *Inspection // the run's CA, set by Run (inspect.go)
 }
 
 // Result is the outcome of a run.
@@ -85,6 +103,10 @@ type Result struct {
 	Events []egress.Event `json:"-"`
 	// Sandbox describes the backend and hardening for provenance.
 	Sandbox sandbox.Info `json:"-"`
+	// LockfileCheck compares the lockfiles with what was fetched;
+	// Replay is set by a --replay run (inspect.go, replay.go).
+	LockfileCheck *manifest.LockfileCheck `json:"lockfileCheck,omitempty"`
+	Replay        *ReplayResult           `json:"replay,omitempty"`
 }
 
 // StepResult is how one step ended.
@@ -164,6 +186,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	cfg.trace("workspace.hash", start, time.Now())
+	mat, err := startMaterials(&cfg, steps) // inspect.go: CA, lockfiles
+	if err != nil {
+		return nil, err
+	}
+	defer mat.close()
 
 	eventsFile, err := os.Create(filepath.Join(stage, "egress.jsonl"))
 	if err != nil {
@@ -200,6 +227,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		res.Subjects = subjects
 	}
+	finishMaterials(cfg, mat, res)
 	res.Finished = time.Now().UTC()
 	if err := eventsFile.Sync(); err != nil && runErr == nil {
 		runErr = err

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress/store"
 	"github.com/cleanroom-ci/cleanroom/sandbox/netns"
 )
 
@@ -44,6 +46,8 @@ func runStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img s
 	sr, err := Sandboxed(ctx, SandboxEnv{
 		Executor: cfg.Executor, StateDir: cfg.StateDir, Logger: cfg.Logger,
 		Recorder: rec, GoModUpstream: cfg.GoModUpstream, Trace: cfg.Trace,
+		Inspect: cfg.inspection, Store: cfg.Store, TLSConfig: cfg.UpstreamTLS,
+		Offline: cfg.Offline || cfg.Replay != nil, Replay: cfg.Replay.materials(),
 	}, SandboxedStep{
 		Name:      step.Name,
 		ID:        fmt.Sprintf("cr-%s-%d-%s", cfg.RunID, idx, step.Name),
@@ -62,6 +66,8 @@ func runStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img s
 		Timeout: step.Timeout,
 		Output:  io.MultiWriter(logFile, out),
 		Secrets: cfg.Secrets,
+		Inspect: stepInspect(cfg, step), // inspect.go
+		Cache:   stepCache(cfg, step),
 	})
 	sr.Image = p.StepImage(step)
 	sr.LogFile = filepath.Join("logs", step.Name+".log")
@@ -79,6 +85,14 @@ type SandboxEnv struct {
 	Recorder      egress.Recorder
 	GoModUpstream *url.URL
 	Trace         sandbox.TraceFunc
+	// Inspect is the run's TLS inspection (nil: none); Store keeps
+	// downloaded bodies; TLSConfig verifies https upstreams (nil: the
+	// host's roots); Offline/Replay cut the upstream (see inspect.go).
+	Inspect   *Inspection
+	Store     *store.Store
+	TLSConfig *tls.Config
+	Offline   bool
+	Replay    *egress.Materials
 }
 
 // SandboxedStep is one script to run in a fresh sandbox.
@@ -109,6 +123,10 @@ type SandboxedStep struct {
 	// Secrets are added to the environment; their values are masked in
 	// Output.
 	Secrets map[string]string
+	// Inspect terminates the step's TLS (needs SandboxEnv.Inspect);
+	// Cache is its egress.cache mode ("" is record).
+	Inspect bool
+	Cache   string
 }
 
 // Sandboxed runs one script: a fresh network namespace with the egress
@@ -148,7 +166,7 @@ func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepRe
 	if err != nil {
 		return sr, err
 	}
-	proxy, err := egress.New(egress.Config{
+	pcfg := egress.Config{
 		Step:          st.Name,
 		Policy:        policy,
 		Mode:          m,
@@ -159,7 +177,12 @@ func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepRe
 		// benchmarks.
 		MaxConns: 1024,
 		Logger:   log.Named("egress"),
-	})
+	}
+	extras, err := sandboxExtras(ctx, env, st, &pcfg, log) // inspect.go
+	if err != nil {
+		return sr, fmt.Errorf("step %q: %w", st.Name, err)
+	}
+	proxy, err := egress.New(pcfg)
 	if err != nil {
 		return sr, err
 	}
@@ -189,9 +212,9 @@ func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepRe
 		ID:        st.ID,
 		Image:     st.Image,
 		Args:      st.Args,
-		Env:       stepEnv(append(st.Env, secretEnv(st.Secrets)...), port),
+		Env:       withEnv(stepEnv(append(st.Env, secretEnv(st.Secrets)...), port), extras.env),
 		Cwd:       workdir,
-		Mounts:    append([]sandbox.Mount{{Source: st.Workspace, Destination: workdir}}, st.Mounts...),
+		Mounts:    append(append([]sandbox.Mount{{Source: st.Workspace, Destination: workdir}}, st.Mounts...), extras.mounts...),
 		NetNSPath: ns.Path(),
 		Limits:    st.Limits,
 		Timeout:   st.Timeout,

@@ -43,7 +43,8 @@ infrastructure failure (system failure).`,
 	pf.StringVar(&g.address, "containerd-address", "", "containerd socket to use (default: "+defaultAddressHelp+")")
 	pf.StringVar(&g.namespace, "namespace", "cleanroom", "containerd namespace for images and containers")
 
-	root.AddCommand(newRunCommand(g), newImageCommand(g), newLintCommand(g), newVerifyCommand(), newKeygenCommand(), newVersionCommand(), newGitLabCommand(g))
+	root.AddCommand(newRunCommand(g), newImageCommand(g), newLintCommand(g), newVerifyCommand(), newKeygenCommand(), newVersionCommand(), newGitLabCommand(g),
+		newExportMaterialsCommand(), newImportMaterialsCommand())
 	return root
 }
 

@@ -43,6 +43,7 @@ type runOptions struct {
 	secrets    []string
 	sign       signOptions
 	lint       lintOptions
+	materials  materialsOptions // materials.go
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -86,6 +87,7 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	f.StringArrayVar(&o.secrets, "secret", nil, "pass this variable from cleanroom's own environment to every step; its value is masked in logs and never recorded (repeatable)")
 	o.lint.addFlags(cmd, false)
 	o.sign.addFlags(cmd)
+	o.materials.addFlags(f)
 	f.StringVar(&o.trace, "trace", "", "write timed spans of the run (JSON lines) to this file")
 	f.StringVar(&o.builderID, "builder-id", manifest.DefaultBuilderID, "runDetails.builder.id written into the provenance: who ran the build")
 	return cmd
@@ -181,6 +183,10 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 	}
 	defer exec.Close()
 	runner.Reap(g.stateDir, log)
+	mat, err := o.materials.open(log)
+	if err != nil {
+		return systemFailure(err)
+	}
 
 	res, err := runner.Run(ctx, runner.Config{
 		Pipeline:      p,
@@ -200,6 +206,12 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		BuilderID:     o.builderID,
 		Trace:         trace,
 		Version:       version,
+		Inspect:       o.materials.inspect,
+		Store:         mat.store,
+		CacheMode:     o.materials.cacheMode,
+		UpstreamTLS:   mat.upstreamTLS,
+		Offline:       o.materials.offline,
+		Replay:        mat.replay,
 	})
 	if res != nil {
 		report(stdout, o.output, res)
@@ -216,6 +228,8 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		return systemFailure(err)
 	case res.Failed != "":
 		return buildFailure(nil)
+	case res.Replay != nil && !res.Replay.Reproduced:
+		return buildFailure(fmt.Errorf("the replay did not reproduce the artifacts of %s", res.Replay.Provenance))
 	}
 	return nil
 }
@@ -312,6 +326,7 @@ func report(w io.Writer, format string, res *runner.Result) {
 	for _, a := range res.Subjects {
 		fmt.Fprintf(w, "artifact: %s sha256:%s\n", a.Name, a.SHA256)
 	}
+	reportMaterials(w, res) // materials.go
 	for _, b := range res.Bundles {
 		fmt.Fprintf(w, "signed: %s\n", b)
 	}

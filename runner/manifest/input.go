@@ -79,6 +79,10 @@ type Input struct {
 	// Environment lists the names (never the values) of the non-secret
 	// variables the pipeline set.
 	Environment []string
+	// Internal holds further internalParameters recorded by runner
+	// features (e.g. "lockfileCheck", "materials"; see lockfile.go). It
+	// must be JSON-able; its keys must not collide with the ones above.
+	Internal map[string]any
 }
 
 // File is a file identified by path and content digest.

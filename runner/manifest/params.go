@@ -106,6 +106,9 @@ func internalParameters(in *Input) (map[string]any, error) {
 	if in.FailedStep != "" {
 		internal["failedStep"] = in.FailedStep
 	}
+	if err := addInternal(internal, in.Internal); err != nil {
+		return nil, err
+	}
 	return internal, nil
 }
 

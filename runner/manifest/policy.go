@@ -35,6 +35,13 @@ type Policy struct {
 	// references (oci-archive:, docker-archive:) count as pinned: the
 	// archive is a file of the source.
 	ImagesPinned bool `yaml:"imagesPinned" json:"imagesPinned,omitempty"`
+	// NoUndeclaredFetches requires that every package the build fetched
+	// (Go module, npm tarball) is declared in a lockfile of the source
+	// (go.sum, package-lock.json); see internalParameters.lockfileCheck.
+	NoUndeclaredFetches bool `yaml:"noUndeclaredFetches" json:"noUndeclaredFetches,omitempty"`
+	// NoHashMismatches requires that every fetched package hashes to what
+	// the lockfile declares for it.
+	NoHashMismatches bool `yaml:"noHashMismatches" json:"noHashMismatches,omitempty"`
 }
 
 // LoadPolicy reads a policy from YAML. Unknown and duplicate keys are

@@ -66,6 +66,7 @@ func Verify(st *intoto.Statement, artifacts []string, pol Policy) (Report, error
 
 	checkArtifacts(&r, st, artifacts, fail)
 	checkPolicy(&r, pol, undigested, unpinned, fail)
+	checkLockfilePolicy(internal, pol, fail) // lockfile.go
 
 	if r.OK() {
 		return r, nil

@@ -930,7 +930,7 @@ func TestParseErrors(t *testing.T) {
 				"steps: [{name: a, run: b}]",
 			),
 			want: []string{
-				"cleanroom.yaml:3:10: egress.allowed: unknown field (did you mean \"allow\"?); valid fields here: allow, mode",
+				"cleanroom.yaml:3:10: egress.allowed: unknown field (did you mean \"allow\"?); valid fields here: allow, mode, inspect, cache",
 			},
 		},
 		{

@@ -8,6 +8,8 @@
 //	egress:
 //	  allow: ["example-mirror.internal", "*.pkg.example.org:443"]
 //	  mode: enforce                           # enforce (default) | audit
+//	  inspect: false                          # terminate TLS, record every https body (default false)
+//	  cache: record                           # record (default) | prefer | off
 //	steps:
 //	  - name: build
 //	    image: golang:1.26                    # optional override of the default
@@ -89,6 +91,18 @@ const (
 	EgressAudit = "audit"
 )
 
+// Egress cache settings (egress.cache).
+const (
+	// EgressCacheRecord keeps every downloaded body in the runner's
+	// content-addressed store (the default).
+	EgressCacheRecord = "record"
+	// EgressCachePrefer also answers immutable URLs (module versions,
+	// package tarballs) from the store without asking upstream.
+	EgressCachePrefer = "prefer"
+	// EgressCacheOff neither keeps nor serves bodies.
+	EgressCacheOff = "off"
+)
+
 // MaxFileSize bounds the pipeline file. A real pipeline is a few KiB; the
 // bound keeps a wrong path (a build output, a disk image) from being read
 // into memory whole.
@@ -147,6 +161,12 @@ type Egress struct {
 	// Mode is "enforce", "audit", or "" in a step that inherits the
 	// pipeline's mode.
 	Mode string
+	// Inspect turns TLS inspection on or off (egress.inspect); nil
+	// inherits (a step) or means off (the pipeline).
+	Inspect *bool
+	// Cache is "record", "prefer", "off", or "" to inherit (default
+	// record).
+	Cache string
 }
 
 // Step is one build step.
@@ -296,6 +316,26 @@ func (p *Pipeline) StepAllow(s Step) []string {
 		allow = s.Egress.Allow
 	}
 	return append([]string{}, allow...)
+}
+
+// StepInspect reports whether the step's HTTPS is inspected
+// (egress.inspect of the step, else of the pipeline; default false).
+func (p *Pipeline) StepInspect(s Step) bool {
+	if s.Egress != nil && s.Egress.Inspect != nil {
+		return *s.Egress.Inspect
+	}
+	return p.Egress.Inspect != nil && *p.Egress.Inspect
+}
+
+// StepCache returns the step's effective egress.cache setting.
+func (p *Pipeline) StepCache(s Step) string {
+	if s.Egress != nil && s.Egress.Cache != "" {
+		return s.Egress.Cache
+	}
+	if p.Egress.Cache != "" {
+		return p.Egress.Cache
+	}
+	return EgressCacheRecord
 }
 
 // StepEgressMode returns the step's effective egress mode.

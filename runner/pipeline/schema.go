@@ -13,7 +13,7 @@ import (
 var (
 	topFields      = []string{"version", "image", "env", "egress", "steps", "artifacts", "sign"}
 	stepFields     = []string{"name", "image", "run", "env", "egress", "timeout", "resources"}
-	egressFields   = []string{"allow", "mode"}
+	egressFields   = []string{"allow", "mode", "inspect", "cache"}
 	resourceFields = []string{"memory", "cpus", "pids"}
 	signFields     = []string{"keyless"}
 )
@@ -119,7 +119,7 @@ func (d *decoder) env(n ast.Node, field string) map[string]string {
 
 func (d *decoder) egress(n ast.Node, field string) Egress {
 	var eg Egress
-	m, _ := d.object(n, field, "a mapping with allow and mode", egressFields)
+	m, _ := d.object(n, field, "a mapping with allow, mode, inspect and cache", egressFields)
 	if e, ok := m["allow"]; ok {
 		f := join(field, "allow")
 		items, _, ok := d.sequence(e.value, f, `a list of rules, e.g. ["goproxy.example.org"] ([] for no egress)`)
@@ -147,6 +147,21 @@ func (d *decoder) egress(n ast.Node, field string) Egress {
 				d.errorf(mn, f, "%v", err)
 			} else {
 				eg.Mode = mode
+			}
+		}
+	}
+	if e, ok := m["inspect"]; ok {
+		if v, ok := d.boolean(e.value, join(field, "inspect")); ok {
+			eg.Inspect = &v
+		}
+	}
+	if e, ok := m["cache"]; ok {
+		f := join(field, "cache")
+		if c, cn, ok := d.str(e.value, f); ok {
+			if err := checkEgressCache(c); err != nil {
+				d.errorf(cn, f, "%v", err)
+			} else {
+				eg.Cache = c
 			}
 		}
 	}

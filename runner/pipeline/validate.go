@@ -81,6 +81,13 @@ func checkEgressMode(mode string) error {
 	return fmt.Errorf("invalid mode %q: use enforce (deny what is not allowed) or audit (allow everything, record what would be denied)", mode)
 }
 
+func checkEgressCache(c string) error {
+	if c == EgressCacheRecord || c == EgressCachePrefer || c == EgressCacheOff {
+		return nil
+	}
+	return fmt.Errorf("invalid cache %q: use record (keep every download in the store), prefer (also answer immutable URLs from it) or off", c)
+}
+
 // checkCPUs: cgroup v2 cannot enforce a quota below 1ms per 100ms period,
 // hence the lower bound; the upper one catches unit mix-ups (millicores).
 func checkCPUs(v float64) error {

@@ -41,7 +41,7 @@ func (p *Proxy) handleConnect(cc *clientConn, br *bufio.Reader, bw *bufio.Writer
 		return
 	}
 
-	t, d, resolveErr := p.authorize(cc.ctx, host, port)
+	t, d, resolveErr := p.authorizeTarget(cc.ctx, host, port)
 	ev.Host, ev.Rule, ev.Decision = t.host, d.Rule, decisionString(d)
 	ev.URL = hostPort(t.host, t.port)
 	if !d.Allowed {
@@ -74,6 +74,10 @@ func (p *Proxy) handleConnect(cc *clientConn, br *bufio.Reader, bw *bufio.Writer
 		return
 	}
 	p.noteDecision(t.host, t.port, d)
+	if p.cfg.Inspect != nil || p.cfg.Offline {
+		p.inspectTunnel(cc, br, raw, t, d, ev) // inspect.go
+		return
+	}
 
 	up, ap, err := p.dialChecked(cc.ctx, d, t.port)
 	if err != nil {

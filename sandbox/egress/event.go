@@ -55,6 +55,20 @@ type Event struct {
 	// Module and Version are set for module-proxy fetches.
 	Module  string `json:"module,omitempty"`
 	Version string `json:"version,omitempty"`
+	// SHA512 is the base64 sha512 of the body ("sha512-…", as lockfiles
+	// write it), computed for package tarballs only.
+	SHA512 string `json:"sha512,omitempty"`
+	// Inspected marks a CONNECT tunnel whose TLS the proxy terminated: its
+	// requests are recorded one by one (with URL and sha256), so the
+	// tunnel itself is not a dependency.
+	Inspected bool `json:"inspected,omitempty"`
+	// Source says where a body came from when not from upstream: "cache"
+	// (egress.cache: prefer) or "replay" (a recorded material).
+	Source string `json:"source,omitempty"`
+
+	// alias is the URL a redirected module fetch was first asked for; the
+	// store indexes the body under it too.
+	alias string
 }
 
 // Recorder receives every event. Implementations must be safe for

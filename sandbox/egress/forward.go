@@ -3,8 +3,6 @@ package egress
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -42,7 +40,7 @@ func (p *Proxy) handleForward(cc *clientConn, bw *bufio.Writer, info headInfo, r
 		return p.reject(bw, ev, req.Method, http.StatusBadRequest, err.Error(), true)
 	}
 
-	t, d, resolveErr := p.authorize(cc.ctx, host, port)
+	t, d, resolveErr := p.authorizeTarget(cc.ctx, host, port)
 	ev.Host, ev.Rule, ev.Decision = t.host, d.Rule, decisionString(d)
 	ev.URL = (&url.URL{Scheme: "http", Host: hostHeader(t, 80), Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery}).String()
 	if !d.Allowed {
@@ -51,6 +49,13 @@ func (p *Proxy) handleForward(cc *clientConn, bw *bufio.Writer, info headInfo, r
 	p.noteDecision(t.host, t.port, d)
 	if resolveErr != nil {
 		return p.upstreamFailed(bw, ev, req.Method, d.Reason, http.StatusBadGateway)
+	}
+	if hit, deny := p.lookupStored(req.Method, ev.URL, req.Header, nil); deny != "" {
+		return p.reject(bw, ev, req.Method, http.StatusForbidden, deny, false)
+	} else if hit != nil {
+		keep := p.serveHitRaw(bw, req, hit, &ev)
+		p.record(ev)
+		return keep
 	}
 
 	ctx, cancel := context.WithCancel(cc.ctx)
@@ -191,7 +196,8 @@ func (p *Proxy) streamResponse(bw *bufio.Writer, req *http.Request, resp *http.R
 		cw = httputil.NewChunkedWriter(bw)
 		dst = cw
 	}
-	h := sha256.New()
+	h := p.newBodySink(req, resp, ev) // hashes, and keeps the body in the store
+	defer h.abort()
 	n, rerr, werr := copyStream(dst, resp.Body, h, guard.touch)
 	ev.BytesIn = n
 	if rerr == nil && werr == nil && chunked {
@@ -215,7 +221,7 @@ func (p *Proxy) streamResponse(bw *bufio.Writer, req *http.Request, resp *http.R
 		}
 		return false
 	}
-	ev.SHA256 = hex.EncodeToString(h.Sum(nil))
+	h.finish(ev)
 	ev.Size = n
 	return keep
 }

@@ -238,7 +238,7 @@ func (p *Proxy) fetchGoMod(cc *clientConn, bw *bufio.Writer, req *http.Request, 
 			return p.reject(bw, ev, req.Method, http.StatusBadGateway, "module proxy redirect to invalid host: "+err.Error(), false)
 		}
 		ev.Host, ev.Port = clip(host), port
-		t, d, resolveErr := p.authorize(cc.ctx, host, port)
+		t, d, resolveErr := p.authorizeTarget(cc.ctx, host, port)
 		ev.Host, ev.Rule, ev.Decision = t.host, d.Rule, decisionString(d)
 		if !d.Allowed {
 			return p.denyRequest(bw, ev, req.Method, t, d, false)
@@ -246,6 +246,17 @@ func (p *Proxy) fetchGoMod(cc *clientConn, bw *bufio.Writer, req *http.Request, 
 		p.noteDecision(t.host, t.port, d)
 		if resolveErr != nil {
 			return p.upstreamFailed(bw, ev, req.Method, d.Reason, http.StatusBadGateway)
+		}
+		if hop == 0 {
+			if hit, deny := p.lookupStored(req.Method, ev.URL, req.Header, &gr); deny != "" {
+				return p.reject(bw, ev, req.Method, http.StatusForbidden, deny, false)
+			} else if hit != nil {
+				keep := p.serveHitRaw(bw, req, hit, &ev)
+				p.record(ev)
+				return keep
+			}
+		} else {
+			ev.alias = redactURL(gr.upstream) // the store indexes the body under the asked-for URL too
 		}
 
 		out := &http.Request{

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress/store"
 )
 
 // Mode selects whether the policy is enforced.
@@ -84,6 +86,21 @@ type Config struct {
 	HeaderTimeout, IdleTimeout time.Duration
 	// MaxHeaderBytes bounds a request head (default 64 KiB).
 	MaxHeaderBytes int
+
+	// Inspect, when set, terminates the TLS of allowed CONNECT tunnels with
+	// leaves minted by this CA and records every request inside (see
+	// inspect.go). Nil splices tunnels opaquely.
+	Inspect *InspectCA
+	// Store receives the body of every complete 200 answer to a GET;
+	// Cache says whether it may also answer requests (see CacheMode).
+	Store *store.Store
+	Cache CacheMode
+	// Offline cuts the upstream entirely: requests are answered from
+	// Replay (the materials of a recorded run) or, without Replay, from
+	// Store's index; everything else is denied. Nothing is resolved or
+	// dialed.
+	Offline bool
+	Replay  *Materials
 }
 
 // Proxy is the egress proxy of one build step.
@@ -147,6 +164,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.MaxHeaderBytes < 1024 {
 		cfg.MaxHeaderBytes = 1024
+	}
+	if err := checkInspectConfig(&cfg); err != nil {
+		return nil, err
 	}
 	gm, err := newGoModUpstreams(cfg.GoModUpstream, cfg.SumDBUpstream)
 	if err != nil {

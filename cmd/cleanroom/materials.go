@@ -1,0 +1,222 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/cleanroom-ci/cleanroom/runner"
+	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress/store"
+)
+
+// materialsOptions are the run flags about what a build downloads: TLS
+// inspection, the content-addressed store, and offline replays.
+type materialsOptions struct {
+	inspect    bool
+	cache      string
+	cacheMode  string
+	cacheMax   string
+	upstreamCA []string
+	replay     string
+	offline    bool
+}
+
+func (o *materialsOptions) addFlags(f *pflag.FlagSet) {
+	f.BoolVar(&o.inspect, "inspect", false, "TLS inspection for every step: terminate HTTPS with a per-run CA and record the URL and sha256 of every body (as egress.inspect: true)")
+	f.StringVar(&o.cache, "cache", store.DefaultDir, "content-addressed store that keeps every downloaded body (by sha256), for replays and egress.cache: prefer")
+	f.StringVar(&o.cacheMode, "cache-mode", "", "record (keep bodies), prefer (also answer immutable URLs from the store) or off; default: the pipeline's egress.cache, else record")
+	f.StringVar(&o.cacheMax, "cache-max", "10GiB", "size bound of the store; least recently used bodies are evicted beyond it")
+	f.StringArrayVar(&o.upstreamCA, "upstream-ca", nil, "PEM file of a CA to trust for https upstreams, in addition to the host's roots (a private mirror; repeatable)")
+	f.StringVar(&o.replay, "replay", "", "rebuild with no network from the bodies this provenance (provenance.intoto.json) lists, and compare the artifacts with its subjects")
+	f.BoolVar(&o.offline, "offline", false, "no upstream at all: answer only from the store (--cache)")
+}
+
+// materialsSetup is what the flags open.
+type materialsSetup struct {
+	store       *store.Store
+	upstreamTLS *tls.Config
+	replay      *runner.Replay
+}
+
+func (o *materialsOptions) open(log hclog.Logger) (*materialsSetup, error) {
+	var m materialsSetup
+	if o.cacheMode != "" {
+		if _, err := egress.ParseCacheMode(o.cacheMode); err != nil {
+			return nil, fmt.Errorf("--cache-mode: %w", err)
+		}
+	}
+	max, err := pipeline.ParseSize(o.cacheMax)
+	if err != nil {
+		return nil, fmt.Errorf("--cache-max: %w", err)
+	}
+	needStore := o.offline || o.replay != "" || o.cacheMode == pipeline.EgressCachePrefer
+	if o.replay != "" {
+		if m.replay, err = runner.LoadReplay(o.replay); err != nil {
+			return nil, fmt.Errorf("--replay: %w", err)
+		}
+		if n := len(m.replay.Tunnels); n > 0 {
+			log.Warn("the recorded run has opaque TLS tunnels (recorded without egress.inspect); a replay cannot serve them", "count", n, "first", m.replay.Tunnels[0])
+		}
+	}
+	if o.cacheMode != pipeline.EgressCacheOff || needStore {
+		if o.cache == "" {
+			if needStore {
+				return nil, errors.New("--cache DIR is needed for --offline, --replay and --cache-mode prefer")
+			}
+		} else if m.store, err = store.Open(o.cache, store.Options{MaxBytes: max}); err != nil {
+			if needStore {
+				return nil, err
+			}
+			log.Warn("the store is unavailable; downloaded bodies are not kept", "dir", o.cache, "error", err)
+		}
+	}
+	if len(o.upstreamCA) > 0 {
+		roots, err := x509.SystemCertPool()
+		if err != nil || roots == nil {
+			roots = x509.NewCertPool()
+		}
+		for _, f := range o.upstreamCA {
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("--upstream-ca: %w", err)
+			}
+			if !roots.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--upstream-ca %s: no PEM certificate in it", f)
+			}
+		}
+		m.upstreamTLS = &tls.Config{RootCAs: roots}
+	}
+	return &m, nil
+}
+
+// reportMaterials prints the lockfile check and the replay verdict.
+func reportMaterials(w io.Writer, res *runner.Result) {
+	if lc := res.LockfileCheck; lc != nil && (len(lc.Lockfiles) > 0 || len(lc.Undeclared)+len(lc.Mismatches)+len(lc.Unverified) > 0) {
+		files := strings.Join(lc.Lockfiles, ", ")
+		if files == "" {
+			files = "none found"
+		}
+		fmt.Fprintf(w, "lockfiles (%s): %d fetched packages match, %d undeclared, %d hash mismatches, %d unverified\n",
+			files, lc.Checked, len(lc.Undeclared), len(lc.Mismatches), len(lc.Unverified))
+		for _, f := range lc.Undeclared {
+			fmt.Fprintf(w, "undeclared fetch in step %s: %s %s@%s (%s)\n", f.Step, f.Ecosystem, f.Package, f.Version, f.URL)
+		}
+		for _, f := range lc.Mismatches {
+			fmt.Fprintf(w, "hash mismatch in step %s: %s %s@%s declared %s, fetched %s (%s)\n", f.Step, f.Ecosystem, f.Package, f.Version, f.Declared, f.Fetched, f.URL)
+		}
+		for _, f := range lc.Unverified {
+			fmt.Fprintf(w, "unverified fetch in step %s: %s %s@%s: %s\n", f.Step, f.Ecosystem, f.Package, f.Version, f.Reason)
+		}
+	}
+	if r := res.Replay; r != nil {
+		if r.Reproduced {
+			fmt.Fprintf(w, "replay: reproduced (the artifacts are identical to those of %s)\n", r.Provenance)
+			return
+		}
+		fmt.Fprintf(w, "replay: artifacts differ from %s:\n", r.Provenance)
+		for _, d := range r.Differences {
+			fmt.Fprintf(w, "  differs: %s recorded %s replayed %s\n", d.Name, digestOrNone(d.Recorded), digestOrNone(d.Replayed))
+		}
+	}
+}
+
+func digestOrNone(d string) string {
+	if d == "" {
+		return "(none)"
+	}
+	return "sha256:" + d
+}
+
+func newExportMaterialsCommand() *cobra.Command {
+	var cache, output string
+	cmd := &cobra.Command{
+		Use:   "export-materials PROVENANCE DIR",
+		Short: "Copy the downloaded bodies a provenance lists from the store into a directory",
+		Long: `Export-materials copies every body the provenance's resolvedDependencies list
+by sha256 (each verified against its digest) and their index entries from the
+store into DIR, with a materials.json listing them. Move DIR to another
+machine and run import-materials there; then ` + "`cleanroom run --replay PROVENANCE`" + `
+rebuilds with no network. A body missing from the store is reported and the
+command fails after exporting the others.`,
+		Example: `  cleanroom export-materials .cleanroom/provenance.intoto.json /media/usb/materials`,
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := runner.LoadReplay(args[0])
+			if err != nil {
+				return systemFailure(err)
+			}
+			st, err := store.Open(cache, store.Options{})
+			if err != nil {
+				return systemFailure(err)
+			}
+			rep, err := runner.ExportMaterials(st, r, args[1])
+			printJSONOrText(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+				fmt.Fprintf(w, "exported %d bodies (%d bytes) to %s\n", rep.Exported, rep.Bytes, args[1])
+				for _, m := range rep.Missing {
+					fmt.Fprintf(w, "missing: %s\n", m)
+				}
+				for _, t := range rep.Tunnels {
+					fmt.Fprintf(w, "not replayable (opaque tunnel, no content recorded): %s\n", t)
+				}
+			})
+			if err != nil {
+				return systemFailure(err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cache, "cache", store.DefaultDir, "the store to export from")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func newImportMaterialsCommand() *cobra.Command {
+	var cache, output string
+	cmd := &cobra.Command{
+		Use:   "import-materials DIR",
+		Short: "Add the bodies of an export-materials directory to the store",
+		Long: `Import-materials copies every body of DIR (written by export-materials) into
+the store, verifying each against its sha256 on the way; a body that does not
+match is refused. Index entries come along for the bodies imported.`,
+		Example: `  cleanroom import-materials /media/usb/materials && cleanroom run --replay provenance.intoto.json`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := store.Open(cache, store.Options{})
+			if err != nil {
+				return systemFailure(err)
+			}
+			rep, err := runner.ImportMaterials(st, args[0])
+			printJSONOrText(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+				fmt.Fprintf(w, "imported %d bodies (%d bytes) and %d index entries into %s\n", rep.Imported, rep.Bytes, rep.Entries, st.Dir())
+			})
+			if err != nil {
+				return systemFailure(err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cache, "cache", store.DefaultDir, "the store to import into")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func printJSONOrText(w io.Writer, format string, v any, text func(io.Writer)) {
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(v)
+		return
+	}
+	text(w)
+}
