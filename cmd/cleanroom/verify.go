@@ -45,7 +45,9 @@ A policy file (YAML) can require more; any failure exits non-zero:
   sourceRepo: https://git.example.org/team/app      # source remote
   noDeniedEgress: true                              # no request was denied
   allDependenciesDigested: true                     # every fetch has a sha256
-  imagesPinned: true                                # images by digest (or archives)`,
+  imagesPinned: true                                # images by digest (or archives)
+  noUndeclaredFetches: true                         # every fetch declared in go.sum / package-lock.json
+  noHashMismatches: true                            # and with the declared hash`,
 		Example: `  cleanroom verify out/app --provenance-bundle .cleanroom/provenance.sigstore.json --key cosign.pub
   cleanroom verify out/app --provenance-bundle provenance.sigstore.json --trusted-root trusted_root.json \
       --certificate-identity 'https://gitlab.com/group/project//.gitlab-ci.yml@refs/heads/main' \
