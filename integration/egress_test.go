@@ -4,7 +4,6 @@ import (
 	"archive/zip"
 	"bytes"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -14,8 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/cleanroom-ci/cleanroom/internal/clitest"
 	"github.com/cleanroom-ci/cleanroom/internal/testimage"
 )
 
@@ -138,7 +137,7 @@ func TestEgressNameResolvingToLoopbackIsDenied(t *testing.T) {
 	e := newEnv(t)
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("secret")) })
 	const name = "rebind.cleanroom-test.example"
-	addHostsEntry(t, "127.0.0.1", name)
+	clitest.AddHostsEntry(t, "127.0.0.1", name)
 	_, port, _ := net.SplitHostPort(up.hostPort())
 	e.pipeline(fmt.Sprintf(`version: 1
 image: IMAGE
@@ -172,7 +171,7 @@ func TestEgressConnectWithForgedSNIIsDenied(t *testing.T) {
 	tlsUp := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(tlsUp.Close)
 	hostPort := strings.TrimPrefix(tlsUp.URL, "https://")
-	hello := clientHello(t, "forged.example.org")
+	hello := clitest.ClientHello(t, "forged.example.org")
 	os.WriteFile(filepath.Join(e.dir, "hello.bin"), hello, 0o644)
 	e.pipeline(fmt.Sprintf(`version: 1
 image: IMAGE
@@ -301,33 +300,5 @@ func moduleZip(t *testing.T, mod, version string, files map[string]string) []byt
 }
 
 // clientHello captures the first TLS record a Go client sends for sni.
-func clientHello(t *testing.T, sni string) []byte {
-	a, b := net.Pipe()
-	go tls.Client(a, &tls.Config{ServerName: sni, InsecureSkipVerify: true}).Handshake()
-	b.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 16<<10)
-	n, err := b.Read(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
-	b.Close()
-	return buf[:n]
-}
 
 // addHostsEntry adds a line to /etc/hosts for the test and removes it after.
-func addHostsEntry(t *testing.T, ip, name string) {
-	t.Helper()
-	orig, err := os.ReadFile("/etc/hosts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	line := fmt.Sprintf("%s %s # cleanroom integration test\n", ip, name)
-	if err := os.WriteFile("/etc/hosts", append(append([]byte{}, orig...), []byte(line)...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cur, _ := os.ReadFile("/etc/hosts")
-		os.WriteFile("/etc/hosts", bytes.ReplaceAll(cur, []byte(line), nil), 0o644)
-	})
-}

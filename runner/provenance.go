@@ -135,7 +135,7 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 			mi.Images = append(mi.Images, manifest.Image{Step: st, Ref: img.Ref, Digest: img.Digest})
 		}
 	}
-	mi.Dependencies = dependencies(res.Events)
+	mi.Dependencies = Dependencies(res.Events)
 	mi.Internal = materialsInternal(cfg, res) // inspect.go
 	mi.Environment = envNames(p)
 	caps := res.Sandbox.Capabilities
@@ -163,10 +163,13 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 	return mi
 }
 
-// dependencies are the successful fetches the proxy recorded: bodies with
-// their digest (plain HTTP, module proxy) and opaque tunnels by host:port.
-// A tunnel whose upstream dial failed (502) carried nothing.
-func dependencies(events []egress.Event) []manifest.Dependency {
+// Dependencies are the successful fetches the proxy recorded: bodies with
+// their digest (plain HTTP, module proxy, inspected HTTPS) and opaque
+// tunnels by host:port. A tunnel whose upstream dial failed (502) carried
+// nothing; an inspected tunnel's requests are listed one by one instead.
+// The GitLab driver uses it too, on the events of the stages that feed the
+// build.
+func Dependencies(events []egress.Event) []manifest.Dependency {
 	var deps []manifest.Dependency
 	for _, e := range events {
 		if e.Decision == egress.DecisionDeny {

@@ -52,7 +52,7 @@ func TestStepEnvProxiesWinAndNothingLeaks(t *testing.T) {
 }
 
 func TestDependenciesFromEvents(t *testing.T) {
-	deps := dependencies([]egress.Event{
+	deps := Dependencies([]egress.Event{
 		{Step: "a", Method: "GET", URL: "http://x.test/f", Status: 200, SHA256: strings.Repeat("a", 64), Size: 3, Decision: egress.DecisionAllow},
 		{Step: "a", Method: "GET", URL: "http://x.test/missing", Status: 404, Decision: egress.DecisionAllow},
 		{Step: "a", Method: "CONNECT", Host: "y.test", Port: 443, Status: 200, BytesIn: 10, Decision: egress.DecisionAllow},

@@ -9,7 +9,6 @@ package attack
 
 import (
 	"bytes"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -131,8 +130,8 @@ func TestNetworkAttacks(t *testing.T) {
 	_, vport, _ := net.SplitHostPort(strings.TrimPrefix(victim.URL, "http://"))
 	ahost := strings.TrimPrefix(allowed.URL, "http://")
 	thost := strings.TrimPrefix(tlsUp.URL, "https://")
-	addHostsEntry(t, "127.0.0.1", "rebind.attack.test")
-	os.WriteFile(filepath.Join(e.Dir, "hello.bin"), clientHello(t, "forged.example.org"), 0o644)
+	clitest.AddHostsEntry(t, "127.0.0.1", "rebind.attack.test")
+	os.WriteFile(filepath.Join(e.Dir, "hello.bin"), clitest.ClientHello(t, "forged.example.org"), 0o644)
 
 	urls := []struct{ name, url, expected string }{
 		{"loopback by address", "http://127.0.0.1:" + vport + "/a", "403, not forwarded"},
@@ -391,34 +390,4 @@ func indent(s, pfx string) string {
 		lines[i] = pfx + l
 	}
 	return strings.Join(lines, "\n") + "\n"
-}
-
-func clientHello(t *testing.T, sni string) []byte {
-	a, b := net.Pipe()
-	go tls.Client(a, &tls.Config{ServerName: sni, InsecureSkipVerify: true}).Handshake()
-	b.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 16<<10)
-	n, err := b.Read(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
-	b.Close()
-	return buf[:n]
-}
-
-func addHostsEntry(t *testing.T, ip, name string) {
-	t.Helper()
-	orig, err := os.ReadFile("/etc/hosts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	line := fmt.Sprintf("%s %s # cleanroom attack suite\n", ip, name)
-	if err := os.WriteFile("/etc/hosts", append(append([]byte{}, orig...), line...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cur, _ := os.ReadFile("/etc/hosts")
-		os.WriteFile("/etc/hosts", bytes.ReplaceAll(cur, []byte(line), nil), 0o644)
-	})
 }

@@ -618,9 +618,10 @@ func TestDependenciesFromFeedingStages(t *testing.T) {
 	deps := dependencies([]egress.Event{
 		{Step: "build_script", Method: "GET", URL: "http://deps.example.org/a", Status: 200, SHA256: strings.Repeat("d", 64), Decision: egress.DecisionAllow},
 		{Step: "build_script", Method: "GET", URL: "http://evil.example.org/a", Status: 403, Decision: egress.DecisionDeny},
-		{Step: "get_sources", Method: "CONNECT", Host: "gitlab.example.com", Port: 443, Decision: egress.DecisionAllow},
-		{Step: "download_artifacts", Method: "CONNECT", Host: "gitlab.example.com", Port: 443, Decision: egress.DecisionAllow},
-		{Step: "upload_artifacts_on_success", Method: "CONNECT", Host: "gitlab.example.com", Port: 443, Decision: egress.DecisionAllow},
+		{Step: "get_sources", Method: "CONNECT", Host: "gitlab.example.com", Port: 443, Status: 200, Decision: egress.DecisionAllow},
+		{Step: "download_artifacts", Method: "CONNECT", Host: "gitlab.example.com", Port: 443, Status: 200, Decision: egress.DecisionAllow},
+		{Step: "download_artifacts", Method: "CONNECT", Host: "down.example.com", Port: 443, Status: 502, Decision: egress.DecisionAllow},
+		{Step: "upload_artifacts_on_success", Method: "CONNECT", Host: "gitlab.example.com", Port: 443, Status: 200, Decision: egress.DecisionAllow},
 	})
 	if len(deps) != 2 || deps[0].URL != "http://deps.example.org/a" || deps[1].Step != "download_artifacts" {
 		t.Fatalf("%+v", deps)

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
@@ -262,28 +263,15 @@ func (d *Driver) provenanceInput(st *JobState, resp *Response, records []StageRe
 var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // dependencies are the successful fetches of the stages whose fetches feed
-// the build (feedsBuild): bodies with their digest, tunnels by host:port.
+// the build (feedsBuild), as the pipeline runner lists them.
 func dependencies(events []egress.Event) []manifest.Dependency {
-	var deps []manifest.Dependency
+	var feeding []egress.Event
 	for _, e := range events {
-		if e.Decision == egress.DecisionDeny || !feedsBuild(e.Step) {
-			continue
-		}
-		switch {
-		case e.Method == "CONNECT":
-			deps = append(deps, manifest.Dependency{
-				Step: e.Step, URL: net.JoinHostPort(e.Host, strconv.Itoa(e.Port)),
-				Method: e.Method, BytesIn: e.BytesIn, BytesOut: e.BytesOut,
-			})
-		case e.URL != "" && e.Status >= 200 && e.Status < 300:
-			deps = append(deps, manifest.Dependency{
-				Step: e.Step, URL: e.URL, SHA256: e.SHA256, Size: e.Size,
-				Method: e.Method, BytesIn: e.BytesIn, BytesOut: e.BytesOut,
-				Module: e.Module, Version: e.Version,
-			})
+		if feedsBuild(e.Step) {
+			feeding = append(feeding, e)
 		}
 	}
-	return deps
+	return runner.Dependencies(feeding)
 }
 
 // userVariableNames lists the names (never values) of the job's own
