@@ -8,11 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
-	"github.com/cleanroom-ci/cleanroom/sandbox/imagepack"
 )
 
 // Host programs the GitLab helper test image is made of: bash (GitLab's
@@ -20,11 +18,11 @@ import (
 // the egress proxy).
 var helperPrograms = []string{"/usr/bin/bash", "/usr/bin/git", "/usr/lib/git-core/git", "/usr/lib/git-core/git-remote-http"}
 
-var (
-	helperOnce    sync.Once
-	helperArchive string
-	helperErr     error
-)
+var helper = &cachedImage{
+	name: "helper",
+	cmd:  []string{"/bin/bash"},
+	fill: func(root, _ string) error { return buildHelperRootfs(root) },
+}
 
 // Helper returns an OCI archive of a GitLab helper image for tests:
 // busybox plus the host's bash and git (with git-remote-http) and the
@@ -33,43 +31,16 @@ var (
 // installed on the host (hack/setup.sh installs git).
 func Helper(t testing.TB) string {
 	t.Helper()
-	if _, statErr := os.Stat(BusyboxPath); statErr != nil {
-		testenv.Missing(t, "busybox-static ("+BusyboxPath+")")
-	}
 	for _, p := range helperPrograms {
 		if _, statErr := os.Stat(p); statErr != nil {
 			testenv.Missing(t, p+" (install git and bash)")
 		}
 	}
 	testenv.RequireBinary(t, "ldd")
-	helperOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "cleanroom-testimage-helper-")
-		if err != nil {
-			helperErr = err
-			return
-		}
-		root := filepath.Join(dir, "rootfs")
-		if helperErr = buildHelperRootfs(root); helperErr != nil {
-			return
-		}
-		img, err := imagepack.Image(root, imagepack.Options{Cmd: []string{"/bin/bash"}})
-		if err != nil {
-			helperErr = err
-			return
-		}
-		helperArchive = filepath.Join(dir, "helper.tar")
-		helperErr = imagepack.WriteOCIArchive(helperArchive, img, "cleanroom.test/gitlab-helper:latest")
-	})
-	if helperErr != nil {
-		t.Fatalf("build helper image: %v", helperErr)
-	}
-	return helperArchive
+	return helper.get(t)
 }
 
 func buildHelperRootfs(root string) error {
-	if err := imagepack.BusyboxRootfs(root, BusyboxPath); err != nil {
-		return err
-	}
 	libs := map[string]bool{}
 	for _, p := range helperPrograms {
 		if err := copyInto(root, p, p); err != nil {

@@ -4,11 +4,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
-	"github.com/cleanroom-ci/cleanroom/sandbox/imagepack"
 )
 
 // HTTPSGetPath is where the HTTPS test image has its client.
@@ -84,11 +82,27 @@ func main() {
 }
 `
 
-var (
-	httpsOnce    sync.Once
-	httpsArchive string
-	httpsErr     error
-)
+var httpsImage = &cachedImage{
+	name: "https",
+	fill: func(root, scratch string) error {
+		os.WriteFile(filepath.Join(scratch, "go.mod"), []byte("module httpsget\n\ngo 1.22\n"), 0o644)
+		os.WriteFile(filepath.Join(scratch, "main.go"), []byte(httpsGetSource), 0o644)
+		bin := filepath.Join(root, HTTPSGetPath)
+		os.MkdirAll(filepath.Dir(bin), 0o755)
+		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
+		cmd.Dir = scratch
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return &buildError{err: err, out: string(out)}
+		}
+		certs := filepath.Join(root, "etc/ssl/certs")
+		os.MkdirAll(certs, 0o755)
+		if err := os.WriteFile(filepath.Join(certs, "ca-certificates.crt"), []byte(ImageBundleMarker+"\n"), 0o644); err != nil {
+			return err
+		}
+		return os.Symlink("certs/ca-certificates.crt", filepath.Join(root, "etc/ssl/cert.pem"))
+	},
+}
 
 // HTTPS returns an OCI archive of busybox plus a static HTTPS client
 // (httpsget, built from source with the host's Go) and a system CA bundle
@@ -96,53 +110,8 @@ var (
 // TLS inspection has to extend with the run's CA.
 func HTTPS(t testing.TB) string {
 	t.Helper()
-	if _, statErr := os.Stat(BusyboxPath); statErr != nil {
-		testenv.Missing(t, "busybox-static ("+BusyboxPath+")")
-	}
 	testenv.RequireBinary(t, "go")
-	httpsOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "cleanroom-testimage-https-")
-		if err != nil {
-			httpsErr = err
-			return
-		}
-		src := filepath.Join(dir, "src")
-		os.MkdirAll(src, 0o755)
-		os.WriteFile(filepath.Join(src, "go.mod"), []byte("module httpsget\n\ngo 1.22\n"), 0o644)
-		os.WriteFile(filepath.Join(src, "main.go"), []byte(httpsGetSource), 0o644)
-		root := filepath.Join(dir, "rootfs")
-		if httpsErr = imagepack.BusyboxRootfs(root, BusyboxPath); httpsErr != nil {
-			return
-		}
-		bin := filepath.Join(root, HTTPSGetPath)
-		os.MkdirAll(filepath.Dir(bin), 0o755)
-		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
-		cmd.Dir = src
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			httpsErr = &buildError{err: err, out: string(out)}
-			return
-		}
-		certs := filepath.Join(root, "etc/ssl/certs")
-		os.MkdirAll(certs, 0o755)
-		if httpsErr = os.WriteFile(filepath.Join(certs, "ca-certificates.crt"), []byte(ImageBundleMarker+"\n"), 0o644); httpsErr != nil {
-			return
-		}
-		if httpsErr = os.Symlink("certs/ca-certificates.crt", filepath.Join(root, "etc/ssl/cert.pem")); httpsErr != nil {
-			return
-		}
-		img, err := imagepack.Image(root, imagepack.Options{Cmd: []string{"/bin/sh"}})
-		if err != nil {
-			httpsErr = err
-			return
-		}
-		httpsArchive = filepath.Join(dir, "https.tar")
-		httpsErr = imagepack.WriteOCIArchive(httpsArchive, img, "cleanroom.test/https:latest")
-	})
-	if httpsErr != nil {
-		t.Fatalf("build https image: %v", httpsErr)
-	}
-	return httpsArchive
+	return httpsImage.get(t)
 }
 
 type buildError struct {

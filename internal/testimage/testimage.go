@@ -7,103 +7,48 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
-	"github.com/cleanroom-ci/cleanroom/sandbox/imagepack"
 )
 
 // BusyboxPath is where Debian's busybox-static installs the static binary.
 const BusyboxPath = "/bin/busybox"
 
-var (
-	once    sync.Once
-	archive string
-	err     error
-)
+var busybox = &cachedImage{name: "busybox"}
 
 // Busybox returns the path of an OCI archive of a busybox image, built once
 // per test binary into a shared temporary directory.
 func Busybox(t testing.TB) string {
 	t.Helper()
-	if _, statErr := os.Stat(BusyboxPath); statErr != nil {
-		testenv.Missing(t, "busybox-static ("+BusyboxPath+")")
-	}
-	once.Do(func() {
-		var dir string
-		dir, err = os.MkdirTemp("", "cleanroom-testimage-")
-		if err != nil {
-			return
-		}
-		root := filepath.Join(dir, "rootfs")
-		if err = imagepack.BusyboxRootfs(root, BusyboxPath); err != nil {
-			return
-		}
-		img, ierr := imagepack.Image(root, imagepack.Options{Cmd: []string{"/bin/sh"}})
-		if ierr != nil {
-			err = ierr
-			return
-		}
-		archive = filepath.Join(dir, "busybox.tar")
-		err = imagepack.WriteOCIArchive(archive, img, "cleanroom.test/busybox:latest")
-	})
-	if err != nil {
-		t.Fatalf("build busybox image: %v", err)
-	}
-	return archive
+	return busybox.get(t)
 }
 
-var (
-	goOnce    sync.Once
-	goArchive string
-	goErr     error
-)
+var goModTools = &cachedImage{
+	name: "go",
+	env:  []string{"PATH=/usr/local/go/bin:/usr/sbin:/usr/bin:/sbin:/bin", "GOROOT=/usr/local/go"},
+	fill: func(root, _ string) error {
+		goroot := runtimeGOROOT()
+		for _, f := range []string{"bin/go", "go.env", "VERSION"} {
+			dst := filepath.Join(root, "usr/local/go", f)
+			os.MkdirAll(filepath.Dir(dst), 0o755)
+			if err := copyFile(filepath.Join(goroot, f), dst); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+}
 
 // GoModTools returns an OCI archive of busybox plus the host's `go` command
 // (GOROOT/bin/go, go.env, VERSION): enough for `go mod download`, not for
 // compiling.
 func GoModTools(t testing.TB) string {
 	t.Helper()
-	if _, statErr := os.Stat(BusyboxPath); statErr != nil {
-		testenv.Missing(t, "busybox-static ("+BusyboxPath+")")
+	if _, err := os.Stat(filepath.Join(runtimeGOROOT(), "bin", "go")); err != nil {
+		testenv.Missing(t, "a Go toolchain at "+runtimeGOROOT())
 	}
-	goroot := runtimeGOROOT()
-	if _, statErr := os.Stat(filepath.Join(goroot, "bin", "go")); statErr != nil {
-		testenv.Missing(t, "a Go toolchain at "+goroot)
-	}
-	goOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "cleanroom-testimage-go-")
-		if err != nil {
-			goErr = err
-			return
-		}
-		root := filepath.Join(dir, "rootfs")
-		if goErr = imagepack.BusyboxRootfs(root, BusyboxPath); goErr != nil {
-			return
-		}
-		for _, f := range []string{"bin/go", "go.env", "VERSION"} {
-			dst := filepath.Join(root, "usr/local/go", f)
-			os.MkdirAll(filepath.Dir(dst), 0o755)
-			if goErr = copyFile(filepath.Join(goroot, f), dst); goErr != nil {
-				return
-			}
-		}
-		img, err := imagepack.Image(root, imagepack.Options{
-			Env: []string{"PATH=/usr/local/go/bin:/usr/sbin:/usr/bin:/sbin:/bin", "GOROOT=/usr/local/go"},
-			Cmd: []string{"/bin/sh"},
-		})
-		if err != nil {
-			goErr = err
-			return
-		}
-		goArchive = filepath.Join(dir, "go.tar")
-		goErr = imagepack.WriteOCIArchive(goArchive, img, "cleanroom.test/go:latest")
-	})
-	if goErr != nil {
-		t.Fatalf("build go image: %v", goErr)
-	}
-	return goArchive
+	return goModTools.get(t)
 }
 
 func runtimeGOROOT() string {
