@@ -20,6 +20,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	"github.com/cleanroom-ci/cleanroom/sign"
 )
 
 // fakeBackend records what the driver asks of the sandbox backend.
@@ -643,5 +644,71 @@ func TestCleanGlobAndExcludes(t *testing.T) {
 	}
 	if !pathGlobRE("out/tmp").MatchString("out/tmp/x") {
 		t.Error("an excluded directory excludes what is in it")
+	}
+}
+
+// With signing mode "key" the driver signs the provenance with the admin's
+// key; the bundle verifies against the public key and carries the
+// statement that was written.
+func TestProvenanceSignedWithAdminKey(t *testing.T) {
+	h := newHarness(t)
+	keys := t.TempDir()
+	priv, pub, err := sign.GenerateKeyPair(keys, []byte("admin-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pwFile := filepath.Join(keys, "pw")
+	os.WriteFile(pwFile, []byte("admin-pw\n"), 0o600)
+	h.d.Policy.SigningMode = SigningKey
+	h.d.Policy.Signing = SigningConfig{Key: priv, PasswordFile: pwFile}
+	if err := h.d.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := h.state()
+	os.MkdirAll(filepath.Join(st.ProjectDir, "out"), 0o755)
+	os.WriteFile(filepath.Join(st.ProjectDir, "out", "app"), []byte("app"), 0o644)
+	if err := h.run("build_script"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.run("upload_artifacts_on_success"); err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := os.ReadFile(filepath.Join(st.ProjectDir, OutDir, ProvenanceBundleFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	written, _ := os.ReadFile(filepath.Join(st.ProjectDir, OutDir, ProvenanceFile))
+	pk, err := sign.LoadPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _, err := sign.VerifyAttestation(bundle, sign.VerifyOptions{PublicKey: pk})
+	if err != nil {
+		t.Fatalf("bundle does not verify: %v", err)
+	}
+	if !bytes.Equal(payload, bytes.TrimSpace(written)) {
+		t.Fatal("the signed statement is not the one written")
+	}
+}
+
+// Keyless signing needs a valid ID token from the job (the harness's is a
+// placeholder, not a JWT): the job fails before any Sigstore service is
+// called, with a message naming the variable, and no bundle is written.
+func TestKeylessSigningNeedsTheJobsToken(t *testing.T) {
+	h := newHarness(t)
+	h.d.Policy.SigningMode = SigningKeyless
+	if err := h.d.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := h.state()
+	os.MkdirAll(filepath.Join(st.ProjectDir, "out"), 0o755)
+	os.WriteFile(filepath.Join(st.ProjectDir, "out", "app"), []byte("app"), 0o644)
+	h.run("build_script")
+	err := h.run("upload_artifacts_on_success")
+	if err == nil || !strings.Contains(err.Error(), "SIGSTORE_ID_TOKEN") {
+		t.Fatalf("want an error naming SIGSTORE_ID_TOKEN, got %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(st.ProjectDir, OutDir, ProvenanceBundleFile)); err == nil {
+		t.Fatal("a bundle was written without a token")
 	}
 }

@@ -48,6 +48,7 @@ const (
 // Signing modes.
 const (
 	SigningNone    = "none"
+	SigningKey     = "key"
 	SigningKeyless = "keyless"
 )
 
@@ -86,8 +87,12 @@ type Policy struct {
 	MemoryBytes, TmpBytes int64
 	CPUs                  float64
 	Pids                  int64
-	// SigningMode is "none" until signing is implemented.
+	// SigningMode is "none", "key" (the admin's key signs every job's
+	// provenance) or "keyless" (the job's SIGSTORE_ID_TOKEN identity, via
+	// Fulcio, logged in Rekor).
 	SigningMode string
+	// Signing holds the key or the Sigstore services for SigningMode.
+	Signing SigningConfig
 	// RunnerOnly are the variables no sandbox may see, always including
 	// SIGSTORE_ID_TOKEN.
 	RunnerOnly []string
@@ -162,7 +167,24 @@ type limitsFile struct {
 }
 
 type signingFile struct {
-	Mode string `yaml:"mode"`
+	Mode         string `yaml:"mode"`
+	Key          string `yaml:"key"`
+	PasswordFile string `yaml:"password_file"`
+	FulcioURL    string `yaml:"fulcio_url"`
+	RekorURL     string `yaml:"rekor_url"`
+	TSAURL       string `yaml:"tsa_url"`
+	TrustedRoot  string `yaml:"trusted_root"`
+}
+
+// SigningConfig is the policy's signing section, resolved.
+type SigningConfig struct {
+	// Key and PasswordFile are absolute paths (mode "key"); the key never
+	// enters a stage.
+	Key, PasswordFile string
+	// Sigstore services (mode "keyless"); empty means the public instance.
+	FulcioURL, RekorURL, TSAURL string
+	// TrustedRoot, when set, makes every bundle verify before it is written.
+	TrustedRoot string
 }
 
 // PolicyError is one problem in the policy file, at FILE:LINE:COL.
@@ -301,7 +323,12 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 		CPUs:         raw.Limits.CPUs,
 		Pids:         DefaultPids,
 		SigningMode:  orDefault(raw.Signing.Mode, SigningNone),
-		StopGrace:    DefaultStopGrace,
+		Signing: SigningConfig{
+			Key: raw.Signing.Key, PasswordFile: raw.Signing.PasswordFile,
+			FulcioURL: raw.Signing.FulcioURL, RekorURL: raw.Signing.RekorURL, TSAURL: raw.Signing.TSAURL,
+			TrustedRoot: raw.Signing.TrustedRoot,
+		},
+		StopGrace: DefaultStopGrace,
 	}
 	if raw.Version != 1 {
 		d.errorf("$.version", "version", "must be 1 (got %d)", raw.Version)
@@ -390,11 +417,21 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 
 	// Signing.
 	switch p.SigningMode {
-	case SigningNone:
-	case SigningKeyless:
-		d.errorf("$.signing.mode", "signing.mode", "%q is not available in this version of the GitLab driver; use %q (provenance is written unsigned)", p.SigningMode, SigningNone)
+	case SigningNone, SigningKeyless:
+	case SigningKey:
+		if !filepath.IsAbs(p.Signing.Key) {
+			d.errorf("$.signing.key", "signing.key", "mode %q needs the absolute path of the signing key (cosign.key)", SigningKey)
+		}
 	default:
-		d.errorf("$.signing.mode", "signing.mode", "%q: use %q", p.SigningMode, SigningNone)
+		d.errorf("$.signing.mode", "signing.mode", "%q: use %q, %q or %q", p.SigningMode, SigningNone, SigningKey, SigningKeyless)
+	}
+	for _, f := range []struct{ path, field, v string }{
+		{"$.signing.password_file", "signing.password_file", p.Signing.PasswordFile},
+		{"$.signing.trusted_root", "signing.trusted_root", p.Signing.TrustedRoot},
+	} {
+		if f.v != "" && !filepath.IsAbs(f.v) {
+			d.errorf(f.path, f.field, "must be an absolute path")
+		}
 	}
 
 	// Runner-only variables.

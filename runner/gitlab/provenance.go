@@ -1,6 +1,7 @@
 package gitlab
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,6 +21,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	"github.com/cleanroom-ci/cleanroom/sign"
 )
 
 // OutDir is where the provenance lands, relative to CI_PROJECT_DIR, so
@@ -126,17 +128,65 @@ type signedFile struct {
 	data []byte
 }
 
-// signProvenance is where signing plugs in: it will sign the statement
-// with the job's ID token (SIGSTORE_ID_TOKEN from the trusted job
-// response, which no stage ever sees) and return the bundle to write next
-// to it. No signing mode exists yet (LoadPolicy accepts only "none"), so
-// today it signs nothing and says so by returning no bundle.
-func (d *Driver) signProvenance(_ context.Context, _ []byte, _ *Response) (*signedFile, error) {
-	if d.Policy.SigningMode == SigningNone {
+// signProvenance signs the statement as a DSSE attestation, in the driver
+// process: with the admin's key (mode "key"), or keyless with the job's
+// SIGSTORE_ID_TOKEN from the trusted job response, which no stage ever
+// sees (mode "keyless"). The bundle is written next to the statement.
+func (d *Driver) signProvenance(ctx context.Context, statement []byte, resp *Response) (*signedFile, error) {
+	var signer sign.Signer
+	var err error
+	cfg := d.Policy.Signing
+	switch d.Policy.SigningMode {
+	case SigningNone, "":
 		return nil, nil
+	case SigningKey:
+		var pw []byte
+		if cfg.PasswordFile != "" {
+			if pw, err = os.ReadFile(cfg.PasswordFile); err != nil {
+				return nil, fmt.Errorf("signing: password file: %w", err)
+			}
+			pw = bytes.TrimRight(pw, "\r\n")
+		}
+		key, err := sign.LoadKey(cfg.Key, pw)
+		if err != nil {
+			return nil, fmt.Errorf("signing: %w", err)
+		}
+		if signer, err = sign.NewKeySigner(key, sign.KeyOptions{TSAURL: cfg.TSAURL}); err != nil {
+			return nil, fmt.Errorf("signing: %w", err)
+		}
+	case SigningKeyless:
+		tok, _ := resp.Var(SigstoreTokenVariable)
+		if tok == "" {
+			return nil, fmt.Errorf("signing: the policy signs keyless but the job has no %s; add `id_tokens: {%s: {aud: sigstore}}` to the job", SigstoreTokenVariable, SigstoreTokenVariable)
+		}
+		if _, err := sign.CheckToken(tok, d.timeNow()); err != nil {
+			return nil, fmt.Errorf("signing: %s: %w", SigstoreTokenVariable, err)
+		}
+		opts := sign.KeylessOptions{
+			FulcioURL: cfg.FulcioURL, RekorURL: cfg.RekorURL, TSAURL: cfg.TSAURL,
+			Token: func(context.Context) (string, error) { return tok, nil },
+		}
+		if cfg.TrustedRoot != "" {
+			if opts.TrustedRoot, err = sign.LoadTrustedRoot(cfg.TrustedRoot); err != nil {
+				return nil, fmt.Errorf("signing: trusted root: %w", err)
+			}
+		}
+		if signer, err = sign.NewKeylessSigner(ctx, opts); err != nil {
+			return nil, fmt.Errorf("signing: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("signing mode %q is not supported", d.Policy.SigningMode)
 	}
-	return nil, fmt.Errorf("signing mode %q is not implemented", d.Policy.SigningMode)
+	bundle, err := signer.SignDSSE(ctx, sign.InTotoPayloadType, bytes.TrimSpace(statement))
+	if err != nil {
+		return nil, fmt.Errorf("signing: %w", err)
+	}
+	fmt.Fprintf(d.stdout(), "cleanroom: provenance signed by %s\n", signer.Identity())
+	return &signedFile{name: ProvenanceBundleFile, data: bundle}, nil
 }
+
+// ProvenanceBundleFile is the signed provenance's name in the output dir.
+const ProvenanceBundleFile = "provenance.sigstore.json"
 
 // jobSucceeded reports whether the records show a job whose own script
 // ran and succeeded: every job-script stage's last record is "ok" (a
