@@ -35,7 +35,7 @@ func FuzzParse(f *testing.F) {
 // are YAML syntax errors, so this one keeps the structure valid and fuzzes
 // the values, where the validators are.
 func FuzzParseFields(f *testing.F) {
-	f.Add("build", "golang:1.26", "make", "10m", "1GiB", "1.5", "512", "CGO_ENABLED", "0", "proxy.golang.org", "out/**", "enforce")
+	f.Add("build", "golang:1.26", "make", "10m", "1GiB", "1.5", "512", "CGO_ENABLED", "0", "goproxy.example.org", "out/**", "enforce")
 	f.Add("a.b_c-d", "oci-archive:./b.tar", "exit 0", "1h30m", "1073741824", "2", "0x10", "_", "", "*.example.org:443", "dist/*.tar.gz", "audit")
 	f.Add("B", "docker://x", "", "90", "1gb", "0", "-1", "HTTP_PROXY", "x\x00", "bad rule", "/abs", "strict")
 	f.Fuzz(func(t *testing.T, name, image, run, timeout, memory, cpus, pids, key, value, rule, artifact, mode string) {
