@@ -110,15 +110,7 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 			continue
 		}
 		mi.Egress[s.Name] = append([]string{}, s.Allow...)
-		for _, d := range s.Denials {
-			host, port := splitTarget(d.Target)
-			if host == "" {
-				// Rejected before a destination could be read (malformed
-				// or smuggling requests).
-				host = "(malformed request)"
-			}
-			mi.Denied = append(mi.Denied, manifest.Denied{Step: s.Name, Host: host, Port: port, Reason: d.Reason, Count: d.Count})
-		}
+		mi.Denied = append(mi.Denied, Denied(s.Name, s.Denials)...)
 	}
 	for _, s := range p.Steps {
 		if _, ran := mi.Egress[s.Name]; ran {
@@ -211,6 +203,22 @@ func envNames(p *pipeline.Pipeline) []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// Denied turns a step's proxy denials into provenance entries; the GitLab
+// driver uses it too.
+func Denied(step string, denials []egress.Denial) []manifest.Denied {
+	var out []manifest.Denied
+	for _, d := range denials {
+		host, port := splitTarget(d.Target)
+		if host == "" {
+			// Rejected before a destination could be read (malformed or
+			// smuggling requests).
+			host = "(malformed request)"
+		}
+		out = append(out, manifest.Denied{Step: step, Host: host, Port: port, Reason: d.Reason, Count: max(d.Count, 1)})
+	}
+	return out
 }
 
 func splitTarget(t string) (string, int) {

@@ -8,13 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/cleanroom-ci/cleanroom/runner"
@@ -270,14 +268,7 @@ func (d *Driver) provenanceInput(st *JobState, resp *Response, records []StageRe
 		if r.Digest != "" {
 			in.Images = append(in.Images, manifest.Image{Step: name, Ref: r.Image, Digest: r.Digest})
 		}
-		for _, dn := range r.Denials {
-			host, port := splitTarget(dn.Target)
-			if host == "" {
-				// Rejected before a destination could be read.
-				host = "(malformed request)"
-			}
-			in.Denied = append(in.Denied, manifest.Denied{Step: name, Host: host, Port: port, Reason: dn.Reason, Count: max(dn.Count, 1)})
-		}
+		in.Denied = append(in.Denied, runner.Denied(name, r.Denials)...)
 	}
 
 	sum := sha256.Sum256(egressLog)
@@ -338,15 +329,6 @@ func userVariableNames(resp *Response) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func splitTarget(t string) (string, int) {
-	host, port, err := net.SplitHostPort(t)
-	if err != nil {
-		return t, 0
-	}
-	n, _ := strconv.Atoi(port)
-	return host, n
 }
 
 // matchJobArtifacts finds the files the job's artifacts:paths name (for

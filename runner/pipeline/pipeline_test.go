@@ -253,13 +253,13 @@ func TestStepImage(t *testing.T) {
 		"  - {name: c, run: d, image: 'docker-archive:/abs/img.tar'}",
 		"  - {name: e, run: f, image: golang:1.26}",
 	))
-	p.Dir = "/work/repo"
+	p.Dir = t.TempDir()
 	tests := []struct {
 		step    int
 		written string
 		ref     ImageRef
 	}{
-		{0, "oci-archive:./images/builder.tar", ImageRef{Kind: OCIArchive, Ref: "/work/repo/images/builder.tar"}},
+		{0, "oci-archive:./images/builder.tar", ImageRef{Kind: OCIArchive, Ref: filepath.Join(p.Dir, "images/builder.tar")}},
 		{1, "docker-archive:/abs/img.tar", ImageRef{Kind: DockerArchive, Ref: "/abs/img.tar"}},
 		{2, "golang:1.26", ImageRef{Kind: Registry, Ref: "golang:1.26", Name: "golang", Tag: "1.26"}},
 	}
