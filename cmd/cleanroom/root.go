@@ -44,7 +44,7 @@ infrastructure failure (system failure).`,
 	pf.StringVar(&g.namespace, "namespace", "cleanroom", "containerd namespace for images and containers")
 
 	root.AddCommand(newRunCommand(g), newImageCommand(g), newLintCommand(g), newVerifyCommand(), newKeygenCommand(), newVersionCommand(), newGitLabCommand(g),
-		newExportMaterialsCommand(), newImportMaterialsCommand())
+		newExportMaterialsCommand(), newImportMaterialsCommand(), newAgentCommand(g))
 	return root
 }
 

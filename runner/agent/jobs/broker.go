@@ -110,7 +110,7 @@ func Open(ctx context.Context, o Options) (*Broker, error) {
 	}
 	if b.nc, err = nats.Connect(o.URL, copts...); err != nil {
 		b.Close()
-		return nil, fmt.Errorf("connect to NATS %s: %w", redactURL(o.URL), err)
+		return nil, fmt.Errorf("connect to NATS %s: %w", RedactURL(o.URL), err)
 	}
 	if err := b.setup(ctx, o); err != nil {
 		b.Close()
@@ -528,7 +528,8 @@ func (b *Broker) DeleteFile(ctx context.Context, name string) error {
 	return err
 }
 
-func redactURL(u string) string {
+// RedactURL hides the credentials of NATS URLs (a comma-separated list).
+func RedactURL(u string) string {
 	var out []string
 	for _, part := range strings.Split(u, ",") {
 		if at := strings.LastIndex(part, "@"); at >= 0 {

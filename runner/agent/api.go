@@ -1,0 +1,540 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cleanroom-ci/cleanroom/runner/agent/auth"
+	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
+	"github.com/cleanroom-ci/cleanroom/runner/agent/source"
+	"github.com/cleanroom-ci/cleanroom/runner/agent/webhook"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+)
+
+// maxJSONBody bounds a JSON job submission: it is a few URLs.
+const maxJSONBody = 64 << 10
+
+func (a *Agent) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("GET /metrics", a.auth.Require(auth.ScopeRead, func(w http.ResponseWriter, r *http.Request, _ auth.Token) {
+		a.metrics.handler().ServeHTTP(w, r)
+	}))
+	mux.Handle("POST /api/v1/jobs", a.auth.Require(auth.ScopeSubmit, a.submit))
+	mux.Handle("GET /api/v1/jobs", a.auth.Require(auth.ScopeRead, a.list))
+	mux.Handle("GET /api/v1/jobs/{id}", a.auth.Require(auth.ScopeRead, a.get))
+	mux.Handle("GET /api/v1/jobs/{id}/log", a.auth.Require(auth.ScopeRead, a.logs))
+	mux.Handle("POST /api/v1/jobs/{id}/cancel", a.auth.Require(auth.ScopeSubmit, a.cancel))
+	mux.Handle("GET /api/v1/jobs/{id}/files", a.auth.Require(auth.ScopeRead, a.files))
+	mux.Handle("GET /api/v1/jobs/{id}/files/{name...}", a.auth.Require(auth.ScopeRead, a.file))
+	mux.HandleFunc("POST /hooks/{name}", a.hook)
+	a.registerWeb(mux)
+	return securityHeaders(mux)
+}
+
+// securityHeaders are set on every response: nothing the agent serves is
+// meant to be framed, sniffed or cached by a shared cache.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (a *Agent) readyz(w http.ResponseWriter, _ *http.Request) {
+	switch {
+	case a.draining.Load():
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+	case !a.broker.Connected():
+		http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
+	default:
+		io.WriteString(w, "ready\n")
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// SubmitRequest is the JSON body of POST /api/v1/jobs.
+type SubmitRequest struct {
+	Git      *GitSource `json:"git"`
+	Pipeline string     `json:"pipeline"`
+}
+
+// GitSource names a commit to build.
+type GitSource struct {
+	Repository string `json:"repository"`
+	Ref        string `json:"ref"`
+	Commit     string `json:"commit"`
+}
+
+// submitted is the answer to a submission.
+type submitted struct {
+	ID  string   `json:"id"`
+	Job jobs.Job `json:"job"`
+	URL string   `json:"url"`
+	Log string   `json:"log"`
+}
+
+func (a *Agent) submit(w http.ResponseWriter, r *http.Request, tok auth.Token) {
+	if a.draining.Load() {
+		auth.WriteError(w, http.StatusServiceUnavailable, "this agent is draining; submit to another agent")
+		return
+	}
+	now := time.Now().UTC()
+	job := jobs.Job{ID: jobs.NewID(now), Created: now, Trigger: jobs.Trigger{Kind: "api", Token: tok.Name}}
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	var tarball io.Reader
+	switch ct {
+	case "application/json":
+		var req SubmitRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			auth.WriteError(w, http.StatusBadRequest, "job: "+jsonError(err))
+			return
+		}
+		if req.Git == nil {
+			auth.WriteError(w, http.StatusBadRequest, `job: "git" is required in a JSON submission ({"git": {"repository": "https://…", "ref": "refs/heads/main"}}); to build an uploaded tree, POST a tarball (Content-Type: application/gzip) instead`)
+			return
+		}
+		if err := a.checkGit(req.Git); err != nil {
+			auth.WriteError(w, http.StatusBadRequest, "job: git: "+err.Error())
+			return
+		}
+		job.Source = jobs.Source{Kind: "git", Repository: req.Git.Repository, Ref: req.Git.Ref, Commit: req.Git.Commit}
+		job.Pipeline = req.Pipeline
+	case "application/gzip", "application/x-gzip", "application/x-tar", "application/octet-stream":
+		spool, sum, size, err := a.spoolTarball(w, r)
+		if err != nil {
+			status := http.StatusBadRequest
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				status = http.StatusRequestEntityTooLarge
+			}
+			auth.WriteError(w, status, "source tarball: "+err.Error())
+			return
+		}
+		defer os.Remove(spool.Name())
+		defer spool.Close()
+		tarball = spool
+		job.Source = jobs.Source{Kind: "tarball", SHA256: sum, Size: size}
+		job.Pipeline = r.URL.Query().Get("pipeline")
+	default:
+		auth.WriteError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: send application/json (a git source) or application/gzip / application/x-tar (a source tarball)", ct))
+		return
+	}
+	if job.Pipeline == "" {
+		job.Pipeline = "cleanroom.yaml"
+	}
+	if _, err := safeRel(job.Pipeline); err != nil {
+		auth.WriteError(w, http.StatusBadRequest, "job: pipeline: "+err.Error())
+		return
+	}
+	job, err := a.broker.Submit(r.Context(), job, tarball, "")
+	if err != nil {
+		auth.WriteError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	a.log.Info("job submitted", "job", job.ID, "token", tok.Name, "source", job.Source.Kind)
+	writeJSON(w, http.StatusAccepted, a.submittedBody(job))
+}
+
+func (a *Agent) submittedBody(j jobs.Job) submitted {
+	return submitted{ID: j.ID, Job: j, URL: "/api/v1/jobs/" + j.ID, Log: "/api/v1/jobs/" + j.ID + "/log"}
+}
+
+func jsonError(err error) string {
+	var mbe *http.MaxBytesError
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		return fmt.Sprintf("body larger than %d bytes", mbe.Limit)
+	case errors.As(err, &se):
+		return fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q: want %s, got %s", te.Field, te.Type, te.Value)
+	case errors.Is(err, io.EOF):
+		return "empty body; send a JSON object"
+	}
+	return err.Error()
+}
+
+// checkGit refuses a git source the agent would not fetch, before it is
+// queued, so that the submitter gets the reason at once. The fetch itself
+// enforces the allowlist again through the egress proxy.
+func (a *Agent) checkGit(g *GitSource) error {
+	u, err := url.Parse(g.Repository)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("repository %q is not a URL", g.Repository)
+	}
+	if u.Scheme != "https" && !(u.Scheme == "http" && a.cfg.SourceAllowHTTP) {
+		return fmt.Errorf("repository %q: the agent fetches https:// remotes only", g.Repository)
+	}
+	if u.User != nil {
+		return errors.New("repository: credentials in the URL are refused; they would be stored with the job")
+	}
+	if g.Ref == "" && g.Commit == "" {
+		return errors.New(`give "ref" (a branch or tag, e.g. refs/heads/main) and/or "commit" (40 hex digits)`)
+	}
+	if g.Commit != "" && !isHexSHA(g.Commit) {
+		return fmt.Errorf("commit %q: want 40 lower-case hex digits", g.Commit)
+	}
+	if g.Ref != "" && (strings.HasPrefix(g.Ref, "-") || strings.Contains(g.Ref, "..") || strings.ContainsAny(g.Ref, " \t\n\r~^:?*[\\")) {
+		return fmt.Errorf("ref %q is not a valid git ref name", g.Ref)
+	}
+	pol, err := egress.NewPolicy(a.cfg.SourceAllow)
+	if err != nil {
+		return err
+	}
+	port := 443
+	if u.Scheme == "http" {
+		port = 80
+	}
+	if p := u.Port(); p != "" {
+		port, _ = strconv.Atoi(p)
+	}
+	var addrs []netip.Addr
+	if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil {
+		addrs = []netip.Addr{ip}
+	} else if ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", u.Hostname()); err == nil {
+		addrs = ips
+	}
+	if d := pol.Decide(u.Hostname(), port, addrs); !d.Allowed {
+		return fmt.Errorf("host %s is not in the agent's git allowlist (source.allow): %s", u.Host, d.Reason)
+	}
+	return nil
+}
+
+func isHexSHA(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// spoolTarball saves an upload to a temporary file, hashing it, and
+// extracts it once into a scratch directory so that a bad tarball (path
+// traversal, devices, too large) is refused now with the entry named,
+// not later as a failed job.
+func (a *Agent) spoolTarball(w http.ResponseWriter, r *http.Request) (*os.File, string, int64, error) {
+	dir := a.cfg.DataDir + "/uploads"
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", 0, err
+	}
+	f, err := os.CreateTemp(dir, "upload-*")
+	if err != nil {
+		return nil, "", 0, err
+	}
+	fail := func(err error) (*os.File, string, int64, error) {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, "", 0, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), http.MaxBytesReader(w, r.Body, a.cfg.MaxUpload))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fail(fmt.Errorf("larger than source.max_upload (%d bytes): %w", a.cfg.MaxUpload, err))
+		}
+		return fail(err)
+	}
+	if n == 0 {
+		return fail(errors.New("empty body; send a tar or tar.gz of the source tree"))
+	}
+	scratch, err := os.MkdirTemp(dir, "check-*")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(scratch)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	if _, err := source.ExtractTarball(bufio.NewReader(f), scratch, source.Limits{}); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	return f, hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+func (a *Agent) list(w http.ResponseWriter, r *http.Request, _ auth.Token) {
+	limit := 100
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			auth.WriteError(w, http.StatusBadRequest, "limit: want 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	list, err := a.broker.List(r.Context(), limit)
+	if err != nil {
+		auth.WriteError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": list})
+}
+
+// job loads the job named in the path, answering 404 itself.
+func (a *Agent) job(w http.ResponseWriter, r *http.Request) (jobs.Job, bool) {
+	j, _, err := a.broker.Get(r.Context(), r.PathValue("id"))
+	if errors.Is(err, jobs.ErrNotFound) {
+		auth.WriteError(w, http.StatusNotFound, fmt.Sprintf("no job %q", r.PathValue("id")))
+		return j, false
+	}
+	if err != nil {
+		auth.WriteError(w, http.StatusServiceUnavailable, err.Error())
+		return j, false
+	}
+	return j, true
+}
+
+func (a *Agent) get(w http.ResponseWriter, r *http.Request, _ auth.Token) {
+	if j, ok := a.job(w, r); ok {
+		writeJSON(w, http.StatusOK, j)
+	}
+}
+
+func (a *Agent) cancel(w http.ResponseWriter, r *http.Request, tok auth.Token) {
+	j, ok := a.job(w, r)
+	if !ok {
+		return
+	}
+	if !tok.Scope.Allows(auth.ScopeAdmin) && (j.Trigger.Kind != "api" || j.Trigger.Token != tok.Name) {
+		auth.WriteError(w, http.StatusForbidden, "only the token that submitted this job, or an admin token, may cancel it")
+		return
+	}
+	var queuedCancel bool
+	j, err := a.broker.Update(r.Context(), j.ID, func(j *jobs.Job) error {
+		if jobs.Terminal(j.State) {
+			return errAlreadyFinished
+		}
+		j.CancelRequested, j.CancelledBy = true, "token "+tok.Name
+		queuedCancel = j.State == jobs.StateQueued
+		if queuedCancel {
+			// No agent holds it: settle it here; the queue message is
+			// acknowledged when an agent next sees it.
+			j.State, j.Finished, j.Error = jobs.StateCancelled, time.Now().UTC(), "cancelled by token "+tok.Name
+		}
+		return nil
+	})
+	if errors.Is(err, errAlreadyFinished) {
+		auth.WriteError(w, http.StatusConflict, fmt.Sprintf("job %s already finished (%s)", j.ID, j.State))
+		return
+	}
+	if err != nil {
+		auth.WriteError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if queuedCancel {
+		a.broker.EndLog(r.Context(), j.ID, j.State)
+	}
+	a.log.Info("job cancel requested", "job", j.ID, "token", tok.Name)
+	writeJSON(w, http.StatusAccepted, j)
+}
+
+var errAlreadyFinished = errors.New("already finished")
+
+// logs streams a job's log from its start, following it until the job
+// ends: as Server-Sent Events (Accept: text/event-stream; event "log"
+// with {"text": …}, then event "end" with {"state": …}) or as plain text.
+func (a *Agent) logs(w http.ResponseWriter, r *http.Request, _ auth.Token) {
+	j, ok := a.job(w, r)
+	if !ok {
+		return
+	}
+	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+	flusher, _ := w.(http.Flusher)
+	if sse {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("X-Accel-Buffering", "no")
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	emit := func(p []byte) error {
+		var err error
+		if sse {
+			b, _ := json.Marshal(map[string]string{"text": string(p)})
+			_, err = fmt.Fprintf(w, "event: log\ndata: %s\n\n", b)
+		} else {
+			_, err = w.Write(p)
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return err
+	}
+	var state string
+	if jobs.Terminal(j.State) && a.storedLog(r.Context(), j, emit) {
+		state = j.State
+	} else {
+		var err error
+		state, err = a.broker.FollowLog(r.Context(), j.ID, emit)
+		if err != nil {
+			return
+		}
+	}
+	if sse {
+		b, _ := json.Marshal(map[string]string{"state": state})
+		fmt.Fprintf(w, "event: end\ndata: %s\n\n", b)
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+}
+
+// storedLog sends a finished job's kept log, if there is one.
+func (a *Agent) storedLog(ctx context.Context, j jobs.Job, emit func([]byte) error) bool {
+	rc, _, err := a.broker.GetFile(ctx, jobs.OutputObject(j.ID, "job.log"))
+	if err != nil {
+		return false
+	}
+	defer rc.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rc.Read(buf)
+		if n > 0 && emit(buf[:n]) != nil {
+			return true
+		}
+		if err != nil {
+			return true
+		}
+	}
+}
+
+func (a *Agent) files(w http.ResponseWriter, r *http.Request, _ auth.Token) {
+	if j, ok := a.job(w, r); ok {
+		writeJSON(w, http.StatusOK, map[string]any{"files": j.Outputs})
+	}
+}
+
+// file serves one output. Only names the job lists can be fetched, so a
+// crafted name cannot reach another job's objects.
+func (a *Agent) file(w http.ResponseWriter, r *http.Request, _ auth.Token) {
+	j, ok := a.job(w, r)
+	if !ok {
+		return
+	}
+	name := r.PathValue("name")
+	var out *jobs.Output
+	for i := range j.Outputs {
+		if j.Outputs[i].Name == name {
+			out = &j.Outputs[i]
+		}
+	}
+	if out == nil {
+		auth.WriteError(w, http.StatusNotFound, fmt.Sprintf("job %s has no file %q; GET /api/v1/jobs/%s/files lists them", j.ID, name, j.ID))
+		return
+	}
+	rc, size, err := a.broker.GetFile(r.Context(), jobs.OutputObject(j.ID, name))
+	if err != nil {
+		auth.WriteError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	defer rc.Close()
+	ct := "application/octet-stream"
+	switch {
+	case strings.HasSuffix(name, ".json"), strings.HasSuffix(name, ".jsonl"):
+		ct = "application/json"
+	case strings.HasSuffix(name, ".log"):
+		ct = "text/plain; charset=utf-8"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(name)}))
+	w.Header().Set("Digest", "sha-256="+out.SHA256)
+	io.Copy(w, rc)
+}
+
+// hook takes a push webhook. It needs no token: the delivery is
+// authenticated by its HMAC signature (GitHub) or secret token (GitLab),
+// and failures count against the same per-client limiter as bad tokens.
+func (a *Agent) hook(w http.ResponseWriter, r *http.Request) {
+	ip := auth.ClientIP(r)
+	if !a.auth.Limiter.Allowed(ip) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(a.auth.Limiter.RetryAfter(ip).Seconds())+1))
+		auth.WriteError(w, http.StatusTooManyRequests, "too many failed requests from this address; retry later")
+		return
+	}
+	h, ok := a.hooks[r.PathValue("name")]
+	if !ok {
+		a.auth.Limiter.Fail(ip)
+		auth.WriteError(w, http.StatusNotFound, fmt.Sprintf("no webhook %q on this agent", r.PathValue("name")))
+		return
+	}
+	push, err := webhook.Parse(r, h, maxWebhookBody)
+	var ig *webhook.IgnoredError
+	switch {
+	case errors.As(err, &ig):
+		writeJSON(w, http.StatusAccepted, map[string]string{"ignored": ig.Reason})
+		return
+	case err != nil:
+		status := webhook.HTTPStatus(err)
+		if status == http.StatusUnauthorized {
+			a.auth.Limiter.Fail(ip)
+		}
+		a.log.Warn("webhook delivery refused", "hook", h.Name, "status", status, "error", err)
+		auth.WriteError(w, status, err.Error())
+		return
+	}
+	if a.draining.Load() {
+		auth.WriteError(w, http.StatusServiceUnavailable, "this agent is draining; the forge will retry the delivery")
+		return
+	}
+	now := time.Now().UTC()
+	job := jobs.Job{
+		ID: jobs.NewID(now), Created: now, Pipeline: h.PipelinePath(),
+		Source:  jobs.Source{Kind: "git", Repository: push.Repository, Ref: push.Ref, Commit: push.Commit},
+		Trigger: jobs.Trigger{Kind: string(push.Provider), Hook: h.Name, Delivery: push.DeliveryID, Pusher: push.Pusher},
+	}
+	dedup := ""
+	if push.DeliveryID != "" {
+		dedup = string(push.Provider) + ":" + h.Name + ":" + push.DeliveryID
+	}
+	job, err = a.broker.Submit(r.Context(), job, nil, dedup)
+	if err != nil {
+		auth.WriteError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	a.log.Info("webhook queued a job", "hook", h.Name, "job", job.ID, "ref", push.Ref, "commit", push.Commit)
+	writeJSON(w, http.StatusAccepted, a.submittedBody(job))
+}

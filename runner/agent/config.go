@@ -1,0 +1,404 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+
+	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+)
+
+// Defaults of the agent configuration.
+const (
+	DefaultConfigPath = "/etc/cleanroom/agent.yaml"
+	DefaultDataDir    = "/var/lib/cleanroom/agent"
+	DefaultListen     = "127.0.0.1:8080"
+	DefaultBuilderID  = "https://cleanroom.dev/builder/agent@v1"
+	// DefaultMaxUpload bounds an uploaded source tarball (compressed).
+	DefaultMaxUpload = 256 << 20
+	// maxWebhookBody bounds a webhook delivery; GitHub caps its payloads
+	// at 25 MB.
+	maxWebhookBody = 25 << 20
+)
+
+// Policies for a job whose agent was lost (killed, crashed, restarted)
+// while it ran.
+const (
+	OnLossRetry = "retry"
+	OnLossFail  = "fail"
+)
+
+// Signing modes.
+const (
+	SignNone    = "none"
+	SignKey     = "key"
+	SignKeyless = "keyless"
+)
+
+// Config is the agent's configuration, resolved and validated.
+type Config struct {
+	Path string
+	// Listen is the HTTP(S) address; TLSCert and TLSKey turn on TLS.
+	Listen           string
+	TLSCert, TLSKey  string
+	DataDir          string
+	Concurrency      int
+	NATSURL          string
+	NATSCredentials  string
+	NATSReplicas     int
+	TokensFile       string
+	SourceAllow      []string
+	SourceAllowHTTP  bool
+	MaxUpload        int64
+	ImagesAllowed    []string
+	JobTimeout       time.Duration
+	OnAgentLoss      string
+	MaxAttempts      int
+	Grace            time.Duration
+	AckWait          time.Duration
+	RunAllow         []string
+	GoProxyUpstream  string
+	BuilderID        string
+	Signing          Signing
+	Webhooks         []Webhook
+	ExternalURL      string
+}
+
+// Signing is how the agent signs the jobs' provenance and artifacts.
+type Signing struct {
+	Mode string
+	// Key mode: a cosign key and the file holding its password.
+	Key, PasswordFile string
+	// Keyless mode: a file the platform keeps fresh with an OIDC token
+	// (a projected service-account token, a workload identity file).
+	IdentityTokenFile           string
+	FulcioURL, RekorURL, TSAURL string
+	TrustedRoot                 string
+}
+
+// Webhook maps a push webhook to a repository and pipeline.
+type Webhook struct {
+	Name       string
+	Provider   string
+	SecretFile string
+	Repository string
+	Refs       []string
+	Pipeline   string
+}
+
+type configFile struct {
+	Version     int          `yaml:"version"`
+	Listen      string       `yaml:"listen"`
+	TLS         tlsFile      `yaml:"tls"`
+	DataDir     string       `yaml:"data_dir"`
+	Concurrency int          `yaml:"concurrency"`
+	NATS        natsFile     `yaml:"nats"`
+	TokensFile  string       `yaml:"tokens_file"`
+	ExternalURL string       `yaml:"external_url"`
+	Source      sourceFile   `yaml:"source"`
+	Images      imagesFile   `yaml:"images"`
+	Jobs        jobsFile     `yaml:"jobs"`
+	Run         runFile      `yaml:"run"`
+	Signing     signingFile  `yaml:"signing"`
+	Webhooks    []hookFile   `yaml:"webhooks"`
+}
+
+type tlsFile struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+type natsFile struct {
+	URL         string `yaml:"url"`
+	Credentials string `yaml:"credentials"`
+	Replicas    int    `yaml:"replicas"`
+	AckWait     string `yaml:"ack_wait"`
+}
+
+type sourceFile struct {
+	Allow     []string `yaml:"allow"`
+	AllowHTTP bool     `yaml:"allow_http"`
+	MaxUpload string   `yaml:"max_upload"`
+}
+
+type imagesFile struct {
+	Allowed []string `yaml:"allowed"`
+}
+
+type jobsFile struct {
+	Timeout     string `yaml:"timeout"`
+	OnAgentLoss string `yaml:"on_agent_loss"`
+	MaxAttempts int    `yaml:"max_attempts"`
+	Grace       string `yaml:"grace"`
+}
+
+type runFile struct {
+	Allow           []string `yaml:"allow"`
+	GoProxyUpstream string   `yaml:"goproxy_upstream"`
+	BuilderID       string   `yaml:"builder_id"`
+}
+
+type signingFile struct {
+	Mode              string `yaml:"mode"`
+	Key               string `yaml:"key"`
+	PasswordFile      string `yaml:"password_file"`
+	IdentityTokenFile string `yaml:"identity_token_file"`
+	FulcioURL         string `yaml:"fulcio_url"`
+	RekorURL          string `yaml:"rekor_url"`
+	TSAURL            string `yaml:"tsa_url"`
+	TrustedRoot       string `yaml:"trusted_root"`
+}
+
+type hookFile struct {
+	Name       string   `yaml:"name"`
+	Provider   string   `yaml:"provider"`
+	SecretFile string   `yaml:"secret_file"`
+	Repository string   `yaml:"repository"`
+	Refs       []string `yaml:"refs"`
+	Pipeline   string   `yaml:"pipeline"`
+}
+
+// ConfigError is one problem in the configuration, at FILE:LINE:COL.
+type ConfigError struct {
+	File         string
+	Line, Column int
+	Field        string
+	Msg          string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Field == "" {
+		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d:%d: %s: %s", e.File, e.Line, e.Column, e.Field, e.Msg)
+}
+
+// LoadConfig reads and validates the agent configuration. A missing file
+// is not an error when path is the default: every setting has a default
+// that is safe (loopback only, no webhooks, nothing signed).
+func LoadConfig(path string, mustExist bool) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !mustExist {
+		data = []byte("version: 1\n")
+	} else if err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig decodes and validates configuration YAML.
+func ParseConfig(name string, data []byte) (*Config, error) {
+	d := &configDecoder{file: name}
+	file, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		return nil, d.yamlError(err)
+	}
+	d.ast = file
+	var raw configFile
+	if len(file.Docs) > 0 && file.Docs[0].Body != nil {
+		if err := yaml.NodeToValue(file.Docs[0].Body, &raw, yaml.Strict()); err != nil {
+			return nil, d.yamlError(err)
+		}
+	}
+	c := d.resolve(&raw)
+	if len(d.errs) > 0 {
+		return nil, errors.Join(d.errs...)
+	}
+	c.Path = name
+	return c, nil
+}
+
+type configDecoder struct {
+	file string
+	ast  *ast.File
+	errs []error
+}
+
+func (d *configDecoder) yamlError(err error) error {
+	var ye yaml.Error
+	if errors.As(err, &ye) {
+		line, col := 1, 1
+		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
+			line, col = max(tk.Position.Line, 1), max(tk.Position.Column, 1)
+		}
+		return &ConfigError{File: d.file, Line: line, Column: col, Msg: ye.GetMessage()}
+	}
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	return &ConfigError{File: d.file, Line: 1, Column: 1, Msg: msg}
+}
+
+// errorf records a problem at the YAML path ("$.a.b[1]") of field.
+func (d *configDecoder) errorf(path, field, format string, args ...any) {
+	line, col := 1, 1
+	if p, err := yaml.PathString(path); err == nil && d.ast != nil {
+		if n, err := p.FilterFile(d.ast); err == nil && n != nil {
+			if tk := n.GetToken(); tk != nil && tk.Position != nil {
+				line, col = max(tk.Position.Line, 1), max(tk.Position.Column, 1)
+			}
+		}
+	}
+	d.errs = append(d.errs, &ConfigError{File: d.file, Line: line, Column: col, Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (d *configDecoder) duration(path, field, raw string, def time.Duration) time.Duration {
+	if raw == "" {
+		return def
+	}
+	v, err := time.ParseDuration(raw)
+	if err != nil || v <= 0 {
+		d.errorf(path, field, "%q is not a positive duration (e.g. 30s, 10m, 1h)", raw)
+		return def
+	}
+	return v
+}
+
+func (d *configDecoder) rules(path, field string, in []string) []string {
+	for i, r := range in {
+		if _, err := egress.ParseRule(r); err != nil {
+			d.errorf(fmt.Sprintf("%s[%d]", path, i), field, "%v", err)
+		}
+	}
+	return in
+}
+
+func (d *configDecoder) resolve(raw *configFile) *Config {
+	if raw.Version != 0 && raw.Version != 1 {
+		d.errorf("$.version", "version", "unsupported version %d; this agent reads version 1", raw.Version)
+	}
+	c := &Config{
+		Listen:          orDefault(raw.Listen, DefaultListen),
+		TLSCert:         raw.TLS.Cert,
+		TLSKey:          raw.TLS.Key,
+		DataDir:         orDefault(raw.DataDir, DefaultDataDir),
+		Concurrency:     raw.Concurrency,
+		NATSURL:         raw.NATS.URL,
+		NATSCredentials: raw.NATS.Credentials,
+		NATSReplicas:    max(raw.NATS.Replicas, 1),
+		TokensFile:      raw.TokensFile,
+		ExternalURL:     strings.TrimRight(raw.ExternalURL, "/"),
+		SourceAllowHTTP: raw.Source.AllowHTTP,
+		MaxUpload:       DefaultMaxUpload,
+		ImagesAllowed:   raw.Images.Allowed,
+		OnAgentLoss:     orDefault(raw.Jobs.OnAgentLoss, OnLossRetry),
+		MaxAttempts:     raw.Jobs.MaxAttempts,
+		GoProxyUpstream: raw.Run.GoProxyUpstream,
+		BuilderID:       orDefault(raw.Run.BuilderID, DefaultBuilderID),
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = runtime.NumCPU()
+	}
+	if c.Concurrency < 0 {
+		d.errorf("$.concurrency", "concurrency", "must be positive")
+		c.Concurrency = 1
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 2
+	}
+	if c.MaxAttempts < 0 {
+		d.errorf("$.jobs.max_attempts", "jobs.max_attempts", "must be positive")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		d.errorf("$.listen", "listen", "%q is not HOST:PORT", c.Listen)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		d.errorf("$.tls", "tls", "set both cert and key, or neither")
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		d.errorf("$.data_dir", "data_dir", "must be an absolute path")
+	}
+	if raw.NATS.Replicas < 0 || raw.NATS.Replicas > 5 {
+		d.errorf("$.nats.replicas", "nats.replicas", "must be 1 to 5")
+	}
+	if c.NATSURL == "" && raw.NATS.Replicas > 1 {
+		d.errorf("$.nats.replicas", "nats.replicas", "replicas need a NATS cluster (nats.url); the embedded server is a single node")
+	}
+	c.AckWait = d.duration("$.nats.ack_wait", "nats.ack_wait", raw.NATS.AckWait, 30*time.Second)
+	c.SourceAllow = d.rules("$.source.allow", "source.allow", raw.Source.Allow)
+	if raw.Source.MaxUpload != "" {
+		n, err := pipeline.ParseSize(raw.Source.MaxUpload)
+		if err != nil || n <= 0 {
+			d.errorf("$.source.max_upload", "source.max_upload", "%q is not a size (e.g. 256MiB)", raw.Source.MaxUpload)
+		} else {
+			c.MaxUpload = n
+		}
+	}
+	for i, p := range c.ImagesAllowed {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			d.errorf(fmt.Sprintf("$.images.allowed[%d]", i), "images.allowed", "%q is not a valid pattern", p)
+		}
+	}
+	c.JobTimeout = d.duration("$.jobs.timeout", "jobs.timeout", raw.Jobs.Timeout, time.Hour)
+	c.Grace = d.duration("$.jobs.grace", "jobs.grace", raw.Jobs.Grace, 2*time.Minute)
+	if c.OnAgentLoss != OnLossRetry && c.OnAgentLoss != OnLossFail {
+		d.errorf("$.jobs.on_agent_loss", "jobs.on_agent_loss", "%q: use retry (run the job again, up to max_attempts) or fail", c.OnAgentLoss)
+	}
+	c.RunAllow = d.rules("$.run.allow", "run.allow", raw.Run.Allow)
+	s := raw.Signing
+	c.Signing = Signing{Mode: orDefault(s.Mode, SignNone), Key: s.Key, PasswordFile: s.PasswordFile,
+		IdentityTokenFile: s.IdentityTokenFile, FulcioURL: s.FulcioURL, RekorURL: s.RekorURL, TSAURL: s.TSAURL, TrustedRoot: s.TrustedRoot}
+	switch c.Signing.Mode {
+	case SignNone:
+	case SignKey:
+		if s.Key == "" {
+			d.errorf("$.signing", "signing.key", "mode key needs key: the cosign key file")
+		}
+	case SignKeyless:
+		if s.IdentityTokenFile == "" {
+			d.errorf("$.signing", "signing.identity_token_file", "mode keyless needs identity_token_file: a file holding the agent's OIDC token")
+		}
+	default:
+		d.errorf("$.signing.mode", "signing.mode", "%q: use none, key or keyless", c.Signing.Mode)
+	}
+	names := map[string]bool{}
+	for i, h := range raw.Webhooks {
+		at := fmt.Sprintf("$.webhooks[%d]", i)
+		w := Webhook{Name: h.Name, Provider: h.Provider, SecretFile: h.SecretFile, Repository: h.Repository, Refs: h.Refs, Pipeline: orDefault(h.Pipeline, "cleanroom.yaml")}
+		if !hookNameRE(w.Name) {
+			d.errorf(at+".name", "webhooks.name", "%q: use letters, digits, '-' and '_' (it is the URL path /hooks/<name>)", w.Name)
+		} else if names[w.Name] {
+			d.errorf(at+".name", "webhooks.name", "%q is used twice", w.Name)
+		}
+		names[w.Name] = true
+		if w.Provider != "github" && w.Provider != "gitlab" {
+			d.errorf(at, "webhooks.provider", "%q: use github or gitlab", w.Provider)
+		}
+		if w.SecretFile == "" {
+			d.errorf(at, "webhooks.secret_file", "a webhook needs a secret: a file holding the shared secret (GitHub) or token (GitLab)")
+		}
+		if !strings.HasPrefix(w.Repository, "https://") && !(c.SourceAllowHTTP && strings.HasPrefix(w.Repository, "http://")) {
+			d.errorf(at, "webhooks.repository", "%q: the https clone URL of the repository", w.Repository)
+		}
+		c.Webhooks = append(c.Webhooks, w)
+	}
+	return c
+}
+
+func hookNameRE(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

@@ -1,0 +1,54 @@
+package agent
+
+import (
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+)
+
+// checkImages refuses a pipeline whose images the agent's admin did not
+// allow. A job's pipeline comes from whoever can push to a repository, and
+// the runner reads image archives from the host: without this check a
+// pipeline could name any archive on the agent's disk (another team's
+// builder image) or any registry. Archives inside the job's own workspace
+// are always allowed (they came with the source and are recorded by
+// digest); anything else must match images.allowed.
+func checkImages(p *pipeline.Pipeline, workspace string, allowed []string) error {
+	ws, err := filepath.EvalSymlinks(workspace)
+	if err != nil {
+		return err
+	}
+	for _, s := range p.Steps {
+		written := p.StepImage(s)
+		ref := p.StepImageRef(s)
+		if ref.Kind == pipeline.OCIArchive || ref.Kind == pipeline.DockerArchive {
+			real, err := filepath.EvalSymlinks(ref.Ref)
+			if err == nil && (real == ws || strings.HasPrefix(real, ws+string(filepath.Separator))) {
+				continue
+			}
+			if err != nil {
+				real = ref.Ref
+			}
+			if matchAny(allowed, ref.Kind.String()+":"+real) {
+				continue
+			}
+			return fmt.Errorf("step %q: image %q is an archive outside the job's source; put it in the repository or add its path to images.allowed in the agent config", s.Name, written)
+		}
+		if !matchAny(allowed, written) {
+			return fmt.Errorf("step %q: image %q is not allowed on this agent; ask its admin to add a pattern for it to images.allowed", s.Name, written)
+		}
+	}
+	return nil
+}
+
+func matchAny(patterns []string, s string) bool {
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, s); ok {
+			return true
+		}
+	}
+	return false
+}

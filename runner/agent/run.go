@@ -1,0 +1,355 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cleanroom-ci/cleanroom/runner"
+	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
+	"github.com/cleanroom-ci/cleanroom/runner/agent/source"
+	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+)
+
+// outcome is how one attempt ended.
+type outcome struct {
+	state    string
+	exitCode int
+	err      string
+	result   *jobs.Result
+	outputs  []jobs.Output
+}
+
+func infraFailure(err error) outcome {
+	return outcome{state: jobs.StateError, exitCode: 2, err: err.Error()}
+}
+
+// run carries out one attempt: source onto disk, pipeline checked against
+// the agent's policy, `cleanroom run` in a child process, outputs stored.
+func (a *Agent) run(ctx context.Context, job *jobs.Job) outcome {
+	dir := a.jobDir(job.ID)
+	os.RemoveAll(dir) // a previous attempt on this machine
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return infraFailure(err)
+	}
+	defer os.RemoveAll(dir)
+	logw, err := a.newLog(job.ID, filepath.Join(dir, "job.log"))
+	if err != nil {
+		return infraFailure(err)
+	}
+	logw.Printf("job %s, attempt %d, on agent %s", job.ID, job.Attempt, a.id)
+	out := a.runLogged(ctx, job, dir, logw)
+	switch out.state {
+	case jobs.StateCancelled:
+		logw.Printf("job cancelled")
+	case jobs.StateSucceeded:
+		logw.Printf("job succeeded")
+	default:
+		if out.err != "" {
+			logw.Printf("job %s: %s", out.state, out.err)
+		} else {
+			logw.Printf("job %s (exit %d)", out.state, out.exitCode)
+		}
+	}
+	logPath := logw.Close()
+	if o, err := a.storeFile(a.bg, job.ID, "job.log", logPath); err == nil {
+		out.outputs = append(out.outputs, o)
+	}
+	return out
+}
+
+func (a *Agent) runLogged(ctx context.Context, job *jobs.Job, dir string, logw *logPublisher) outcome {
+	ws := filepath.Join(dir, "src")
+	outDir := filepath.Join(dir, "out")
+	if err := a.fetchSource(ctx, job, ws, logw); err != nil {
+		if ctx.Err() != nil {
+			return a.interrupted(ctx)
+		}
+		return infraFailure(err)
+	}
+	rel, err := safeRel(job.Pipeline)
+	if err != nil {
+		return infraFailure(fmt.Errorf("pipeline: %w", err))
+	}
+	pfile := filepath.Join(ws, rel)
+	p, err := pipeline.Load(pfile, pipeline.WithRuleCheck(func(r string) error { _, err := egress.ParseRule(r); return err }))
+	if err != nil {
+		return infraFailure(fmt.Errorf("pipeline: %s", strings.ReplaceAll(err.Error(), ws+"/", "")))
+	}
+	if err := checkImages(p, ws, a.cfg.ImagesAllowed); err != nil {
+		return infraFailure(err)
+	}
+	args, env, err := a.childArgs(pfile, ws, outDir)
+	if err != nil {
+		return infraFailure(err)
+	}
+	var stdout bytes.Buffer
+	code, err := a.runChild(ctx, args, env, &stdout, logw)
+	if err != nil {
+		return infraFailure(err)
+	}
+	out := outcome{exitCode: code}
+	var res runner.Result
+	if json.Unmarshal(stdout.Bytes(), &res) == nil {
+		out.result = summarize(&res)
+	}
+	switch {
+	case ctx.Err() != nil:
+		out = a.interrupted(ctx)
+	case code == 0:
+		out.state = jobs.StateSucceeded
+	case code == 1:
+		out.state = jobs.StateFailed
+	default:
+		out.state = jobs.StateError
+	}
+	outs, err := a.storeOutputs(a.bg, job.ID, outDir, ws, out.result)
+	if err != nil {
+		logw.Printf("storing outputs failed: %v", err)
+		if out.state == jobs.StateSucceeded {
+			out.state, out.exitCode, out.err = jobs.StateError, 2, "storing outputs: "+err.Error()
+		}
+	}
+	out.outputs = outs
+	return out
+}
+
+// interrupted names why a run stopped from outside.
+func (a *Agent) interrupted(ctx context.Context) outcome {
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(cause, errCancelRequested):
+		return outcome{state: jobs.StateCancelled, exitCode: 2}
+	case errors.Is(cause, errJobTimeout):
+		return outcome{state: jobs.StateError, exitCode: 2, err: fmt.Sprintf("the job ran longer than jobs.timeout (%s) and was stopped", a.cfg.JobTimeout)}
+	}
+	return outcome{state: jobs.StateError, exitCode: 2, err: fmt.Sprint(cause)}
+}
+
+// fetchSource puts the job's source at ws: a git commit fetched through
+// the agent's git allowlist, or the uploaded tarball.
+func (a *Agent) fetchSource(ctx context.Context, job *jobs.Job, ws string, logw *logPublisher) error {
+	switch job.Source.Kind {
+	case "git":
+		logw.Printf("fetching %s %s", job.Source.Repository, orDefault(job.Source.Commit, job.Source.Ref))
+		g, err := source.FetchGit(ctx, job.Source.Repository, job.Source.Ref, job.Source.Commit, ws, source.GitOptions{
+			Allow:     a.cfg.SourceAllow,
+			AllowHTTP: a.cfg.SourceAllowHTTP,
+			Logger:    a.log.Named("git"),
+		})
+		if err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+		job.Source.Commit = g.Commit
+		logw.Printf("source: %s at %s", g.Remote, g.Commit)
+		return nil
+	case "tarball":
+		r, _, err := a.broker.GetFile(ctx, jobs.SourceObject(job.ID))
+		if err != nil {
+			return fmt.Errorf("source tarball: %w", err)
+		}
+		defer r.Close()
+		if err := os.MkdirAll(ws, 0o755); err != nil {
+			return err
+		}
+		t, err := source.ExtractTarball(r, ws, source.Limits{})
+		if err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+		if job.Source.SHA256 != "" && t.SHA256 != job.Source.SHA256 {
+			return fmt.Errorf("source tarball: stored copy has sha256 %s, the upload had %s", t.SHA256, job.Source.SHA256)
+		}
+		logw.Printf("source: tarball sha256:%s, %d files", t.SHA256, t.Files)
+		return nil
+	}
+	return fmt.Errorf("unknown source kind %q", job.Source.Kind)
+}
+
+// childArgs builds the `cleanroom run` command line of a job. The child
+// gets no environment of the agent's but PATH and, for key signing, the
+// key's password: NATS credentials, tokens and webhook secrets stay here.
+func (a *Agent) childArgs(pfile, ws, outDir string) ([]string, []string, error) {
+	args := append([]string{}, a.opts.ChildArgs...)
+	args = append(args, "run", "-f", pfile, "--workdir", ws, "--out", outDir, "--output", "json",
+		"--builder-id", a.cfg.BuilderID)
+	for _, r := range a.cfg.RunAllow {
+		args = append(args, "--allow", r)
+	}
+	if a.cfg.GoProxyUpstream != "" {
+		args = append(args, "--goproxy-upstream", a.cfg.GoProxyUpstream)
+	}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + filepath.Dir(outDir), "GOPROXY=off"}
+	s := a.cfg.Signing
+	switch s.Mode {
+	case SignKey:
+		args = append(args, "--sign-key", s.Key)
+		if s.PasswordFile != "" {
+			pw, err := os.ReadFile(s.PasswordFile)
+			if err != nil {
+				return nil, nil, fmt.Errorf("signing password: %w", err)
+			}
+			env = append(env, "COSIGN_PASSWORD="+strings.TrimRight(string(pw), "\r\n"))
+		} else {
+			env = append(env, "COSIGN_PASSWORD=")
+		}
+	case SignKeyless:
+		args = append(args, "--keyless", "--identity-token", s.IdentityTokenFile)
+		for flag, v := range map[string]string{"--fulcio-url": s.FulcioURL, "--rekor-url": s.RekorURL, "--tsa-url": s.TSAURL} {
+			if v != "" {
+				args = append(args, flag, v)
+			}
+		}
+	}
+	if s.TrustedRoot != "" {
+		args = append(args, "--trusted-root", s.TrustedRoot)
+	}
+	return args, env, nil
+}
+
+// runChild runs `cleanroom run` and returns its exit code. The child
+// dies with the agent (SIGTERM through Pdeathsig, which it handles as a
+// cancel: every sandbox it started is removed), so a killed agent leaves
+// no build running that another agent might duplicate. Cancelling ctx
+// sends SIGTERM too, then SIGKILL after a minute.
+func (a *Agent) runChild(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int, error) {
+	type result struct {
+		code int
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// Pdeathsig fires when the thread that started the child exits,
+		// not the process: keep this goroutine on its thread until the
+		// child is reaped.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		cmd := exec.Command(a.opts.Binary, args...)
+		cmd.Env, cmd.Stdout, cmd.Stderr = env, stdout, stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			ch <- result{err: fmt.Errorf("start cleanroom run: %w", err)}
+			return
+		}
+		waited := make(chan struct{})
+		go func() {
+			select {
+			case <-ctx.Done():
+				cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-time.After(time.Minute):
+					syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				case <-waited:
+				}
+			case <-waited:
+			}
+		}()
+		err := cmd.Wait()
+		close(waited)
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			ch <- result{code: ee.ExitCode()}
+			return
+		}
+		ch <- result{err: err}
+	}()
+	r := <-ch
+	return r.code, r.err
+}
+
+// summarize keeps what the API and the page show of the runner's result.
+func summarize(res *runner.Result) *jobs.Result {
+	out := &jobs.Result{FailedStep: res.Failed, SignedBy: res.SignedBy}
+	for _, s := range res.Steps {
+		denied := 0
+		for _, d := range s.Denials {
+			denied += d.Count
+		}
+		out.Denials += denied
+		out.Steps = append(out.Steps, jobs.Step{Name: s.Name, Status: s.Status, ExitCode: s.ExitCode, Seconds: s.DurationS, Denied: denied})
+	}
+	for _, sub := range res.Subjects {
+		out.Artifacts = append(out.Artifacts, jobs.Artifact{Name: sub.Name, SHA256: sub.SHA256})
+	}
+	if res.Provenance != "" {
+		out.Provenance = filepath.Base(res.Provenance)
+	}
+	for _, b := range res.Bundles {
+		out.Bundles = append(out.Bundles, filepath.Base(b))
+	}
+	return out
+}
+
+// storeOutputs keeps the run's output directory (logs, egress log,
+// summary, provenance, bundles) and its artifacts, each re-hashed on the
+// way in and compared with the digest the provenance names.
+func (a *Agent) storeOutputs(ctx context.Context, id, outDir, ws string, res *jobs.Result) ([]jobs.Output, error) {
+	var outs []jobs.Output
+	err := filepath.WalkDir(outDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, _ := filepath.Rel(outDir, p)
+		o, err := a.storeFile(ctx, id, filepath.ToSlash(rel), p)
+		if err != nil {
+			return err
+		}
+		outs = append(outs, o)
+		return nil
+	})
+	if err != nil {
+		return outs, err
+	}
+	if res != nil {
+		for _, art := range res.Artifacts {
+			rel, err := safeRel(art.Name)
+			if err != nil {
+				return outs, err
+			}
+			o, err := a.storeFile(ctx, id, "artifacts/"+filepath.ToSlash(rel), filepath.Join(ws, rel))
+			if err != nil {
+				return outs, err
+			}
+			if o.SHA256 != art.SHA256 {
+				return outs, fmt.Errorf("artifact %s changed after it was hashed (sha256 %s, provenance says %s)", art.Name, o.SHA256, art.SHA256)
+			}
+			outs = append(outs, o)
+		}
+	}
+	sort.Slice(outs, func(i, j int) bool { return outs[i].Name < outs[j].Name })
+	return outs, nil
+}
+
+func (a *Agent) storeFile(ctx context.Context, id, name, path string) (jobs.Output, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return jobs.Output{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	info, err := a.broker.PutFile(ctx, jobs.OutputObject(id, name), io.TeeReader(f, h))
+	if err != nil {
+		return jobs.Output{}, fmt.Errorf("store %s: %w", name, err)
+	}
+	return jobs.Output{Name: name, Size: int64(info.Size), SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
