@@ -50,29 +50,29 @@ const (
 type Config struct {
 	Path string
 	// Listen is the HTTP(S) address; TLSCert and TLSKey turn on TLS.
-	Listen           string
-	TLSCert, TLSKey  string
-	DataDir          string
-	Concurrency      int
-	NATSURL          string
-	NATSCredentials  string
-	NATSReplicas     int
-	TokensFile       string
-	SourceAllow      []string
-	SourceAllowHTTP  bool
-	MaxUpload        int64
-	ImagesAllowed    []string
-	JobTimeout       time.Duration
-	OnAgentLoss      string
-	MaxAttempts      int
-	Grace            time.Duration
-	AckWait          time.Duration
-	RunAllow         []string
-	GoProxyUpstream  string
-	BuilderID        string
-	Signing          Signing
-	Webhooks         []Webhook
-	ExternalURL      string
+	Listen          string
+	TLSCert, TLSKey string
+	DataDir         string
+	Concurrency     int
+	NATSURL         string
+	NATSCredentials string
+	NATSReplicas    int
+	TokensFile      string
+	SourceAllow     []string
+	SourceAllowHTTP bool
+	MaxUpload       int64
+	ImagesAllowed   []string
+	JobTimeout      time.Duration
+	OnAgentLoss     string
+	MaxAttempts     int
+	Grace           time.Duration
+	AckWait         time.Duration
+	RunAllow        []string
+	GoProxyUpstream string
+	BuilderID       string
+	Signing         Signing
+	Webhooks        []Webhook
+	ExternalURL     string
 }
 
 // Signing is how the agent signs the jobs' provenance and artifacts.
@@ -98,20 +98,20 @@ type Webhook struct {
 }
 
 type configFile struct {
-	Version     int          `yaml:"version"`
-	Listen      string       `yaml:"listen"`
-	TLS         tlsFile      `yaml:"tls"`
-	DataDir     string       `yaml:"data_dir"`
-	Concurrency int          `yaml:"concurrency"`
-	NATS        natsFile     `yaml:"nats"`
-	TokensFile  string       `yaml:"tokens_file"`
-	ExternalURL string       `yaml:"external_url"`
-	Source      sourceFile   `yaml:"source"`
-	Images      imagesFile   `yaml:"images"`
-	Jobs        jobsFile     `yaml:"jobs"`
-	Run         runFile      `yaml:"run"`
-	Signing     signingFile  `yaml:"signing"`
-	Webhooks    []hookFile   `yaml:"webhooks"`
+	Version     int         `yaml:"version"`
+	Listen      string      `yaml:"listen"`
+	TLS         tlsFile     `yaml:"tls"`
+	DataDir     string      `yaml:"data_dir"`
+	Concurrency int         `yaml:"concurrency"`
+	NATS        natsFile    `yaml:"nats"`
+	TokensFile  string      `yaml:"tokens_file"`
+	ExternalURL string      `yaml:"external_url"`
+	Source      sourceFile  `yaml:"source"`
+	Images      imagesFile  `yaml:"images"`
+	Jobs        jobsFile    `yaml:"jobs"`
+	Run         runFile     `yaml:"run"`
+	Signing     signingFile `yaml:"signing"`
+	Webhooks    []hookFile  `yaml:"webhooks"`
 }
 
 type tlsFile struct {
