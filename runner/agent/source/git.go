@@ -215,7 +215,7 @@ func FetchGit(ctx context.Context, remote, ref, commit, dir string, o GitOptions
 	fail := func(step string, err error) (Git, error) {
 		stop()
 		res.Events = rec.events()
-		if d := denial(proxy.Denials()); d != nil {
+		if d := denial(policy, proxy.Denials()); d != nil {
 			return res, d
 		}
 		if ctx.Err() != nil {
@@ -433,7 +433,7 @@ func secretsOf(u *url.URL, authHeader string) []string {
 }
 
 // denial turns the proxy's refusals into the error a user can act on.
-func denial(ds []egress.Denial) error {
+func denial(policy *egress.Policy, ds []egress.Denial) error {
 	if len(ds) == 0 {
 		return nil
 	}
@@ -443,9 +443,15 @@ func denial(ds []egress.Denial) error {
 		if host == "" {
 			host = "(unknown)"
 		}
-		if d.Hint != "" {
+		h, p, err := net.SplitHostPort(d.Target)
+		port, _ := strconv.Atoi(p)
+		switch {
+		case d.Hint != "" && err == nil && policy.NeedsResolve(h, port):
+			// The name is allowed; what it resolved to is not.
+			msgs = append(msgs, fmt.Sprintf("git host %s resolved to an address the agent's git allowlist (source.allow) does not cover; add %q to fetch from it (%s)", host, defaultPort(d.Hint), d.Reason))
+		case d.Hint != "":
 			msgs = append(msgs, fmt.Sprintf("git host %s is not in the agent's git allowlist (source.allow); add %q to fetch from it (%s)", host, defaultPort(d.Hint), d.Reason))
-		} else {
+		default:
 			msgs = append(msgs, fmt.Sprintf("git request to %s was refused by the agent's egress proxy: %s", host, d.Reason))
 		}
 	}

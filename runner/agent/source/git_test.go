@@ -281,13 +281,23 @@ func TestFetchGitNotAllowed(t *testing.T) {
 			t.Fatalf("allow %v: no denial among the events %+v", allow, g.Events)
 		}
 	}
+	// An https remote that is not allowed is refused at the CONNECT,
+	// before its name is even resolved.
+	o := GitOptions{Allow: []string{s.hostPort()}, Timeout: time.Minute}
+	_, err := FetchGit(context.Background(), "https://git.example.org/acme/widget.git", "main", "", t.TempDir(), o)
+	want := `git host git.example.org is not in the agent's git allowlist (source.allow); add "git.example.org" to fetch from it`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("https: err = %v", err)
+	}
+
 	// A name rule never reaches loopback, whatever it resolves to.
-	o := httpOpts(s)
-	o.Allow = []string{"localhost"}
-	_, err := FetchGit(context.Background(), strings.Replace(s.url, "127.0.0.1", "localhost", 1), "main", "", t.TempDir(), o)
-	if err == nil || !strings.Contains(err.Error(), "source.allow") {
+	o = httpOpts(s)
+	o.Allow = []string{strings.Replace(s.hostPort(), "127.0.0.1", "localhost", 1)}
+	_, err = FetchGit(context.Background(), strings.Replace(s.url, "127.0.0.1", "localhost", 1), "main", "", t.TempDir(), o)
+	if err == nil || !strings.Contains(err.Error(), "resolved to an address the agent's git allowlist (source.allow) does not cover") {
 		t.Fatalf("localhost: err = %v", err)
 	}
+	t.Log(err)
 }
 
 func TestFetchGitHTTPS(t *testing.T) {

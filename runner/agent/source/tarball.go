@@ -106,7 +106,7 @@ func ExtractTarball(r io.Reader, dir string, lim Limits) (Tarball, error) {
 		return Tarball{}, errors.New("the upload is a zip archive; send a gzip-compressed or plain tar archive")
 	}
 
-	x := &extractor{root: root, lim: lim, symlinks: map[string]bool{}, regular: map[string]bool{}}
+	x := &extractor{root: root, lim: lim, symlinks: map[string]bool{}, regular: map[string]bool{}, dirs: map[string]bool{}}
 	tr := tar.NewReader(body)
 	for {
 		hdr, err := tr.Next()
@@ -167,6 +167,38 @@ type extractor struct {
 	bytes    int64
 	symlinks map[string]bool // every name that was ever a symlink
 	regular  map[string]bool // regular files extracted so far (hard link targets)
+	dirs     map[string]bool // directories made so far
+}
+
+// mkdirs makes dir and its parents, each 0755 whatever the umask, and
+// refuses to go through anything that is not a directory.
+func (x *extractor) mkdirs(dir string) error {
+	if dir == "." || x.dirs[dir] {
+		return nil
+	}
+	if err := x.mkdirs(path.Dir(dir)); err != nil {
+		return err
+	}
+	err := x.root.Mkdir(dir, 0o755)
+	switch {
+	case err == nil:
+		// Mkdir's mode is subject to the umask.
+		if err := x.root.Chmod(dir, 0o755); err != nil {
+			return err
+		}
+	case errors.Is(err, fs.ErrExist):
+		fi, err := x.root.Lstat(dir)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%q is not a directory", dir)
+		}
+	default:
+		return err
+	}
+	x.dirs[dir] = true
+	return nil
 }
 
 // entry extracts one header and reports whether it created anything.
@@ -201,10 +233,8 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) (bool, error) {
 			return false, fmt.Errorf("archive entry %s is below %q, which is a symlink", q, p)
 		}
 	}
-	if dir := path.Dir(name); dir != "." {
-		if err := x.root.MkdirAll(dir, 0o755); err != nil {
-			return false, fmt.Errorf("archive entry %s: creating its directory: %w", q, err)
-		}
+	if err := x.mkdirs(path.Dir(name)); err != nil {
+		return false, fmt.Errorf("archive entry %s: creating its directory: %w", q, err)
 	}
 
 	switch hdr.Typeflag {
@@ -212,14 +242,9 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) (bool, error) {
 		if fi, err := x.root.Lstat(name); err == nil && !fi.IsDir() {
 			return false, fmt.Errorf("archive entry %s: a directory replaces an earlier non-directory entry", q)
 		}
-		if err := x.root.Mkdir(name, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := x.mkdirs(name); err != nil {
 			return false, fmt.Errorf("archive entry %s: %w", q, err)
 		}
-		// Mkdir's mode is subject to the umask.
-		if err := x.root.Chmod(name, 0o755); err != nil {
-			return false, fmt.Errorf("archive entry %s: %w", q, err)
-		}
-		delete(x.regular, name)
 		return true, nil
 
 	case tar.TypeReg:
