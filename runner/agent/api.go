@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -124,6 +123,10 @@ func (a *Agent) submit(w http.ResponseWriter, r *http.Request, tok auth.Token) {
 			auth.WriteError(w, http.StatusBadRequest, `job: "git" is required in a JSON submission ({"git": {"repository": "https://…", "ref": "refs/heads/main"}}); to build an uploaded tree, POST a tarball (Content-Type: application/gzip) instead`)
 			return
 		}
+		if _, err := safeRel(orDefault(req.Pipeline, "cleanroom.yaml")); err != nil {
+			auth.WriteError(w, http.StatusBadRequest, "job: pipeline: "+err.Error())
+			return
+		}
 		if err := a.checkGit(req.Git); err != nil {
 			auth.WriteError(w, http.StatusBadRequest, "job: git: "+err.Error())
 			return
@@ -181,6 +184,8 @@ func jsonError(err error) string {
 		return fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se)
 	case errors.As(err, &te):
 		return fmt.Sprintf("field %q: want %s, got %s", te.Field, te.Type, te.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "malformed JSON: the body ends before the JSON object does"
 	case errors.Is(err, io.EOF):
 		return "empty body; send a JSON object"
 	}
@@ -221,14 +226,16 @@ func (a *Agent) checkGit(g *GitSource) error {
 	if p := u.Port(); p != "" {
 		port, _ = strconv.Atoi(p)
 	}
-	var addrs []netip.Addr
-	if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil {
-		addrs = []netip.Addr{ip}
-	} else if ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", u.Hostname()); err == nil {
-		addrs = ips
-	}
-	if d := pol.Decide(u.Hostname(), port, addrs); !d.Allowed {
-		return fmt.Errorf("host %s is not in the agent's git allowlist (source.allow): %s", u.Host, d.Reason)
+	// Only the name is checked here, without a DNS query (a query for an
+	// unlisted name would itself be egress); the fetch goes through the
+	// egress proxy, which checks the addresses it resolves.
+	host := strings.Trim(u.Hostname(), "[]")
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if d := pol.Decide(host, port, []netip.Addr{ip}); !d.Allowed {
+			return fmt.Errorf("host %s is not in the agent's git allowlist (source.allow): %s", u.Host, d.Reason)
+		}
+	} else if !pol.NeedsResolve(host, port) {
+		return fmt.Errorf("host %s is not in the agent's git allowlist (source.allow); ask the agent's admin to add it", u.Host)
 	}
 	return nil
 }
