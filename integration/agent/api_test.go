@@ -271,7 +271,7 @@ func TestAgentCancel(t *testing.T) {
 	waitNoChildRuns(t, 10*time.Second)
 
 	// A queued job cancelled before any agent takes it never runs.
-	stopped := e.agent("cancel-queued", "", "concurrency: 1\n", 0)
+	stopped := e.agent("cancel-queued", "", "", 0, func(c *agenttest.AgentConfig) { c.Concurrency = 1 })
 	c2 := e.client(stopped, e.submit)
 	busy := e.submit1(c2, e.source(pipeline("sleep 5", ""), nil))
 	queued := e.submit1(c2, e.source(pipeline("echo must-not-run", ""), nil))

@@ -62,12 +62,16 @@ func newEnv(t *testing.T) *env {
 }
 
 // agent starts an agent; extra is YAML appended to its config.
-func (e *env) agent(name, natsURL, extra string, port int) *agenttest.Agent {
+func (e *env) agent(name, natsURL, extra string, port int, opts ...func(*agenttest.AgentConfig)) *agenttest.Agent {
 	e.t.Helper()
-	a, err := agenttest.StartAgent(agenttest.AgentConfig{
+	c := agenttest.AgentConfig{
 		Binary: e.bin, Dir: filepath.Join(e.dir, name), StateDir: cfg.StateDir, Namespace: cfg.Namespace,
 		TokensFile: e.tokens, NATSURL: natsURL, ID: name, Extra: extra, Port: port,
-	})
+	}
+	for _, o := range opts {
+		o(&c)
+	}
+	a, err := agenttest.StartAgent(c)
 	if err != nil {
 		e.t.Fatal(err)
 	}

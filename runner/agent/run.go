@@ -67,6 +67,14 @@ func (a *Agent) run(ctx context.Context, job *jobs.Job) outcome {
 		}
 	}
 	logPath := logw.Close()
+	// The kept log is the whole job's, earlier attempts included (they may
+	// have run on another agent); this attempt's own copy is the fallback.
+	if f, err := os.Create(filepath.Join(dir, "whole.log")); err == nil {
+		if a.broker.ReadLog(a.bg, job.ID, f) == nil {
+			logPath = f.Name()
+		}
+		f.Close()
+	}
 	if o, err := a.storeFile(a.bg, job.ID, "job.log", logPath); err == nil {
 		out.outputs = append(out.outputs, o)
 	}

@@ -497,6 +497,42 @@ func (b *Broker) FollowLog(ctx context.Context, id string, fn func([]byte) error
 	}
 }
 
+// ReadLog writes the log a job has so far (every attempt, on whichever
+// agent) to w, without waiting for more.
+func (b *Broker) ReadLog(ctx context.Context, id string, w io.Writer) error {
+	c, err := b.js.OrderedConsumer(ctx, LogStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{logSubject + id},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return err
+	}
+	for {
+		batch, err := c.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return err
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			if msg.Headers().Get(endHeader) == "" {
+				if _, err := w.Write(msg.Data()); err != nil {
+					return err
+				}
+			}
+			if md, err := msg.Metadata(); err == nil && md.NumPending == 0 {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
 // PutFile stores one output of a job.
 func (b *Broker) PutFile(ctx context.Context, name string, r io.Reader) (*jetstream.ObjectInfo, error) {
 	return b.files.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
