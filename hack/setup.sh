@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what cleanroom's demo and tests need on a Debian
 # machine, as root: containerd and runc from Debian, busybox-static (the
-# example and test images are built from it), iproute2, util-linux.
+# example and test images are built from it), iproute2, util-linux, and
+# chromium (the agent web page test).
 # Idempotent: it does nothing that is already done.
 set -euo pipefail
 
@@ -19,6 +20,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v ip >/dev/null || need+=(iproute2)
 command -v flock >/dev/null || need+=(util-linux)
 command -v git >/dev/null || need+=(git)
+# The agent's web page test drives a headless Chromium.
+command -v chromium >/dev/null || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
 	log "installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
