@@ -107,11 +107,15 @@ func (a *Agent) runLogged(ctx context.Context, job *jobs.Job, dir string, logw *
 		return infraFailure(err)
 	}
 	var stdout bytes.Buffer
-	code, err := a.runChild(ctx, args, env, &stdout, logw)
+	stderr := &lastError{w: logw}
+	code, err := a.runChild(ctx, args, env, &stdout, stderr)
 	if err != nil {
 		return infraFailure(err)
 	}
 	out := outcome{exitCode: code}
+	if code != 0 {
+		out.err = stderr.message()
+	}
 	var res runner.Result
 	if json.Unmarshal(stdout.Bytes(), &res) == nil {
 		out.result = summarize(&res)
@@ -278,6 +282,34 @@ func (a *Agent) runChild(ctx context.Context, args, env []string, stdout, stderr
 	r := <-ch
 	return r.code, r.err
 }
+
+// lastError passes the child's stderr through and keeps its last
+// "cleanroom: …" line: the reason `cleanroom run` gives when it fails.
+type lastError struct {
+	w       io.Writer
+	partial []byte
+	last    string
+}
+
+func (l *lastError) Write(p []byte) (int, error) {
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		if line, ok := bytes.CutPrefix(l.partial[:i], []byte("cleanroom: ")); ok {
+			l.last = string(line)
+		}
+		l.partial = l.partial[i+1:]
+	}
+	if len(l.partial) > 64<<10 {
+		l.partial = l.partial[:0] // a step's endless line is not an error message
+	}
+	return l.w.Write(p)
+}
+
+func (l *lastError) message() string { return l.last }
 
 // summarize keeps what the API and the page show of the runner's result.
 func summarize(res *runner.Result) *jobs.Result {

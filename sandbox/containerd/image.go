@@ -2,14 +2,17 @@ package ctrexec
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
@@ -18,6 +21,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 )
@@ -63,6 +67,11 @@ func (e *Executor) importArchive(ctx context.Context, ref, path string) (sandbox
 		return sandbox.Image{}, fmt.Errorf("image %s: %w", ref, err)
 	}
 	name := archiveRepo + ":" + sum
+	unlock, err := e.lockImage(ctx, name)
+	if err != nil {
+		return sandbox.Image{}, fmt.Errorf("image %s: %w", ref, err)
+	}
+	defer unlock()
 	if img, err := e.client.GetImage(ctx, name); err == nil {
 		if err := e.unpack(ctx, img); err != nil {
 			return sandbox.Image{}, err
@@ -74,7 +83,11 @@ func (e *Executor) importArchive(ctx context.Context, ref, path string) (sandbox
 		return sandbox.Image{}, fmt.Errorf("image %s: %w", ref, err)
 	}
 	defer f.Close()
-	tmpPrefix := "import.cleanroom.local/" + sum[:12]
+	// The temporary names are this process's own: another process
+	// importing the same archive must not find or delete them.
+	var nonce [6]byte
+	rand.Read(nonce[:])
+	tmpPrefix := "import.cleanroom.local/" + sum[:12] + "-" + hex.EncodeToString(nonce[:])
 	imgs, err := e.client.Import(ctx, f,
 		containerd.WithImageRefTranslator(func(string) string { return "" }),
 		containerd.WithDigestRef(func(d digest.Digest) string { return tmpPrefix + "@" + d.String() }),
@@ -93,6 +106,15 @@ func (e *Executor) importArchive(ctx context.Context, ref, path string) (sandbox
 			target = &t
 		}
 	}
+	// Name the content before the import's names go: content that no
+	// name refers to may be garbage collected at any moment.
+	var created images.Image
+	if target != nil {
+		created, err = e.client.ImageService().Create(ctx, images.Image{Name: name, Target: *target})
+		if errdefs.IsAlreadyExists(err) {
+			created, err = e.client.ImageService().Get(ctx, name)
+		}
+	}
 	// Drop whatever names the import created, including names the archive
 	// itself carried; only our content-derived name stays.
 	for _, im := range imgs {
@@ -101,8 +123,7 @@ func (e *Executor) importArchive(ctx context.Context, ref, path string) (sandbox
 	if target == nil {
 		return sandbox.Image{}, fmt.Errorf("import %s: no image for this platform in the archive", path)
 	}
-	created, err := e.client.ImageService().Create(ctx, images.Image{Name: name, Target: *target})
-	if err != nil && !errdefs.IsAlreadyExists(err) {
+	if err != nil {
 		return sandbox.Image{}, fmt.Errorf("import %s: %w", path, err)
 	}
 	img := containerd.NewImage(e.client, created)
@@ -111,6 +132,42 @@ func (e *Executor) importArchive(ctx context.Context, ref, path string) (sandbox
 	}
 	e.log.Info("imported image", "archive", path, "digest", target.Digest.String())
 	return sandbox.Image{Ref: ref, Name: name, Digest: target.Digest.String()}, nil
+}
+
+// imageLockDir holds the host-wide image locks; /run/lock is the
+// conventional place, shared by every process whatever its state dir.
+const imageLockDir = "/run/lock/cleanroom"
+
+// lockImage serialises the import or pull of one image name across
+// processes (runs of an agent side by side, several runners on a host):
+// two imports of one archive at once would otherwise race on its names
+// and its unpacked snapshots. It waits for the lock until ctx ends.
+func (e *Executor) lockImage(ctx context.Context, name string) (func(), error) {
+	dir := imageLockDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		dir = e.stateDir
+	}
+	sum := sha256.Sum256([]byte(e.ns + "\x00" + name))
+	f, err := os.OpenFile(filepath.Join(dir, "image-"+hex.EncodeToString(sum[:12])+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func (e *Executor) unpack(ctx context.Context, img containerd.Image) error {
@@ -132,6 +189,11 @@ func (e *Executor) pull(ctx context.Context, ref string) (sandbox.Image, error) 
 		return sandbox.Image{}, fmt.Errorf("image %q: %w", ref, err)
 	}
 	name := named.String()
+	unlock, err := e.lockImage(ctx, name)
+	if err != nil {
+		return sandbox.Image{}, fmt.Errorf("image %s: %w", ref, err)
+	}
+	defer unlock()
 	if _, pinned := named.(reference.Digested); pinned {
 		if img, err := e.client.GetImage(ctx, name); err == nil {
 			if err := e.unpack(ctx, img); err != nil {
