@@ -1,12 +1,16 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cleanroom-ci/cleanroom/internal/clitest"
 )
 
 func TestTwoStepsPassDataThroughWorkspace(t *testing.T) {
@@ -349,4 +353,42 @@ steps:
 	if r := e.run(nil, "run", "--secret", "UNSET_SECRET_VAR"); r.code != 2 || !strings.Contains(r.stderr, "UNSET_SECRET_VAR") {
 		t.Fatalf("unset secret: %s", r)
 	}
+}
+
+// TestConcurrentRunsImportOneArchive starts four runs at once on an
+// archive the store has never seen (an agent running jobs side by side
+// does this with every new builder image): each import must succeed,
+// none may delete what another is importing.
+func TestConcurrentRunsImportOneArchive(t *testing.T) {
+	e := newEnv(t)
+	data, err := os.ReadFile(e.image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two more end-of-archive blocks: the same image, a digest never seen.
+	fresh := filepath.Join(e.dir, "fresh.tar")
+	nonce := make([]byte, 1024)
+	copy(nonce[1000:], fmt.Sprint(time.Now().UnixNano()))
+	if err := os.WriteFile(fresh, append(data, nonce...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	results := make([]result, 4)
+	for i := range results {
+		ws := filepath.Join(e.dir, fmt.Sprintf("ws%d", i))
+		os.MkdirAll(ws, 0o755)
+		os.WriteFile(filepath.Join(ws, "cleanroom.yaml"), []byte("version: 1\nimage: oci-archive:"+fresh+"\nsteps:\n  - name: s\n    run: echo ok\n    timeout: 1m\n"), 0o644)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = e.run(nil, append(baseArgs(), "run", "-f", filepath.Join(ws, "cleanroom.yaml"))...)
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.code != 0 {
+			t.Errorf("run %d: %s", i, r)
+		}
+	}
+	clitest.RequireNoResidue(t, cfg)
 }

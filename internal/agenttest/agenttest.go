@@ -225,7 +225,9 @@ type Response struct {
 	Body   []byte
 }
 
-func (r Response) String() string { return fmt.Sprintf("HTTP %d: %s", r.Status, bytes.TrimSpace(r.Body)) }
+func (r Response) String() string {
+	return fmt.Sprintf("HTTP %d: %s", r.Status, bytes.TrimSpace(r.Body))
+}
 
 // Do sends a request; body may be nil.
 func (c Client) Do(method, path, contentType string, body io.Reader, hdr map[string]string) (Response, error) {
