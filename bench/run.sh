@@ -10,6 +10,7 @@
 #   3. workspace hashing: runner/manifest/bench_hash.sh
 #   4. concurrency: 8 pipelines at once vs in sequence, runner peak RSS
 #   5. Go micro-benchmarks of sandbox/egress
+#   6. agent: jobs per minute of a trivial pipeline, one agent vs two
 #
 # Needs root (containers, namespaces). Uses its own containerd namespace,
 # state directory and temporary directory, and removes them, the containers
@@ -184,7 +185,7 @@ begin build
 mkdir -p "$WORK/bin"
 version=$(git describe --always --dirty 2>/dev/null || echo dev)
 go build -ldflags "-X main.version=$version" -o "$WORK/bin/cleanroom" ./cmd/cleanroom
-for t in benchrun egressbench benchreport; do
+for t in benchrun egressbench benchreport agentbench; do
 	go build -o "$WORK/bin/$t" "./bench/cmd/$t"
 done
 BR=$WORK/bin/benchrun
@@ -193,6 +194,7 @@ EB=$WORK/bin/egressbench
 # the same snapshot of the tree and a tree that does not build fails at once.
 go test -c -o "$WORK/bin/egress.test" ./sandbox/egress/
 go run ./internal/cmd/mkbusybox -o "$WORK/busybox.tar" >/dev/null
+go build -o "$WORK/bin/nats-server" github.com/nats-io/nats-server/v2
 CR="$WORK/bin/cleanroom --state-dir $STATE --namespace $NS --containerd-address $SOCK"
 end
 
@@ -355,6 +357,15 @@ BENCH_CONC_WS=$CONC BENCH_CONC_DIR=$OUT/concurrency CLEANROOM=$WORK/bin/cleanroo
 	"$BR" time -rounds "$CONC_ROUNDS" -warmup 0 -timeout 10m -o "$OUT/concurrency.json" -ratio seq8/par8 \
 	"seq8=bash $here/concurrency.sh seq 8 {run}" \
 	"par8=bash $here/concurrency.sh par 8 {run}"
+end
+
+# ---- 6. agent throughput ------------------------------------------------------------------------
+# Jobs per minute of a one-step pipeline, one agent vs two agents sharing a
+# nats-server, fresh agents and server per measurement, interleaved rounds.
+
+begin agent
+"$WORK/bin/agentbench" -cleanroom "$WORK/bin/cleanroom" -nats-server "$WORK/bin/nats-server" -image "$WORK/busybox.tar" \
+	-namespace "$NS" -state-dir "$STATE" -rounds "${AGENT_ROUNDS:-2}" -jobs "${AGENT_JOBS:-20}" -o "$OUT/agent.json"
 end
 
 # ---- 5. micro-benchmarks ----------------------------------------------------------------------

@@ -254,7 +254,7 @@ func (r *report) target(area, what, measured, target, v string) {
 func run(in, docPath, sock string) error {
 	r := &report{in: in}
 	var body bytes.Buffer
-	sections := []func() error{r.startup, r.proxy, r.hashing, r.concurrency, r.micro}
+	sections := []func() error{r.startup, r.proxy, r.hashing, r.concurrency, r.agent, r.micro}
 	for _, s := range sections {
 		if err := s(); err != nil {
 			return err
@@ -726,6 +726,46 @@ func (r *report) concurrency() error {
 	r.p("\nSpeed-up, sequence/at-once per round: **%s**. Failed runs: **%d of %d**.\n\n", ratioSpread(sp.Stats), failed, len(statuses))
 	r.p("Peak RSS per runner process (`ru_maxrss`, which also covers the helpers it waits for — `go env`, `git`, `runc --version` — each smaller than the runner): at once median %s, max %s; in sequence median %s, max %s.\n\n",
 		mib(pr.Median), mib(pr.Max), mib(sr.Median), mib(sr.Max))
+	return nil
+}
+
+// ---- 6. agent throughput ----
+
+type agentResult struct {
+	Rounds       int `json:"rounds"`
+	Jobs         int `json:"jobs"`
+	Concurrency  int `json:"concurrencyPerAgent"`
+	Measurements []struct {
+		Agents     int     `json:"agents"`
+		Seconds    float64 `json:"seconds"`
+		JobsPerMin float64 `json:"jobsPerMinute"`
+	} `json:"measurements"`
+}
+
+func (r *report) agent() error {
+	var res agentResult
+	if err := readJSON(filepath.Join(r.in, "agent.json"), &res); err != nil {
+		return err
+	}
+	per := map[int][]float64{}
+	for _, m := range res.Measurements {
+		per[m.Agents] = append(per[m.Agents], m.JobsPerMin)
+	}
+	if len(per[1]) == 0 || len(per[2]) == 0 || len(per[1]) != len(per[2]) {
+		return fmt.Errorf("agent.json: want as many 1-agent as 2-agent measurements")
+	}
+	var ratios []float64
+	for i := range per[1] {
+		ratios = append(ratios, per[2][i]/per[1][i])
+	}
+	one, two, rs := stats.Summarize(per[1]), stats.Summarize(per[2]), stats.Summarize(ratios)
+	r.target("6 agent", "jobs per minute, trivial pipeline: 1 agent / 2 agents on one NATS", fmt.Sprintf("%.0f / %.0f (2 agents = %s)", one.Median, two.Median, ratioSpread(rs)), "—", "reported")
+	r.p("## 6. Agent throughput\n\n")
+	r.p("`bench/cmd/agentbench`: %d jobs of a one-step pipeline (write a file, sha256sum it; the busybox image inside the uploaded source tarball) submitted at once through the API, timed from the first submission until the last job has succeeded. One `cleanroom agent` versus two agents sharing one nats-server (JetStream), each agent running up to %d jobs at once, a fresh server and fresh agents per measurement, %d interleaved rounds. All agents run on this one machine, so two agents share its cores: the figure shows the cost of the shared queue, not the gain of a second machine.\n\n", res.Jobs, res.Concurrency, res.Rounds)
+	r.p("| | jobs per minute, median | min–max |\n|---|---|---|\n")
+	r.p("| 1 agent | %.1f | %.1f–%.1f |\n", one.Median, one.Min, one.Max)
+	r.p("| 2 agents | %.1f | %.1f–%.1f |\n", two.Median, two.Min, two.Max)
+	r.p("\nTwo agents / one agent per round: **%s**.\n\n", ratioSpread(rs))
 	return nil
 }
 
