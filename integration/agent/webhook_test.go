@@ -178,7 +178,7 @@ webhooks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(prov, []byte(g.Commit)) || !bytes.Contains(prov, []byte(strings.TrimPrefix(g.URL, "http://"))) {
+	if !bytes.Contains(prov, []byte(g.Commit)) || !bytes.Contains(prov, []byte(strings.TrimPrefix(g.URL, "http://"))) || !bytes.Contains(prov, []byte("refs/heads/main")) {
 		t.Fatalf("provenance does not record the source remote and commit:\n%s", prov)
 	}
 

@@ -272,6 +272,17 @@ func FetchGit(ctx context.Context, remote, ref, commit, dir string, o GitOptions
 	if err := g.run(ctx, "config", "remote.origin.url", redacted); err != nil {
 		return fail("config", err)
 	}
+	// A branch build checks out as that branch, so that the provenance
+	// records the ref (gitSource reads HEAD's symbolic ref) as it does for
+	// a developer's own checkout.
+	if branch, ok := strings.CutPrefix(ref, "refs/heads/"); ok && branch != "" {
+		if err := g.run(ctx, "update-ref", ref, head); err != nil {
+			return fail("update-ref", err)
+		}
+		if err := g.run(ctx, "symbolic-ref", "HEAD", ref); err != nil {
+			return fail("symbolic-ref", err)
+		}
+	}
 	// FETCH_HEAD names the URL fetched from; nothing in .git should
 	// carry more than the redacted remote into the build.
 	if err := os.Remove(filepath.Join(dir, ".git", "FETCH_HEAD")); err != nil && !errors.Is(err, os.ErrNotExist) {

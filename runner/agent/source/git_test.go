@@ -169,6 +169,9 @@ func TestFetchGitByRef(t *testing.T) {
 	if got := gitOut(t, dir, "rev-parse", "HEAD"); got != s.second {
 		t.Fatalf("HEAD = %s", got)
 	}
+	if got := gitOut(t, dir, "symbolic-ref", "HEAD"); got != "refs/heads/main" {
+		t.Fatalf("HEAD refers to %q, want the branch built", got)
+	}
 	// Shallow: no history beyond the commit.
 	if got := gitOut(t, dir, "rev-list", "--count", "HEAD"); got != "1" {
 		t.Fatalf("%s commits in the checkout, want 1", got)
