@@ -1,0 +1,110 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := ParseConfig("agent.yaml", []byte("version: 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != DefaultListen || c.DataDir != DefaultDataDir || c.Concurrency != runtime.NumCPU() ||
+		c.NATSURL != "" || c.NATSReplicas != 1 || c.AckWait != 30*time.Second || c.OnAgentLoss != OnLossRetry ||
+		c.MaxAttempts != 2 || c.Grace != 2*time.Minute || c.JobTimeout != time.Hour || c.Signing.Mode != SignNone ||
+		c.MaxUpload != DefaultMaxUpload || c.BuilderID != DefaultBuilderID || len(c.SourceAllow) != 0 || len(c.ImagesAllowed) != 0 {
+		t.Fatalf("defaults: %+v", c)
+	}
+	// An empty file is all defaults too.
+	if _, err := ParseConfig("agent.yaml", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigErrorsNameFileLineAndField(t *testing.T) {
+	cases := []struct {
+		yaml string
+		want string
+	}{
+		{"version: 1\nlistn: x\n", "agent.yaml:2:1:"},
+		{"version: 2\n", "agent.yaml:1:10: version: unsupported version 2"},
+		{"version: 1\nlisten: nowhere\n", "agent.yaml:2:9: listen:"},
+		{"version: 1\ndata_dir: relative/dir\n", "data_dir: must be an absolute path"},
+		{"version: 1\nnats:\n  ack_wait: soon\n", "agent.yaml:3:13: nats.ack_wait:"},
+		{"version: 1\nnats:\n  replicas: 3\n", "nats.replicas: replicas need a NATS cluster"},
+		{"version: 1\nsource:\n  allow: [\"*\"]\n", "agent.yaml:3:11: source.allow:"},
+		{"version: 1\nsource:\n  max_upload: lots\n", "source.max_upload:"},
+		{"version: 1\nimages:\n  allowed: [\"[\"]\n", "images.allowed:"},
+		{"version: 1\njobs:\n  on_agent_loss: maybe\n", "agent.yaml:3:18: jobs.on_agent_loss: \"maybe\": use retry"},
+		{"version: 1\njobs:\n  timeout: -1m\n", "jobs.timeout:"},
+		{"version: 1\nsigning:\n  mode: key\n", "signing.key: mode key needs key"},
+		{"version: 1\nsigning:\n  mode: keyless\n", "signing.identity_token_file:"},
+		{"version: 1\nsigning:\n  mode: sometimes\n", "signing.mode:"},
+		{"version: 1\ntls:\n  cert: /c.pem\n", "tls: set both cert and key"},
+		{"version: 1\nwebhooks:\n  - name: a/b\n    provider: github\n    secret_file: /s\n    repository: https://git.example.org/a.git\n", "agent.yaml:3:11: webhooks.name:"},
+		{"version: 1\nwebhooks:\n  - name: a\n    provider: gitea\n    secret_file: /s\n    repository: https://git.example.org/a.git\n", "webhooks.provider: \"gitea\""},
+		{"version: 1\nwebhooks:\n  - name: a\n    provider: github\n    repository: https://git.example.org/a.git\n", "webhooks.secret_file: a webhook needs a secret"},
+		{"version: 1\nwebhooks:\n  - name: a\n    provider: github\n    secret_file: /s\n    repository: http://git.example.org/a.git\n", "webhooks.repository:"},
+		{"version: 1\nwebhooks:\n  - {name: a, provider: github, secret_file: /s, repository: \"https://g.example.org/a.git\"}\n  - {name: a, provider: github, secret_file: /s, repository: \"https://g.example.org/a.git\"}\n", "\"a\" is used twice"},
+	}
+	for _, c := range cases {
+		_, err := ParseConfig("agent.yaml", []byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want an error containing %q", c.yaml, err, c.want)
+		}
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "agent.yaml")
+	if _, err := LoadConfig(p, false); err != nil {
+		t.Fatalf("missing default config: %v", err)
+	}
+	if _, err := LoadConfig(p, true); err == nil {
+		t.Fatal("a config named on the command line must exist")
+	}
+}
+
+func TestCheckImages(t *testing.T) {
+	ws := t.TempDir()
+	os.MkdirAll(filepath.Join(ws, "images"), 0o755)
+	os.WriteFile(filepath.Join(ws, "images", "b.tar"), []byte("x"), 0o644)
+	outside := filepath.Join(t.TempDir(), "other.tar")
+	os.WriteFile(outside, []byte("x"), 0o644)
+	// A symlink in the source pointing at the host's archive is outside.
+	os.Symlink(outside, filepath.Join(ws, "images", "link.tar"))
+	load := func(image string) *pipeline.Pipeline {
+		t.Helper()
+		p, err := pipeline.Parse(filepath.Join(ws, "cleanroom.yaml"), []byte("version: 1\nimage: "+image+"\nsteps:\n  - name: s\n    run: echo\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		image   string
+		allowed []string
+		ok      bool
+	}{
+		{"oci-archive:./images/b.tar", nil, true},
+		{"oci-archive:" + outside, nil, false},
+		{"oci-archive:./images/link.tar", nil, false},
+		{"oci-archive:" + outside, []string{"oci-archive:" + filepath.Dir(outside) + "/*"}, true},
+		{"registry.example.org/team/builder:1", nil, false},
+		{"registry.example.org/team/builder:1", []string{"registry.example.org/team/*"}, true},
+		{"registry.example.org/other/builder:1", []string{"registry.example.org/team/*"}, false},
+	}
+	for _, c := range cases {
+		err := checkImages(load(c.image), ws, c.allowed)
+		if (err == nil) != c.ok {
+			t.Errorf("%s with %v: %v", c.image, c.allowed, err)
+		}
+	}
+}
