@@ -222,3 +222,49 @@ func waitLog(t *testing.T, c agenttest.Client, id, want string, d time.Duration)
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestAgentDrainHandsBack stops an agent (SIGTERM) while a job runs longer
+// than jobs.grace: the agent stops taking jobs (/readyz answers 503), waits
+// the grace, stops the job's sandbox, hands the job back to the queue
+// without counting the attempt, and exits 0; the next agent runs it.
+func TestAgentDrainHandsBack(t *testing.T) {
+	e := newEnv(t)
+	port, err := agenttest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.agent("drain", "", "jobs: {grace: 2s}\n", port)
+	ci := e.client(a, e.submit)
+	id := e.submit1(ci, e.source(pipeline("echo run-begin\nsleep 8\necho run-end", ""), nil))
+	waitLog(t, ci, id, "run-begin", time.Minute)
+	start := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Stop(time.Minute) }()
+	sawDraining := false
+	for !sawDraining && time.Since(start) < 2*time.Second {
+		if resp, err := http.Get(a.URL + "/readyz"); err == nil {
+			resp.Body.Close()
+			sawDraining = resp.StatusCode == http.StatusServiceUnavailable
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !sawDraining {
+		t.Error("/readyz never answered 503 while the agent drained")
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("drained agent: %v", err)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("drain took %v with a 2s grace", took)
+	}
+	waitNoChildRuns(t, 10*time.Second)
+
+	a = e.agent("drain", "", "", port)
+	j := e.wait(ci, id, 2*time.Minute, agenttest.Finished)
+	if j.State != jobs.StateSucceeded || j.Attempt != 1 || len(j.History) != 2 || !strings.HasPrefix(j.History[0].Outcome, "handed back") {
+		t.Fatalf("handed-back job: state %s attempt %d history %+v", j.State, j.Attempt, j.History)
+	}
+	if log := logOf(t, ci, id); strings.Count(log, "run-begin") != 2 || strings.Count(log, "run-end") != 1 {
+		t.Fatalf("log:\n%s", log)
+	}
+}
