@@ -5,7 +5,7 @@ BIN     := bin/cleanroom
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build setup demo demo-go test unit integration sigstore lint fuzz clean bench
+.PHONY: build setup demo demo-go demo-agent test unit integration sigstore lint fuzz clean bench
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cleanroom
@@ -19,6 +19,11 @@ demo: setup build
 # The Go example: modules fetched through the recording proxy.
 demo-go: setup build
 	BIN=$(BIN) ./hack/demo-go.sh
+
+# A self-hosted agent takes a signed push webhook, builds, signs and serves
+# the provenance, which is then verified (hack/demo-agent.sh).
+demo-agent: setup build
+	BIN=$(BIN) ./hack/demo-agent.sh
 
 test: setup build lint unit integration sigstore
 

@@ -20,6 +20,7 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v ip >/dev/null || need+=(iproute2)
 command -v flock >/dev/null || need+=(util-linux)
 command -v git >/dev/null || need+=(git)
+command -v curl >/dev/null || need+=(curl ca-certificates)
 # The agent's web page test drives a headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
