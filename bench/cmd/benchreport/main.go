@@ -254,7 +254,7 @@ func (r *report) target(area, what, measured, target, v string) {
 func run(in, docPath, sock string) error {
 	r := &report{in: in}
 	var body bytes.Buffer
-	sections := []func() error{r.startup, r.proxy, r.hashing, r.concurrency, r.agent, r.micro}
+	sections := []func() error{r.startup, r.proxy, r.hashing, r.concurrency, r.micro, r.agent}
 	for _, s := range sections {
 		if err := s(); err != nil {
 			return err
