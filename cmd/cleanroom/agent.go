@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -85,7 +86,9 @@ func runAgent(cmd *cobra.Command, g *globalOptions, o *agentOptions) error {
 		cfg.NATSURL = o.natsURL
 	}
 	if o.dataDir != "" {
-		cfg.DataDir = o.dataDir
+		if cfg.DataDir, err = filepath.Abs(o.dataDir); err != nil {
+			return systemFailure(err)
+		}
 	}
 	if o.concurrency > 0 {
 		cfg.Concurrency = o.concurrency

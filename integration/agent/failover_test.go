@@ -125,7 +125,7 @@ func TestAgentFailoverTwoAgents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := agenttest.StartNATS(bin, t.TempDir())
+	n, err := agenttest.StartNATS(bin, t.TempDir(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,4 +267,45 @@ func TestAgentDrainHandsBack(t *testing.T) {
 	if log := logOf(t, ci, id); strings.Count(log, "run-begin") != 2 || strings.Count(log, "run-end") != 1 {
 		t.Fatalf("log:\n%s", log)
 	}
+}
+
+// TestAgentPartitionedStopsItsRun cuts the agent off from NATS (the server
+// stops) while a job runs: once a whole ack_wait passes without a
+// heartbeat reaching NATS, the agent stops the run itself, because
+// another agent may take the job over after the same lease expiry. When
+// NATS is back, the job is retried and succeeds.
+func TestAgentPartitionedStopsItsRun(t *testing.T) {
+	e := newEnv(t)
+	bin, err := agenttest.BuildNATSServer(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := t.TempDir()
+	n, err := agenttest.StartNATS(bin, store, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.agent("cut", n.URL, "", 0)
+	ci := e.client(a, e.submit)
+	id := e.submit1(ci, e.source(pipeline("echo part-begin\nsleep 20\necho part-end", ""), nil))
+	waitLog(t, ci, id, "part-begin", time.Minute)
+	n.Stop()
+	cut := time.Now()
+	waitNoChildRuns(t, 30*time.Second)
+	took := time.Since(cut)
+	if took > 12*time.Second {
+		t.Errorf("the partitioned agent stopped its run after %v (ack_wait 3s)", took)
+	}
+	if !strings.Contains(a.Log.String(), "lease expired without a heartbeat reaching NATS") {
+		t.Errorf("agent log does not say why it stopped the run:\n%s", a.Log)
+	}
+	if n, err = agenttest.StartNATS(bin, store, n.Port); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	j := e.wait(ci, id, 2*time.Minute, agenttest.Finished)
+	if j.State != jobs.StateSucceeded || j.Attempt != 2 {
+		t.Fatalf("job after the partition: state %s attempt %d history %+v", j.State, j.Attempt, j.History)
+	}
+	t.Logf("run stopped %v after NATS went away", took.Round(100*time.Millisecond))
 }

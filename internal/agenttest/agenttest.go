@@ -39,8 +39,9 @@ func FreePort() (int, error) {
 // NATS is a nats-server process with JetStream, built from the module the
 // agent embeds, standing in for a team's NATS cluster.
 type NATS struct {
-	URL string
-	cmd *exec.Cmd
+	URL  string
+	Port int
+	cmd  *exec.Cmd
 }
 
 // BuildNATSServer builds the nats-server binary into dir.
@@ -53,18 +54,23 @@ func BuildNATSServer(dir string) (string, error) {
 	return out, nil
 }
 
-// StartNATS starts nats-server with JetStream storing in dir, on loopback.
-func StartNATS(bin, dir string) (*NATS, error) {
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
+// StartNATS starts nats-server with JetStream storing in dir, on loopback,
+// on port (0: a free one; a restarted server keeps its port so that
+// clients reconnect).
+func StartNATS(bin, dir string, port int) (*NATS, error) {
+	if port == 0 {
+		p, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		port = p
 	}
 	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	n := &NATS{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), cmd: cmd}
+	n := &NATS{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), Port: port, cmd: cmd}
 	if err := waitDial(fmt.Sprintf("127.0.0.1:%d", port), 20*time.Second); err != nil {
 		n.Stop()
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,7 +98,10 @@ func Run(ctx context.Context, opts Options) error {
 	a := &Agent{cfg: cfg, opts: opts, id: id, log: log, slots: make(chan struct{}, cfg.Concurrency), bg: context.Background()}
 	a.jobsCtx, a.cancelJobs = context.WithCancelCause(context.Background())
 	defer a.cancelJobs(nil)
-	if a.hooks, err = loadHooks(cfg.Webhooks); err != nil {
+	if cfg.NATSURL == "" && cfg.NATSReplicas > 1 {
+		return errors.New("nats.replicas > 1 needs a NATS cluster (nats.url or --nats-url); the embedded server is a single node")
+	}
+	if a.hooks, err = loadHooks(cfg.Webhooks, cfg.SourceAllow); err != nil {
 		return err
 	}
 	tokensFile := cfg.TokensFile
@@ -108,7 +112,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	a.auth = &auth.Authenticator{Store: store, Limiter: auth.NewFailureLimiter(10, 6*time.Second)}
+	store.SetLogger(log.Named("auth"))
+	if store.Len() == 0 {
+		log.Warn("no API tokens: every API request and the web page are refused until one is created", "tokens_file", tokensFile, "create", "cleanroom agent token create --tokens-file "+tokensFile+" --name NAME --scope read|submit|admin")
+	}
+	a.auth = &auth.Authenticator{Store: store, Limiter: auth.NewFailureLimiter(10, 6*time.Second), Logger: log.Named("auth")}
 
 	octx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -227,7 +235,10 @@ func lockDataDir(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-func loadHooks(in []Webhook) (map[string]webhook.Hook, error) {
+// loadHooks reads the webhooks' secrets and checks each hook completely
+// at start, so that a misconfigured hook fails the agent now rather than
+// every delivery later.
+func loadHooks(in []Webhook, sourceAllow []string) (map[string]webhook.Hook, error) {
 	out := map[string]webhook.Hook{}
 	for _, w := range in {
 		secret, err := os.ReadFile(w.SecretFile)
@@ -238,7 +249,21 @@ func loadHooks(in []Webhook) (map[string]webhook.Hook, error) {
 		if len(s) < 16 {
 			return nil, fmt.Errorf("webhook %s: the secret in %s is shorter than 16 bytes; use a long random one (e.g. openssl rand -hex 32)", w.Name, w.SecretFile)
 		}
-		out[w.Name] = webhook.Hook{Name: w.Name, Provider: webhook.Provider(w.Provider), Secret: s, Repository: w.Repository, Refs: w.Refs, Pipeline: w.Pipeline}
+		h := webhook.Hook{Name: w.Name, Provider: webhook.Provider(w.Provider), Secret: s, Repository: w.Repository, Refs: w.Refs, Pipeline: w.Pipeline}
+		if err := h.Check(); err != nil {
+			return nil, err
+		}
+		if _, err := safeRel(h.PipelinePath()); err != nil {
+			return nil, fmt.Errorf("webhook %s: pipeline: %w", w.Name, err)
+		}
+		u, err := url.Parse(w.Repository)
+		if err != nil {
+			return nil, fmt.Errorf("webhook %s: repository: %w", w.Name, err)
+		}
+		if err := gitHostAllowed(sourceAllow, u); err != nil {
+			return nil, fmt.Errorf("webhook %s: %w", w.Name, err)
+		}
+		out[w.Name] = h
 	}
 	return out, nil
 }

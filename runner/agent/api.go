@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -45,7 +46,10 @@ func (a *Agent) routes() http.Handler {
 	mux.Handle("GET /api/v1/jobs/{id}/files/{name...}", a.auth.Require(auth.ScopeRead, a.file))
 	mux.HandleFunc("POST /hooks/{name}", a.hook)
 	a.registerWeb(mux)
-	return securityHeaders(mux)
+	// The page's cookie authenticates API calls too, so no state-changing
+	// request may come from another origin (Sec-Fetch-Site / Origin);
+	// curl, CI jobs and forges' webhooks send neither header and pass.
+	return securityHeaders(http.NewCrossOriginProtection().Handler(mux))
 }
 
 // securityHeaders are set on every response: nothing the agent serves is
@@ -102,10 +106,9 @@ type submitted struct {
 }
 
 func (a *Agent) submit(w http.ResponseWriter, r *http.Request, tok auth.Token) {
-	if a.draining.Load() {
-		auth.WriteError(w, http.StatusServiceUnavailable, "this agent is draining; submit to another agent")
-		return
-	}
+	// A draining agent still queues jobs: the queue is shared (or on this
+	// agent's disk), so another agent, or this one after its restart,
+	// runs them. Only /readyz says "send work elsewhere".
 	now := time.Now().UTC()
 	job := jobs.Job{ID: jobs.NewID(now), Created: now, Trigger: jobs.Trigger{Kind: "api", Token: tok.Name}}
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -215,7 +218,15 @@ func (a *Agent) checkGit(g *GitSource) error {
 	if g.Ref != "" && (strings.HasPrefix(g.Ref, "-") || strings.Contains(g.Ref, "..") || strings.ContainsAny(g.Ref, " \t\n\r~^:?*[\\")) {
 		return fmt.Errorf("ref %q is not a valid git ref name", g.Ref)
 	}
-	pol, err := egress.NewPolicy(a.cfg.SourceAllow)
+	return gitHostAllowed(a.cfg.SourceAllow, u)
+}
+
+// gitHostAllowed checks a remote's host against the git allowlist by name
+// only, without a DNS query (a query for an unlisted name would itself be
+// egress); the fetch goes through the egress proxy, which checks the
+// addresses the name resolves to.
+func gitHostAllowed(allow []string, u *url.URL) error {
+	pol, err := egress.NewPolicy(allow)
 	if err != nil {
 		return err
 	}
@@ -226,9 +237,6 @@ func (a *Agent) checkGit(g *GitSource) error {
 	if p := u.Port(); p != "" {
 		port, _ = strconv.Atoi(p)
 	}
-	// Only the name is checked here, without a DNS query (a query for an
-	// unlisted name would itself be egress); the fetch goes through the
-	// egress proxy, which checks the addresses it resolves.
 	host := strings.Trim(u.Hostname(), "[]")
 	if ip, err := netip.ParseAddr(host); err == nil {
 		if d := pol.Decide(host, port, []netip.Addr{ip}); !d.Allowed {
@@ -356,7 +364,7 @@ func (a *Agent) cancel(w http.ResponseWriter, r *http.Request, tok auth.Token) {
 		if queuedCancel {
 			// No agent holds it: settle it here; the queue message is
 			// acknowledged when an agent next sees it.
-			j.State, j.Finished, j.Error = jobs.StateCancelled, time.Now().UTC(), "cancelled by token "+tok.Name
+			j.State, j.Finished, j.Error, j.ExitCode = jobs.StateCancelled, time.Now().UTC(), "cancelled by token "+tok.Name, 2
 		}
 		return nil
 	})
@@ -411,8 +419,13 @@ func (a *Agent) logs(w http.ResponseWriter, r *http.Request, _ auth.Token) {
 		return err
 	}
 	var state string
-	if jobs.Terminal(j.State) && a.storedLog(r.Context(), j, emit) {
+	if jobs.Terminal(j.State) {
+		// A finished job's log is complete: never wait for more (an end
+		// mark may be missing if its agent died at the wrong moment).
 		state = j.State
+		if !a.storedLog(r.Context(), j, emit) {
+			a.broker.ReadLog(r.Context(), j.ID, writerFunc(emit))
+		}
 	} else {
 		var err error
 		state, err = a.broker.FollowLog(r.Context(), j.ID, emit)
@@ -428,6 +441,11 @@ func (a *Agent) logs(w http.ResponseWriter, r *http.Request, _ auth.Token) {
 		}
 	}
 }
+
+// writerFunc adapts emit to an io.Writer.
+type writerFunc func([]byte) error
+
+func (f writerFunc) Write(p []byte) (int, error) { return len(p), f(p) }
 
 // storedLog sends a finished job's kept log, if there is one.
 func (a *Agent) storedLog(ctx context.Context, j jobs.Job, emit func([]byte) error) bool {
@@ -450,7 +468,11 @@ func (a *Agent) storedLog(ctx context.Context, j jobs.Job, emit func([]byte) err
 
 func (a *Agent) files(w http.ResponseWriter, r *http.Request, _ auth.Token) {
 	if j, ok := a.job(w, r); ok {
-		writeJSON(w, http.StatusOK, map[string]any{"files": j.Outputs})
+		files := j.Outputs
+		if files == nil {
+			files = []jobs.Output{}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"files": files})
 	}
 }
 
@@ -488,7 +510,9 @@ func (a *Agent) file(w http.ResponseWriter, r *http.Request, _ auth.Token) {
 	w.Header().Set("Content-Type", ct)
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(name)}))
-	w.Header().Set("Digest", "sha-256="+out.SHA256)
+	if raw, err := hex.DecodeString(out.SHA256); err == nil {
+		w.Header().Set("Digest", "sha-256="+base64.StdEncoding.EncodeToString(raw)) // RFC 3230
+	}
 	io.Copy(w, rc)
 }
 
@@ -521,10 +545,6 @@ func (a *Agent) hook(w http.ResponseWriter, r *http.Request) {
 		}
 		a.log.Warn("webhook delivery refused", "hook", h.Name, "status", status, "error", err)
 		auth.WriteError(w, status, err.Error())
-		return
-	}
-	if a.draining.Load() {
-		auth.WriteError(w, http.StatusServiceUnavailable, "this agent is draining; the forge will retry the delivery")
 		return
 	}
 	now := time.Now().UTC()

@@ -72,7 +72,6 @@ type Config struct {
 	BuilderID       string
 	Signing         Signing
 	Webhooks        []Webhook
-	ExternalURL     string
 }
 
 // Signing is how the agent signs the jobs' provenance and artifacts.
@@ -105,7 +104,6 @@ type configFile struct {
 	Concurrency int         `yaml:"concurrency"`
 	NATS        natsFile    `yaml:"nats"`
 	TokensFile  string      `yaml:"tokens_file"`
-	ExternalURL string      `yaml:"external_url"`
 	Source      sourceFile  `yaml:"source"`
 	Images      imagesFile  `yaml:"images"`
 	Jobs        jobsFile    `yaml:"jobs"`
@@ -286,7 +284,6 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 		NATSCredentials: raw.NATS.Credentials,
 		NATSReplicas:    max(raw.NATS.Replicas, 1),
 		TokensFile:      raw.TokensFile,
-		ExternalURL:     strings.TrimRight(raw.ExternalURL, "/"),
 		SourceAllowHTTP: raw.Source.AllowHTTP,
 		MaxUpload:       DefaultMaxUpload,
 		ImagesAllowed:   raw.Images.Allowed,
@@ -319,9 +316,6 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 	}
 	if raw.NATS.Replicas < 0 || raw.NATS.Replicas > 5 {
 		d.errorf("$.nats.replicas", "nats.replicas", "must be 1 to 5")
-	}
-	if c.NATSURL == "" && raw.NATS.Replicas > 1 {
-		d.errorf("$.nats.replicas", "nats.replicas", "replicas need a NATS cluster (nats.url); the embedded server is a single node")
 	}
 	c.AckWait = d.duration("$.nats.ack_wait", "nats.ack_wait", raw.NATS.AckWait, 30*time.Second)
 	c.SourceAllow = d.rules("$.source.allow", "source.allow", raw.Source.Allow)

@@ -38,7 +38,6 @@ func TestConfigErrorsNameFileLineAndField(t *testing.T) {
 		{"version: 1\nlisten: nowhere\n", "agent.yaml:2:9: listen:"},
 		{"version: 1\ndata_dir: relative/dir\n", "data_dir: must be an absolute path"},
 		{"version: 1\nnats:\n  ack_wait: soon\n", "agent.yaml:3:13: nats.ack_wait:"},
-		{"version: 1\nnats:\n  replicas: 3\n", "nats.replicas: replicas need a NATS cluster"},
 		{"version: 1\nsource:\n  allow: [\"*\"]\n", "agent.yaml:3:11: source.allow:"},
 		{"version: 1\nsource:\n  max_upload: lots\n", "source.max_upload:"},
 		{"version: 1\nimages:\n  allowed: [\"[\"]\n", "images.allowed:"},

@@ -41,7 +41,7 @@ func newMetrics(a *Agent) *metrics {
 		Name: "cleanroom_agent_egress_denials_total", Help: "Egress requests denied by the steps' proxies in jobs finished by this agent.",
 	})
 	m.sandboxFx = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "cleanroom_agent_sandbox_failures_total", Help: "Jobs that ended in an infrastructure failure (exit 2, not cancelled) on this agent.",
+		Name: "cleanroom_agent_sandbox_failures_total", Help: "Jobs that ended in state error on this agent (exit 2: a configuration or infrastructure failure: sandbox, source fetch, pipeline or image policy, time-out; not a step's own failure).",
 	})
 	queue := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "cleanroom_agent_queue_depth", Help: "Jobs waiting in the shared queue for any agent.",

@@ -54,6 +54,17 @@ func (a *Agent) run(ctx context.Context, job *jobs.Job) outcome {
 	}
 	logw.Printf("job %s, attempt %d, on agent %s", job.ID, job.Attempt, a.id)
 	out := a.runLogged(ctx, job, dir, logw)
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errLeaseLost):
+		// Another agent runs the job now: keep nothing of this run.
+		logw.Printf("this run on %s was stopped: the job's lease passed to another agent", a.id)
+		logw.Close()
+		return out
+	case errors.Is(cause, errDraining):
+		logw.Printf("agent %s is stopping: this run was stopped and the job goes back to the queue", a.id)
+		logw.Close()
+		return out
+	}
 	switch out.state {
 	case jobs.StateCancelled:
 		logw.Printf("job cancelled")
@@ -118,7 +129,7 @@ func (a *Agent) runLogged(ctx context.Context, job *jobs.Job, dir string, logw *
 	}
 	var res runner.Result
 	if json.Unmarshal(stdout.Bytes(), &res) == nil {
-		out.result = summarize(&res)
+		out.result = summarize(&res, outDir)
 	}
 	switch {
 	case ctx.Err() != nil:
@@ -129,6 +140,9 @@ func (a *Agent) runLogged(ctx context.Context, job *jobs.Job, dir string, logw *
 		out.state = jobs.StateFailed
 	default:
 		out.state = jobs.StateError
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, errLeaseLost) || errors.Is(cause, errDraining) {
+		return out // not this run's to keep (see run)
 	}
 	outs, err := a.storeOutputs(a.bg, job.ID, outDir, ws, out.result)
 	if err != nil {
@@ -312,7 +326,7 @@ func (l *lastError) Write(p []byte) (int, error) {
 func (l *lastError) message() string { return l.last }
 
 // summarize keeps what the API and the page show of the runner's result.
-func summarize(res *runner.Result) *jobs.Result {
+func summarize(res *runner.Result, outDir string) *jobs.Result {
 	out := &jobs.Result{FailedStep: res.Failed, SignedBy: res.SignedBy}
 	for _, s := range res.Steps {
 		denied := 0
@@ -325,11 +339,18 @@ func summarize(res *runner.Result) *jobs.Result {
 	for _, sub := range res.Subjects {
 		out.Artifacts = append(out.Artifacts, jobs.Artifact{Name: sub.Name, SHA256: sub.SHA256})
 	}
+	// Output names, as stored (relative to the output directory).
+	rel := func(p string) string {
+		if r, err := filepath.Rel(outDir, p); err == nil && !strings.HasPrefix(r, "..") {
+			return filepath.ToSlash(r)
+		}
+		return filepath.Base(p)
+	}
 	if res.Provenance != "" {
-		out.Provenance = filepath.Base(res.Provenance)
+		out.Provenance = rel(res.Provenance)
 	}
 	for _, b := range res.Bundles {
-		out.Bundles = append(out.Bundles, filepath.Base(b))
+		out.Bundles = append(out.Bundles, rel(b))
 	}
 	return out
 }

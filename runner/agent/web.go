@@ -497,7 +497,7 @@ func (a *Agent) webJobPage(w http.ResponseWriter, r *http.Request, tok auth.Toke
 			d.Provenance = &p
 		}
 		for _, b := range res.Bundles {
-			f, ok := bundles[b]
+			f, ok := outputs[b] // output names, as stored
 			if !ok {
 				f = webFile{Name: b}
 			}

@@ -63,7 +63,7 @@ func (a *Agent) claim(ctx context.Context, d *jobs.Delivery) (*jobs.Job, error) 
 			// Finished by an agent whose ack was lost: never run twice.
 			return nil, d.Done(ctx)
 		case j.CancelRequested:
-			j.State, j.Finished, j.Error = jobs.StateCancelled, now, cancelledMessage(j)
+			j.State, j.Finished, j.Error, j.ExitCode = jobs.StateCancelled, now, cancelledMessage(j), 2
 			if _, err := a.broker.Put(ctx, j, rev); errors.Is(err, jobs.ErrConflict) {
 				continue
 			} else if err != nil {
@@ -215,7 +215,7 @@ func (a *Agent) handBack(d *jobs.Delivery, job jobs.Job, now time.Time) {
 		if j.Agent != a.id || j.Attempt != job.Attempt {
 			return errLeaseLost
 		}
-		endAttempt(j, now, "handed back: agent "+a.id+" stopped (drain grace exceeded)")
+		endAttempt(j, now, "handed back: agent "+a.id+" stopped (drain grace exceeded); this attempt is not counted")
 		j.State, j.Agent, j.LeaseUntil = jobs.StateQueued, "", time.Time{}
 		j.Attempt--
 		return nil
@@ -239,6 +239,11 @@ func (a *Agent) heartbeat(ctx context.Context, d *jobs.Delivery, job jobs.Job, c
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// renewed is when the lease was last extended. An agent cut off
+		// from NATS cannot tell whether another agent has taken the job
+		// over once its lease has run out, so it stops the run then: two
+		// runs of one job overlap by at most one heartbeat interval.
+		renewed := time.Now()
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
@@ -257,8 +262,16 @@ func (a *Agent) heartbeat(ctx context.Context, d *jobs.Delivery, job jobs.Job, c
 					cancel(errLeaseLost)
 				}
 			case <-t.C:
+				if time.Since(renewed) >= a.broker.AckWait() {
+					a.log.Warn("lease expired without a heartbeat reaching NATS: stopping the run, another agent may take the job", "job", job.ID)
+					cancel(errLeaseLost)
+					return
+				}
 				d.InProgress()
-				_, err := a.broker.Update(hctx, job.ID, func(j *jobs.Job) error {
+				// Bounded: a heartbeat that cannot reach NATS must not
+				// hold up the next check of the lease.
+				uctx, ucancel := context.WithTimeout(hctx, every)
+				_, err := a.broker.Update(uctx, job.ID, func(j *jobs.Job) error {
 					if j.Agent != a.id || j.Attempt != job.Attempt {
 						return errLeaseLost
 					}
@@ -268,9 +281,13 @@ func (a *Agent) heartbeat(ctx context.Context, d *jobs.Delivery, job jobs.Job, c
 					j.LeaseUntil = time.Now().UTC().Add(a.broker.AckWait())
 					return nil
 				})
-				if errors.Is(err, errLeaseLost) {
+				ucancel()
+				switch {
+				case err == nil:
+					renewed = time.Now()
+				case errors.Is(err, errLeaseLost):
 					cancel(errLeaseLost)
-				} else if err != nil && hctx.Err() == nil {
+				case hctx.Err() == nil:
 					a.log.Warn("heartbeat failed", "job", job.ID, "error", err)
 				}
 			}

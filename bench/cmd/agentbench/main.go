@@ -79,7 +79,7 @@ func measure(bin, natsBin, image, ns, state string, agents, n, conc int) (measur
 		return measurement{}, err
 	}
 	defer os.RemoveAll(dir)
-	nats, err := agenttest.StartNATS(natsBin, filepath.Join(dir, "nats"))
+	nats, err := agenttest.StartNATS(natsBin, filepath.Join(dir, "nats"), 0)
 	if err != nil {
 		return measurement{}, err
 	}
