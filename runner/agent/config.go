@@ -11,10 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/goccy/go-yaml"
-	"github.com/goccy/go-yaml/ast"
-	"github.com/goccy/go-yaml/parser"
-
+	"github.com/cleanroom-ci/cleanroom/internal/yamlconf"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
@@ -168,19 +165,7 @@ type hookFile struct {
 }
 
 // ConfigError is one problem in the configuration, at FILE:LINE:COL.
-type ConfigError struct {
-	File         string
-	Line, Column int
-	Field        string
-	Msg          string
-}
-
-func (e *ConfigError) Error() string {
-	if e.Field == "" {
-		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
-	}
-	return fmt.Sprintf("%s:%d:%d: %s: %s", e.File, e.Line, e.Column, e.Field, e.Msg)
-}
+type ConfigError = yamlconf.Error
 
 // LoadConfig reads and validates the agent configuration. A missing file
 // is not an error when path is the default: every setting has a default
@@ -197,56 +182,21 @@ func LoadConfig(path string, mustExist bool) (*Config, error) {
 
 // ParseConfig decodes and validates configuration YAML.
 func ParseConfig(name string, data []byte) (*Config, error) {
-	d := &configDecoder{file: name}
-	file, err := parser.ParseBytes(data, 0)
-	if err != nil {
-		return nil, d.yamlError(err)
-	}
-	d.ast = file
+	d := &configDecoder{Decoder: yamlconf.Decoder{File: name}}
 	var raw configFile
-	if len(file.Docs) > 0 && file.Docs[0].Body != nil {
-		if err := yaml.NodeToValue(file.Docs[0].Body, &raw, yaml.Strict()); err != nil {
-			return nil, d.yamlError(err)
-		}
+	if _, err := d.Decode(data, &raw); err != nil {
+		return nil, err
 	}
 	c := d.resolve(&raw)
-	if len(d.errs) > 0 {
-		return nil, errors.Join(d.errs...)
+	if err := d.Err(); err != nil {
+		return nil, err
 	}
 	c.Path = name
 	return c, nil
 }
 
 type configDecoder struct {
-	file string
-	ast  *ast.File
-	errs []error
-}
-
-func (d *configDecoder) yamlError(err error) error {
-	var ye yaml.Error
-	if errors.As(err, &ye) {
-		line, col := 1, 1
-		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
-			line, col = max(tk.Position.Line, 1), max(tk.Position.Column, 1)
-		}
-		return &ConfigError{File: d.file, Line: line, Column: col, Msg: ye.GetMessage()}
-	}
-	msg, _, _ := strings.Cut(err.Error(), "\n")
-	return &ConfigError{File: d.file, Line: 1, Column: 1, Msg: msg}
-}
-
-// errorf records a problem at the YAML path ("$.a.b[1]") of field.
-func (d *configDecoder) errorf(path, field, format string, args ...any) {
-	line, col := 1, 1
-	if p, err := yaml.PathString(path); err == nil && d.ast != nil {
-		if n, err := p.FilterFile(d.ast); err == nil && n != nil {
-			if tk := n.GetToken(); tk != nil && tk.Position != nil {
-				line, col = max(tk.Position.Line, 1), max(tk.Position.Column, 1)
-			}
-		}
-	}
-	d.errs = append(d.errs, &ConfigError{File: d.file, Line: line, Column: col, Field: field, Msg: fmt.Sprintf(format, args...)})
+	yamlconf.Decoder
 }
 
 func (d *configDecoder) duration(path, field, raw string, def time.Duration) time.Duration {
@@ -255,7 +205,7 @@ func (d *configDecoder) duration(path, field, raw string, def time.Duration) tim
 	}
 	v, err := time.ParseDuration(raw)
 	if err != nil || v <= 0 {
-		d.errorf(path, field, "%q is not a positive duration (e.g. 30s, 10m, 1h)", raw)
+		d.Errorf(path, field, "%q is not a positive duration (e.g. 30s, 10m, 1h)", raw)
 		return def
 	}
 	return v
@@ -264,7 +214,7 @@ func (d *configDecoder) duration(path, field, raw string, def time.Duration) tim
 func (d *configDecoder) rules(path, field string, in []string) []string {
 	for i, r := range in {
 		if _, err := egress.ParseRule(r); err != nil {
-			d.errorf(fmt.Sprintf("%s[%d]", path, i), field, "%v", err)
+			d.Errorf(fmt.Sprintf("%s[%d]", path, i), field, "%v", err)
 		}
 	}
 	return in
@@ -272,7 +222,7 @@ func (d *configDecoder) rules(path, field string, in []string) []string {
 
 func (d *configDecoder) resolve(raw *configFile) *Config {
 	if raw.Version != 0 && raw.Version != 1 {
-		d.errorf("$.version", "version", "unsupported version %d; this agent reads version 1", raw.Version)
+		d.Errorf("$.version", "version", "unsupported version %d; this agent reads version 1", raw.Version)
 	}
 	c := &Config{
 		Listen:          orDefault(raw.Listen, DefaultListen),
@@ -296,46 +246,46 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 		c.Concurrency = runtime.NumCPU()
 	}
 	if c.Concurrency < 0 {
-		d.errorf("$.concurrency", "concurrency", "must be positive")
+		d.Errorf("$.concurrency", "concurrency", "must be positive")
 		c.Concurrency = 1
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 2
 	}
 	if c.MaxAttempts < 0 {
-		d.errorf("$.jobs.max_attempts", "jobs.max_attempts", "must be positive")
+		d.Errorf("$.jobs.max_attempts", "jobs.max_attempts", "must be positive")
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		d.errorf("$.listen", "listen", "%q is not HOST:PORT", c.Listen)
+		d.Errorf("$.listen", "listen", "%q is not HOST:PORT", c.Listen)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
-		d.errorf("$.tls", "tls", "set both cert and key, or neither")
+		d.Errorf("$.tls", "tls", "set both cert and key, or neither")
 	}
 	if !filepath.IsAbs(c.DataDir) {
-		d.errorf("$.data_dir", "data_dir", "must be an absolute path")
+		d.Errorf("$.data_dir", "data_dir", "must be an absolute path")
 	}
 	if raw.NATS.Replicas < 0 || raw.NATS.Replicas > 5 {
-		d.errorf("$.nats.replicas", "nats.replicas", "must be 1 to 5")
+		d.Errorf("$.nats.replicas", "nats.replicas", "must be 1 to 5")
 	}
 	c.AckWait = d.duration("$.nats.ack_wait", "nats.ack_wait", raw.NATS.AckWait, 30*time.Second)
 	c.SourceAllow = d.rules("$.source.allow", "source.allow", raw.Source.Allow)
 	if raw.Source.MaxUpload != "" {
 		n, err := pipeline.ParseSize(raw.Source.MaxUpload)
 		if err != nil || n <= 0 {
-			d.errorf("$.source.max_upload", "source.max_upload", "%q is not a size (e.g. 256MiB)", raw.Source.MaxUpload)
+			d.Errorf("$.source.max_upload", "source.max_upload", "%q is not a size (e.g. 256MiB)", raw.Source.MaxUpload)
 		} else {
 			c.MaxUpload = n
 		}
 	}
 	for i, p := range c.ImagesAllowed {
 		if _, err := path.Match(p, ""); err != nil || p == "" {
-			d.errorf(fmt.Sprintf("$.images.allowed[%d]", i), "images.allowed", "%q is not a valid pattern", p)
+			d.Errorf(fmt.Sprintf("$.images.allowed[%d]", i), "images.allowed", "%q is not a valid pattern", p)
 		}
 	}
 	c.JobTimeout = d.duration("$.jobs.timeout", "jobs.timeout", raw.Jobs.Timeout, time.Hour)
 	c.Grace = d.duration("$.jobs.grace", "jobs.grace", raw.Jobs.Grace, 2*time.Minute)
 	if c.OnAgentLoss != OnLossRetry && c.OnAgentLoss != OnLossFail {
-		d.errorf("$.jobs.on_agent_loss", "jobs.on_agent_loss", "%q: use retry (run the job again, up to max_attempts) or fail", c.OnAgentLoss)
+		d.Errorf("$.jobs.on_agent_loss", "jobs.on_agent_loss", "%q: use retry (run the job again, up to max_attempts) or fail", c.OnAgentLoss)
 	}
 	c.RunAllow = d.rules("$.run.allow", "run.allow", raw.Run.Allow)
 	s := raw.Signing
@@ -345,33 +295,33 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 	case SignNone:
 	case SignKey:
 		if s.Key == "" {
-			d.errorf("$.signing", "signing.key", "mode key needs key: the cosign key file")
+			d.Errorf("$.signing", "signing.key", "mode key needs key: the cosign key file")
 		}
 	case SignKeyless:
 		if s.IdentityTokenFile == "" {
-			d.errorf("$.signing", "signing.identity_token_file", "mode keyless needs identity_token_file: a file holding the agent's OIDC token")
+			d.Errorf("$.signing", "signing.identity_token_file", "mode keyless needs identity_token_file: a file holding the agent's OIDC token")
 		}
 	default:
-		d.errorf("$.signing.mode", "signing.mode", "%q: use none, key or keyless", c.Signing.Mode)
+		d.Errorf("$.signing.mode", "signing.mode", "%q: use none, key or keyless", c.Signing.Mode)
 	}
 	names := map[string]bool{}
 	for i, h := range raw.Webhooks {
 		at := fmt.Sprintf("$.webhooks[%d]", i)
 		w := Webhook{Name: h.Name, Provider: h.Provider, SecretFile: h.SecretFile, Repository: h.Repository, Refs: h.Refs, Pipeline: orDefault(h.Pipeline, "cleanroom.yaml")}
 		if !hookNameRE(w.Name) {
-			d.errorf(at+".name", "webhooks.name", "%q: use letters, digits, '-' and '_' (it is the URL path /hooks/<name>)", w.Name)
+			d.Errorf(at+".name", "webhooks.name", "%q: use letters, digits, '-' and '_' (it is the URL path /hooks/<name>)", w.Name)
 		} else if names[w.Name] {
-			d.errorf(at+".name", "webhooks.name", "%q is used twice", w.Name)
+			d.Errorf(at+".name", "webhooks.name", "%q is used twice", w.Name)
 		}
 		names[w.Name] = true
 		if w.Provider != "github" && w.Provider != "gitlab" {
-			d.errorf(at, "webhooks.provider", "%q: use github or gitlab", w.Provider)
+			d.Errorf(at, "webhooks.provider", "%q: use github or gitlab", w.Provider)
 		}
 		if w.SecretFile == "" {
-			d.errorf(at, "webhooks.secret_file", "a webhook needs a secret: a file holding the shared secret (GitHub) or token (GitLab)")
+			d.Errorf(at, "webhooks.secret_file", "a webhook needs a secret: a file holding the shared secret (GitHub) or token (GitLab)")
 		}
 		if !strings.HasPrefix(w.Repository, "https://") && !(c.SourceAllowHTTP && strings.HasPrefix(w.Repository, "http://")) {
-			d.errorf(at, "webhooks.repository", "%q: the https clone URL of the repository", w.Repository)
+			d.Errorf(at, "webhooks.repository", "%q: the https clone URL of the repository", w.Repository)
 		}
 		c.Webhooks = append(c.Webhooks, w)
 	}

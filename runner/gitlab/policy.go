@@ -12,10 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/goccy/go-yaml"
-	"github.com/goccy/go-yaml/ast"
-	"github.com/goccy/go-yaml/parser"
-
+	"github.com/cleanroom-ci/cleanroom/internal/yamlconf"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
@@ -187,21 +184,6 @@ type SigningConfig struct {
 	TrustedRoot string
 }
 
-// PolicyError is one problem in the policy file, at FILE:LINE:COL.
-type PolicyError struct {
-	File         string
-	Line, Column int
-	Field        string
-	Msg          string
-}
-
-func (e *PolicyError) Error() string {
-	if e.Field == "" {
-		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
-	}
-	return fmt.Sprintf("%s:%d:%d: %s: %s", e.File, e.Line, e.Column, e.Field, e.Msg)
-}
-
 // maxPolicySize bounds what is read: a policy is a page of YAML.
 const maxPolicySize = 1 << 20
 
@@ -251,62 +233,28 @@ func checkPolicyOwner(path string, fi os.FileInfo) error {
 
 // ParsePolicy decodes and validates policy YAML; name is used in errors.
 func ParsePolicy(name string, data []byte) (*Policy, error) {
-	d := &policyDecoder{file: name}
-	file, err := parser.ParseBytes(data, 0)
-	if err != nil {
-		return nil, d.yamlError(err)
-	}
-	d.ast = file
+	d := &policyDecoder{Decoder: yamlconf.Decoder{File: name}}
 	var raw policyFile
-	if len(file.Docs) > 1 {
-		return nil, &PolicyError{File: name, Line: 1, Column: 1, Msg: "the policy is one YAML document; remove the second (after ---)"}
+	n, err := d.Decode(data, &raw)
+	if err != nil {
+		return nil, err
 	}
-	if len(file.Docs) == 0 || file.Docs[0].Body == nil {
+	if n == 0 {
 		return nil, &PolicyError{File: name, Line: 1, Column: 1, Msg: "the policy is empty; it needs at least version: 1, images.allowed and helper.image"}
 	}
-	if err := yaml.NodeToValue(file.Docs[0].Body, &raw, yaml.Strict()); err != nil {
-		return nil, d.yamlError(err)
-	}
 	p := d.resolve(&raw)
-	if len(d.errs) > 0 {
-		return nil, errors.Join(d.errs...)
+	if err := d.Err(); err != nil {
+		return nil, err
 	}
 	p.Path = name
 	return p, nil
 }
 
+// PolicyError is one problem in the policy file, at FILE:LINE:COL.
+type PolicyError = yamlconf.Error
+
 type policyDecoder struct {
-	file string
-	ast  *ast.File
-	errs []error
-}
-
-// yamlError turns a go-yaml error into FILE:LINE:COL: message, without the
-// multi-line source excerpt go-yaml adds.
-func (d *policyDecoder) yamlError(err error) error {
-	var ye yaml.Error
-	if errors.As(err, &ye) {
-		line, col := 1, 1
-		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
-			line, col = max(tk.Position.Line, 1), max(tk.Position.Column, 1)
-		}
-		return &PolicyError{File: d.file, Line: line, Column: col, Msg: ye.GetMessage()}
-	}
-	msg, _, _ := strings.Cut(err.Error(), "\n")
-	return &PolicyError{File: d.file, Line: 1, Column: 1, Msg: msg}
-}
-
-// errorf records a semantic problem at the YAML path of field ("$.a.b[1]").
-func (d *policyDecoder) errorf(path, field, format string, args ...any) {
-	line, col := 1, 1
-	if p, err := yaml.PathString(path); err == nil && d.ast != nil {
-		if n, err := p.FilterFile(d.ast); err == nil && n != nil {
-			if tk := n.GetToken(); tk != nil && tk.Position != nil {
-				line, col = max(tk.Position.Line, 1), max(tk.Position.Column, 1)
-			}
-		}
-	}
-	d.errs = append(d.errs, &PolicyError{File: d.file, Line: line, Column: col, Field: field, Msg: fmt.Sprintf(format, args...)})
+	yamlconf.Decoder
 }
 
 var varNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -331,47 +279,47 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 		StopGrace: DefaultStopGrace,
 	}
 	if raw.Version != 1 {
-		d.errorf("$.version", "version", "must be 1 (got %d)", raw.Version)
+		d.Errorf("$.version", "version", "must be 1 (got %d)", raw.Version)
 	}
 	for _, f := range []struct{ path, field, v string }{
 		{"$.builds_dir", "builds_dir", p.BuildsDir},
 		{"$.cache_dir", "cache_dir", p.CacheDir},
 	} {
 		if !filepath.IsAbs(f.v) || filepath.Clean(f.v) != f.v || f.v == "/" {
-			d.errorf(f.path, f.field, "%q must be an absolute, clean path other than /", f.v)
+			d.Errorf(f.path, f.field, "%q must be an absolute, clean path other than /", f.v)
 		}
 	}
 	if sameOrNested(p.BuildsDir, p.CacheDir) {
-		d.errorf("$.cache_dir", "cache_dir", "must not be inside builds_dir or contain it: jobs' builds directories are removed after each job, the cache is kept")
+		d.Errorf("$.cache_dir", "cache_dir", "must not be inside builds_dir or contain it: jobs' builds directories are removed after each job, the cache is kept")
 	}
 	if u, err := url.Parse(p.BuilderID); err != nil || u.Scheme == "" || u.Host == "" || strings.ContainsAny(p.BuilderID, " \t\n") {
-		d.errorf("$.builder_id", "builder_id", "%q is not an absolute URI", p.BuilderID)
+		d.Errorf("$.builder_id", "builder_id", "%q is not an absolute URI", p.BuilderID)
 	}
 
 	// Images.
 	if len(raw.Images.Allowed) == 0 {
-		d.errorf("$.images", "images.allowed", "is empty: no job could run; list the image patterns jobs may use, e.g. [\"registry.example.org/team/*:*\"]")
+		d.Errorf("$.images", "images.allowed", "is empty: no job could run; list the image patterns jobs may use, e.g. [\"registry.example.org/team/*:*\"]")
 	}
 	for i, pat := range raw.Images.Allowed {
 		if err := checkImagePattern(pat); err != nil {
-			d.errorf(fmt.Sprintf("$.images.allowed[%d]", i), fmt.Sprintf("images.allowed[%d]", i), "%v", err)
+			d.Errorf(fmt.Sprintf("$.images.allowed[%d]", i), fmt.Sprintf("images.allowed[%d]", i), "%v", err)
 		}
 	}
 	p.AllowedImages = raw.Images.Allowed
 	if p.DefaultImage != "" {
 		if _, err := ImageAllowed(p.AllowedImages, p.DefaultImage); err != nil {
-			d.errorf("$.images.default", "images.default", "%v", err)
+			d.Errorf("$.images.default", "images.default", "%v", err)
 		}
 	}
 
 	// Helper.
 	if p.HelperImage == "" {
-		d.errorf("$.helper", "helper.image", "is required: the stages that talk to GitLab (sources, cache, artifacts) run in it; it needs bash, git and, for cache and artifacts, gitlab-runner (or set helper.gitlab_runner)")
+		d.Errorf("$.helper", "helper.image", "is required: the stages that talk to GitLab (sources, cache, artifacts) run in it; it needs bash, git and, for cache and artifacts, gitlab-runner (or set helper.gitlab_runner)")
 	} else if _, err := parseImage(p.HelperImage); err != nil {
-		d.errorf("$.helper.image", "helper.image", "%v", err)
+		d.Errorf("$.helper.image", "helper.image", "%v", err)
 	}
 	if p.GitLabRunner != "" && (!filepath.IsAbs(p.GitLabRunner) || filepath.Clean(p.GitLabRunner) != p.GitLabRunner) {
-		d.errorf("$.helper.gitlab_runner", "helper.gitlab_runner", "%q must be an absolute, clean path to the gitlab-runner binary on this host", p.GitLabRunner)
+		d.Errorf("$.helper.gitlab_runner", "helper.gitlab_runner", "%q must be an absolute, clean path to the gitlab-runner binary on this host", p.GitLabRunner)
 	}
 	p.HelperAllow = d.rules("$.helper.allow", "helper.allow", raw.Helper.Allow)
 
@@ -379,12 +327,12 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 	p.DefaultAllow = d.rules("$.egress.default", "egress.default", raw.Egress.Default)
 	p.MaximumAllow = d.rules("$.egress.maximum", "egress.maximum", raw.Egress.Maximum)
 	if p.JobMayWiden && len(p.MaximumAllow) == 0 {
-		d.errorf("$.egress.job_may_widen", "egress.job_may_widen", "is true but egress.maximum is empty, so a job could widen to nothing; list what jobs may ask for")
+		d.Errorf("$.egress.job_may_widen", "egress.job_may_widen", "is true but egress.maximum is empty, so a job could widen to nothing; list what jobs may ask for")
 	}
 	if raw.Egress.GoProxyUpstream != "" {
 		u, err := url.Parse(raw.Egress.GoProxyUpstream)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-			d.errorf("$.egress.goproxy_upstream", "egress.goproxy_upstream", "%q must be an http(s) URL without credentials", raw.Egress.GoProxyUpstream)
+			d.Errorf("$.egress.goproxy_upstream", "egress.goproxy_upstream", "%q must be an http(s) URL without credentials", raw.Egress.GoProxyUpstream)
 		} else {
 			p.GoProxyUpstream = u
 		}
@@ -394,24 +342,24 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 	if raw.Limits.Memory != "" {
 		n, err := pipeline.ParseSize(raw.Limits.Memory)
 		if err != nil {
-			d.errorf("$.limits.memory", "limits.memory", "%v", err)
+			d.Errorf("$.limits.memory", "limits.memory", "%v", err)
 		}
 		p.MemoryBytes = n
 	}
 	if raw.Limits.Tmp != "" {
 		n, err := pipeline.ParseSize(raw.Limits.Tmp)
 		if err != nil {
-			d.errorf("$.limits.tmp", "limits.tmp", "%v", err)
+			d.Errorf("$.limits.tmp", "limits.tmp", "%v", err)
 		}
 		p.TmpBytes = n
 	}
 	if p.CPUs < 0 || p.CPUs > 1024 {
-		d.errorf("$.limits.cpus", "limits.cpus", "%v is out of range (0 means no limit)", p.CPUs)
+		d.Errorf("$.limits.cpus", "limits.cpus", "%v is out of range (0 means no limit)", p.CPUs)
 	}
 	if raw.Limits.Pids != nil {
 		p.Pids = *raw.Limits.Pids
 		if p.Pids < 0 {
-			d.errorf("$.limits.pids", "limits.pids", "%d is negative (0 means no limit)", p.Pids)
+			d.Errorf("$.limits.pids", "limits.pids", "%d is negative (0 means no limit)", p.Pids)
 		}
 	}
 
@@ -420,17 +368,17 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 	case SigningNone, SigningKeyless:
 	case SigningKey:
 		if !filepath.IsAbs(p.Signing.Key) {
-			d.errorf("$.signing.key", "signing.key", "mode %q needs the absolute path of the signing key (cosign.key)", SigningKey)
+			d.Errorf("$.signing.key", "signing.key", "mode %q needs the absolute path of the signing key (cosign.key)", SigningKey)
 		}
 	default:
-		d.errorf("$.signing.mode", "signing.mode", "%q: use %q, %q or %q", p.SigningMode, SigningNone, SigningKey, SigningKeyless)
+		d.Errorf("$.signing.mode", "signing.mode", "%q: use %q, %q or %q", p.SigningMode, SigningNone, SigningKey, SigningKeyless)
 	}
 	for _, f := range []struct{ path, field, v string }{
 		{"$.signing.password_file", "signing.password_file", p.Signing.PasswordFile},
 		{"$.signing.trusted_root", "signing.trusted_root", p.Signing.TrustedRoot},
 	} {
 		if f.v != "" && !filepath.IsAbs(f.v) {
-			d.errorf(f.path, f.field, "must be an absolute path")
+			d.Errorf(f.path, f.field, "must be an absolute path")
 		}
 	}
 
@@ -438,7 +386,7 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 	p.RunnerOnly = []string{SigstoreTokenVariable}
 	for i, name := range raw.RunnerOnlyVariables {
 		if !varNameRE.MatchString(name) {
-			d.errorf(fmt.Sprintf("$.runner_only_variables[%d]", i), fmt.Sprintf("runner_only_variables[%d]", i), "%q is not a variable name", name)
+			d.Errorf(fmt.Sprintf("$.runner_only_variables[%d]", i), fmt.Sprintf("runner_only_variables[%d]", i), "%q is not a variable name", name)
 			continue
 		}
 		if !slices.Contains(p.RunnerOnly, name) {
@@ -449,7 +397,7 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 	if raw.StopGrace != "" {
 		g, err := time.ParseDuration(raw.StopGrace)
 		if err != nil || g < 0 || g > maxStopGrace {
-			d.errorf("$.stop_grace", "stop_grace", "%q must be a duration between 0s and %s, e.g. 10s", raw.StopGrace, maxStopGrace)
+			d.Errorf("$.stop_grace", "stop_grace", "%q must be a duration between 0s and %s, e.g. 10s", raw.StopGrace, maxStopGrace)
 		} else {
 			p.StopGrace = g
 		}
@@ -464,7 +412,7 @@ func (d *policyDecoder) rules(path, field string, in []string) []string {
 	for i, s := range in {
 		r, err := egress.ParseRule(s)
 		if err != nil {
-			d.errorf(fmt.Sprintf("%s[%d]", path, i), fmt.Sprintf("%s[%d]", field, i), "%v", err)
+			d.Errorf(fmt.Sprintf("%s[%d]", path, i), fmt.Sprintf("%s[%d]", field, i), "%v", err)
 			continue
 		}
 		if !slices.Contains(out, r.String()) {
