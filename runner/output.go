@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/cleanroom-ci/cleanroom/internal/atomicfile"
 )
 
 // prefixWriter writes whole lines, each prefixed, so the output of
@@ -106,44 +108,6 @@ func publish(stage, outDir string) error {
 			}
 			return os.MkdirAll(filepath.Join(outDir, rel), 0o755)
 		}
-		return CopyFileAtomic(path, filepath.Join(outDir, rel))
+		return atomicfile.Copy(path, filepath.Join(outDir, rel), 0o644)
 	})
-}
-
-// CopyFileAtomic copies src to dst through a temporary file in dst's
-// directory, synced and renamed into place.
-func CopyFileAtomic(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	return WriteFileAtomic(dst, func(w io.Writer) error {
-		_, err := io.Copy(w, in)
-		return err
-	})
-}
-
-// WriteFileAtomic writes dst through a synced temporary file and a rename.
-func WriteFileAtomic(dst string, write func(io.Writer) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := write(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
 }

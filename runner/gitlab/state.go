@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cleanroom-ci/cleanroom/runner"
+	"github.com/cleanroom-ci/cleanroom/internal/atomicfile"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 
@@ -170,7 +170,7 @@ func (j *jobDir) writeState(st *JobState) error {
 	if err != nil {
 		return err
 	}
-	return runner.WriteFileAtomic(j.file(jobFile), func(w io.Writer) error {
+	return atomicfile.Write(j.file(jobFile), 0o644, func(w io.Writer) error {
 		_, err := w.Write(append(b, '\n'))
 		return err
 	})

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cleanroom-ci/cleanroom/internal/atomicfile"
 )
 
 // DefaultTokensFile is where the agent and the token commands look unless
@@ -213,42 +215,7 @@ func update(path string, fn func([]Token) ([]Token, error)) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(path, append(b, '\n'))
-}
-
-// writeAtomic replaces path with b so that a reader (the agent) sees the
-// old file or the new one, never a half-written one.
-func writeAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	// CreateTemp makes the file 0600, so the hashes are never readable by
-	// others, not even for a moment.
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	// A revoke must survive a crash: sync the directory entry too.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	// Mode 0600 from the first byte: the hashes are never readable by
+	// others, not even for a moment; a revoke survives a crash.
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }
