@@ -27,6 +27,7 @@ var cfg = clitest.Config{Namespace: "cleanroom-agent", StateDir: "/run/cleanroom
 
 type env struct {
 	t      *testing.T
+	cfg    clitest.Config // namespace and state dir of the agents' jobs
 	bin    string
 	image  string
 	tokens string
@@ -36,14 +37,18 @@ type env struct {
 	seq                        atomic.Int32
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvFor(t, cfg) }
+
+// newEnvFor is newEnv for agents whose jobs use c's namespace and state
+// dir.
+func newEnvFor(t *testing.T, c clitest.Config) *env {
 	t.Helper()
 	testenv.RequireRoot(t)
 	if _, err := os.Stat(clitest.Address); err != nil {
 		testenv.Missing(t, "containerd at "+clitest.Address)
 	}
 	testenv.RequireBinary(t, "runc")
-	e := &env{t: t, bin: clitest.Binary(t), image: testimage.Busybox(t), dir: t.TempDir()}
+	e := &env{t: t, cfg: c, bin: clitest.Binary(t), image: testimage.Busybox(t), dir: t.TempDir()}
 	e.tokens = filepath.Join(e.dir, "tokens.json")
 	for name, p := range map[string]*string{"ci": &e.submit, "viewer": &e.read, "ops": &e.admin, "other": &e.other} {
 		scope := map[string]string{"ci": "submit", "viewer": "read", "ops": "admin", "other": "submit"}[name]
@@ -55,7 +60,7 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() {
 		if !t.Failed() {
-			clitest.RequireNoResidue(t, cfg)
+			clitest.RequireNoResidue(t, c)
 		}
 	})
 	return e
@@ -65,7 +70,7 @@ func newEnv(t *testing.T) *env {
 func (e *env) agent(name, natsURL, extra string, port int, opts ...func(*agenttest.AgentConfig)) *agenttest.Agent {
 	e.t.Helper()
 	c := agenttest.AgentConfig{
-		Binary: e.bin, Dir: filepath.Join(e.dir, name), StateDir: cfg.StateDir, Namespace: cfg.Namespace,
+		Binary: e.bin, Dir: filepath.Join(e.dir, name), StateDir: e.cfg.StateDir, Namespace: e.cfg.Namespace,
 		TokensFile: e.tokens, NATSURL: natsURL, ID: name, Extra: extra, Port: port,
 	}
 	for _, o := range opts {

@@ -10,7 +10,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"image/png"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,8 +20,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/cleanroom-ci/cleanroom/internal/agenttest"
 	"github.com/cleanroom-ci/cleanroom/internal/clitest"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/auth"
 	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
 )
 
@@ -37,9 +36,13 @@ const wantCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-sr
 // steps, egress, artifacts and provenance (whose verify command is run),
 // and a running job's log arriving live.
 func TestAgentWebPage(t *testing.T) {
-	webRequirements(t)
+	e := newWebEnv(t)
 	start := time.Now()
-	a := startWebAgent(t, webCfg)
+	// The agent signs with a key; the env's "ci" token (submit scope)
+	// submits the jobs and logs in to the page.
+	keyDir := t.TempDir()
+	a := e.agent("agent-web", "", "jobs:\n  grace: 1m\n"+webSigning(t, e.bin, keyDir), 0)
+	ci := e.client(a, e.submit)
 
 	var nonce [4]byte
 	rand.Read(nonce[:])
@@ -50,7 +53,7 @@ func TestAgentWebPage(t *testing.T) {
 
 	// Job 1: a build that logs, is refused one fetch, and makes a signed
 	// artifact.
-	id1 := a.submit(map[string]string{"cleanroom.yaml": `version: 1
+	build := `version: 1
 image: oci-archive:./images/builder.tar
 egress:
   allow: ["allowed.invalid"]
@@ -66,28 +69,21 @@ steps:
     timeout: 1m
     run: grep -q "` + marker + `" out/hello.txt && echo "tests passed"
 artifacts: ["out/hello.txt"]
-`})
-	j1 := a.waitState(id1, 3*time.Minute, jobs.Terminal)
+`
+	id1 := e.submit1(ci, e.source(build, nil))
+	j1 := e.wait(ci, id1, 3*time.Minute, agenttest.Finished)
 	if j1.State != jobs.StateSucceeded {
-		t.Fatalf("job %s: %s (%s); log:\n%s", id1, j1.State, j1.Error, a.raw(http.MethodGet, "/api/v1/jobs/"+id1+"/log", "", nil, http.StatusOK))
+		t.Fatalf("job %s: %s (%s); log:\n%s", id1, j1.State, j1.Error, logOf(t, ci, id1))
 	}
 	t.Logf("job 1 succeeded after %v", time.Since(start).Round(time.Millisecond))
 
 	// Without a session the page sends the browser to the login form; the
 	// HTML carries the strict CSP.
-	resp, err := webClient.Get(a.url + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp, _ := webGet(t, a.URL+"/", "")
 	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/login") {
 		t.Fatalf("GET / without a session: %d, Location %q; want 303 to /login", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	resp, err = webClient.Get(a.url + "/login")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp, _ = webGet(t, a.URL+"/login", "")
 	if got := resp.Header.Get("Content-Security-Policy"); got != wantCSP {
 		t.Fatalf("login page CSP %q, want %q", got, wantCSP)
 	}
@@ -95,14 +91,7 @@ artifacts: ["out/hello.txt"]
 	// With the session cookie the job page is served, under the same
 	// policy; the static files are the only other thing it loads, and
 	// the static route lists nothing.
-	req, _ := http.NewRequest(http.MethodGet, a.url+"/jobs/"+id1, nil)
-	req.AddCookie(&http.Cookie{Name: auth.DefaultCookieName, Value: a.token})
-	resp, err = webClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, page := webGet(t, a.URL+"/jobs/"+id1, e.submit)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Security-Policy") != wantCSP {
 		t.Fatalf("job page with the cookie: %d, CSP %q", resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
 	}
@@ -110,12 +99,7 @@ artifacts: ["out/hello.txt"]
 		t.Fatalf("job page has inline script or style:\n%s", page)
 	}
 	for path, want := range map[string]int{"/static/app.js": http.StatusOK, "/static/app.css": http.StatusOK, "/static/": http.StatusNotFound, "/static/nope.js": http.StatusNotFound} {
-		resp, err := webClient.Get(a.url + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
+		if resp, _ := webGet(t, a.URL+path, ""); resp.StatusCode != want {
 			t.Fatalf("GET %s: %d, want %d", path, resp.StatusCode, want)
 		}
 	}
@@ -123,7 +107,7 @@ artifacts: ["out/hello.txt"]
 	ctx := newBrowser(t)
 
 	// Log in through the form: a wrong token first, then the right one.
-	webNavigate(t, ctx, a.url+"/")
+	webNavigate(t, ctx, a.URL+"/")
 	webWait(t, ctx, 10*time.Second, `location.pathname === "/login" && !!document.getElementById("token")`)
 	login := func(token string) {
 		t.Helper()
@@ -136,7 +120,7 @@ artifacts: ["out/hello.txt"]
 	}
 	login("not-a-token")
 	webWait(t, ctx, 10*time.Second, `!!document.getElementById("login-error") && document.getElementById("login-error").textContent.includes("invalid")`)
-	login(a.token)
+	login(e.submit)
 	webWait(t, ctx, 10*time.Second, `location.pathname === "/" && !!document.getElementById("jobs")`)
 
 	// The job list: the job's row with its state and source.
@@ -145,7 +129,7 @@ artifacts: ["out/hello.txt"]
 	if got := webEval[string](t, ctx, row+`.querySelector(".badge").textContent`); got != "succeeded" {
 		t.Fatalf("job list: state badge %q, want succeeded", got)
 	}
-	if got := webEval[string](t, ctx, row+`.textContent`); !strings.Contains(got, "tarball sha256:") || !strings.Contains(got, "api (web)") {
+	if got := webEval[string](t, ctx, row+`.textContent`); !strings.Contains(got, "tarball sha256:") || !strings.Contains(got, "api (ci)") {
 		t.Fatalf("job list row lacks the source or trigger: %q", got)
 	}
 
@@ -200,18 +184,21 @@ artifacts: ["out/hello.txt"]
 		t.Fatalf("verify command %q", verifyCmd)
 	}
 	dl := t.TempDir()
-	a.download(id1, "artifacts/out/hello.txt", dl)
-	a.download(id1, "provenance.sigstore.json", dl)
-	pub, err := os.ReadFile(filepath.Join(a.keyDir, "cosign.pub"))
-	if err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"artifacts/out/hello.txt", "provenance.sigstore.json"} {
+		b, err := ci.File(id1, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dl, filepath.Base(name)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := os.WriteFile(filepath.Join(dl, "cosign.pub"), pub, 0o644); err != nil {
+	if err := os.Link(filepath.Join(keyDir, "cosign.pub"), filepath.Join(dl, "cosign.pub")); err != nil {
 		t.Fatal(err)
 	}
 	verify := exec.Command("sh", "-c", verifyCmd)
 	verify.Dir = dl
-	verify.Env = append(os.Environ(), "PATH="+filepath.Dir(a.bin)+":"+os.Getenv("PATH"))
+	verify.Env = append(os.Environ(), "PATH="+filepath.Dir(e.bin)+":"+os.Getenv("PATH"))
 	if out, err := verify.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", verifyCmd, err, out)
 	}
@@ -219,18 +206,9 @@ artifacts: ["out/hello.txt"]
 	// Job 2: its page is open while it runs; the second line comes 3 s
 	// after the first, so it can only arrive over the live stream.
 	first, second := "live-first-"+hex.EncodeToString(nonce[:]), "live-second-"+hex.EncodeToString(nonce[:])
-	id2 := a.submit(map[string]string{"cleanroom.yaml": `version: 1
-image: oci-archive:./images/builder.tar
-steps:
-  - name: slow
-    timeout: 1m
-    run: |
-      echo "` + first + `"
-      sleep 3
-      echo "` + second + `"
-`})
-	a.waitState(id2, 2*time.Minute, func(s string) bool { return s != jobs.StateQueued })
-	webNavigate(t, ctx, a.url+"/jobs/"+id2)
+	id2 := e.submit1(ci, e.source(pipeline("echo "+first+"\nsleep 3\necho "+second, ""), nil))
+	e.wait(ci, id2, 2*time.Minute, func(j jobs.Job) bool { return j.State != jobs.StateQueued })
+	webNavigate(t, ctx, a.URL+"/jobs/"+id2)
 	logHas := func(s string) string {
 		return `document.getElementById("log").textContent.includes(` + jsString(s) + `)`
 	}
@@ -238,23 +216,25 @@ steps:
 	if webEval[bool](t, ctx, logHas(second)) {
 		t.Fatalf("the second line was there with the first: the page did not show the log live")
 	}
-	if st := a.job(id2).State; jobs.Terminal(st) {
-		t.Fatalf("job 2 already %s when its first line showed", st)
+	if j2, err := ci.Job(id2); err != nil || jobs.Terminal(j2.State) {
+		t.Fatalf("job 2 already %s (%v) when its first line showed", j2.State, err)
 	}
 	webWait(t, ctx, 30*time.Second, logHas(second))
 	// At the end the page reloads to show the finished job.
-	webWait(t, ctx, time.Minute, `document.getElementById("state").textContent === "succeeded" && document.querySelector('tr[data-step="slow"]') !== null`)
+	webWait(t, ctx, time.Minute, `document.getElementById("state").textContent === "succeeded" && document.querySelector('tr[data-step="build"]') !== null`)
 
 	// Sign out: the session is gone.
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`form.logout button`))); err != nil {
 		t.Fatal(err)
 	}
 	webWait(t, ctx, 10*time.Second, `location.pathname === "/login"`)
-	webNavigate(t, ctx, a.url+"/jobs/"+id1)
+	webNavigate(t, ctx, a.URL+"/jobs/"+id1)
 	webWait(t, ctx, 10*time.Second, `location.pathname === "/login" && !!document.getElementById("token")`)
 
-	a.stop()
-	clitest.RequireNoResidue(t, webCfg)
+	// The drain path ends cleanly; the env then checks for residue.
+	if err := a.Stop(2 * time.Minute); err != nil {
+		t.Fatalf("agent after SIGTERM: %v", err)
+	}
 	t.Logf("done in %v", time.Since(start).Round(time.Millisecond))
 }
 
