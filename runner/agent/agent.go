@@ -163,6 +163,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
+	go a.purge(workCtx)
 	workDone := make(chan struct{})
 	go func() { defer close(workDone); a.work(workCtx) }()
 
@@ -195,6 +196,29 @@ func Run(ctx context.Context, opts Options) error {
 	srv.Shutdown(sctx)
 	log.Info("agent stopped")
 	return nil
+}
+
+// purge deletes finished jobs older than jobs.retention, hourly: state,
+// logs and outputs would otherwise grow for ever. Every agent does it;
+// deletions are idempotent.
+func (a *Agent) purge(ctx context.Context) {
+	t := time.NewTimer(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := a.broker.Purge(ctx, time.Now().Add(-a.cfg.Retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			a.log.Warn("purging old jobs failed", "error", err)
+		case n > 0:
+			a.log.Info("purged finished jobs past jobs.retention", "jobs", n, "retention", a.cfg.Retention)
+		}
+		t.Reset(time.Hour)
+	}
 }
 
 func (a *Agent) count() int {

@@ -24,6 +24,9 @@ const (
 	DefaultBuilderID  = "https://cleanroom.dev/builder/agent@v1"
 	// DefaultMaxUpload bounds an uploaded source tarball (compressed).
 	DefaultMaxUpload = 256 << 20
+	// DefaultRetention is how long a finished job's state, log and
+	// outputs are kept.
+	DefaultRetention = 30 * 24 * time.Hour
 	// maxWebhookBody bounds a webhook delivery; GitHub caps its payloads
 	// at 25 MB.
 	maxWebhookBody = 25 << 20
@@ -63,6 +66,7 @@ type Config struct {
 	OnAgentLoss     string
 	MaxAttempts     int
 	Grace           time.Duration
+	Retention       time.Duration
 	AckWait         time.Duration
 	RunAllow        []string
 	GoProxyUpstream string
@@ -136,6 +140,7 @@ type jobsFile struct {
 	OnAgentLoss string `yaml:"on_agent_loss"`
 	MaxAttempts int    `yaml:"max_attempts"`
 	Grace       string `yaml:"grace"`
+	Retention   string `yaml:"retention"`
 }
 
 type runFile struct {
@@ -284,6 +289,7 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 	}
 	c.JobTimeout = d.duration("$.jobs.timeout", "jobs.timeout", raw.Jobs.Timeout, time.Hour)
 	c.Grace = d.duration("$.jobs.grace", "jobs.grace", raw.Jobs.Grace, 2*time.Minute)
+	c.Retention = d.duration("$.jobs.retention", "jobs.retention", raw.Jobs.Retention, DefaultRetention)
 	if c.OnAgentLoss != OnLossRetry && c.OnAgentLoss != OnLossFail {
 		d.Errorf("$.jobs.on_agent_loss", "jobs.on_agent_loss", "%q: use retry (run the job again, up to max_attempts) or fail", c.OnAgentLoss)
 	}

@@ -18,7 +18,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.Listen != DefaultListen || c.DataDir != DefaultDataDir || c.Concurrency != runtime.NumCPU() ||
 		c.NATSURL != "" || c.NATSReplicas != 1 || c.AckWait != 30*time.Second || c.OnAgentLoss != OnLossRetry ||
-		c.MaxAttempts != 2 || c.Grace != 2*time.Minute || c.JobTimeout != time.Hour || c.Signing.Mode != SignNone ||
+		c.MaxAttempts != 2 || c.Grace != 2*time.Minute || c.Retention != 30*24*time.Hour || c.JobTimeout != time.Hour || c.Signing.Mode != SignNone ||
 		c.MaxUpload != DefaultMaxUpload || c.BuilderID != DefaultBuilderID || len(c.SourceAllow) != 0 || len(c.ImagesAllowed) != 0 {
 		t.Fatalf("defaults: %+v", c)
 	}
@@ -43,6 +43,7 @@ func TestConfigErrorsNameFileLineAndField(t *testing.T) {
 		{"version: 1\nimages:\n  allowed: [\"[\"]\n", "images.allowed:"},
 		{"version: 1\njobs:\n  on_agent_loss: maybe\n", "agent.yaml:3:18: jobs.on_agent_loss: \"maybe\": use retry"},
 		{"version: 1\njobs:\n  timeout: -1m\n", "jobs.timeout:"},
+		{"version: 1\njobs:\n  retention: forever\n", "jobs.retention:"},
 		{"version: 1\nsigning:\n  mode: key\n", "signing.key: mode key needs key"},
 		{"version: 1\nsigning:\n  mode: keyless\n", "signing.identity_token_file:"},
 		{"version: 1\nsigning:\n  mode: sometimes\n", "signing.mode:"},

@@ -533,6 +533,68 @@ func (b *Broker) ReadLog(ctx context.Context, id string, w io.Writer) error {
 	}
 }
 
+// Purge deletes what finished jobs left in JetStream once they are older
+// than before (finished before it): the job's state, its files (outputs,
+// kept log, uploaded source) and its live log. Queued and running jobs are
+// never touched. Delivery records used to recognise webhook redeliveries
+// are deleted after a day. It returns how many jobs it deleted. Several
+// agents may purge at once: every deletion is idempotent.
+func (b *Broker) Purge(ctx context.Context, before time.Time) (int, error) {
+	lister, err := b.kv.ListKeys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var ids, deliveries []string
+	for k := range lister.Keys() {
+		switch {
+		case ValidID(k):
+			ids = append(ids, k)
+		case strings.HasPrefix(k, "delivery."):
+			deliveries = append(deliveries, k)
+		}
+	}
+	purged := map[string]bool{}
+	for _, id := range ids {
+		j, _, err := b.Get(ctx, id)
+		if err != nil || !Terminal(j.State) || j.Finished.IsZero() || !j.Finished.Before(before) {
+			continue
+		}
+		purged[id] = true
+	}
+	if len(purged) > 0 {
+		objs, err := b.files.List(ctx)
+		if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+			return 0, err
+		}
+		for _, o := range objs {
+			if id, _, ok := strings.Cut(o.Name, "/"); ok && purged[id] {
+				if err := b.DeleteFile(ctx, o.Name); err != nil {
+					return 0, err
+				}
+			}
+		}
+	}
+	logs, err := b.js.Stream(ctx, LogStream)
+	if err != nil {
+		return 0, err
+	}
+	for id := range purged {
+		if err := logs.Purge(ctx, jetstream.WithPurgeSubject(logSubject+id)); err != nil {
+			return 0, err
+		}
+		if err := b.kv.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return 0, err
+		}
+	}
+	dayAgo := time.Now().Add(-24 * time.Hour)
+	for _, k := range deliveries {
+		if e, err := b.kv.Get(ctx, k); err == nil && e.Created().Before(dayAgo) {
+			b.kv.Purge(ctx, k)
+		}
+	}
+	return len(purged), nil
+}
+
 // PutFile stores one output of a job.
 func (b *Broker) PutFile(ctx context.Context, name string, r io.Reader) (*jetstream.ObjectInfo, error) {
 	return b.files.Put(ctx, jetstream.ObjectMeta{Name: name}, r)

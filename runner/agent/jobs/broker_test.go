@@ -203,3 +203,50 @@ func TestWatch(t *testing.T) {
 		t.Fatal("no update seen")
 	}
 }
+
+func TestPurgeFinishedJobs(t *testing.T) {
+	b := openTest(t, 5*time.Second)
+	ctx := context.Background()
+	old := time.Now().Add(-48 * time.Hour)
+	submit := func(state string, finished time.Time) string {
+		t.Helper()
+		j, err := b.Submit(ctx, newJob(), strings.NewReader("source"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.PutFile(ctx, OutputObject(j.ID, "job.log"), strings.NewReader("log"))
+		b.AppendLog(ctx, j.ID, []byte("line\n"))
+		if _, err := b.Update(ctx, j.ID, func(j *Job) error { j.State, j.Finished = state, finished; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return j.ID
+	}
+	gone := submit(StateSucceeded, old)
+	recent := submit(StateFailed, time.Now())
+	running := submit(StateRunning, time.Time{})
+	n, err := b.Purge(ctx, time.Now().Add(-24*time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("purged %d, %v; want 1", n, err)
+	}
+	if _, _, err := b.Get(ctx, gone); !errors.Is(err, ErrNotFound) {
+		t.Errorf("old finished job still there: %v", err)
+	}
+	for _, name := range []string{SourceObject(gone), OutputObject(gone, "job.log")} {
+		if _, _, err := b.GetFile(ctx, name); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s still stored: %v", name, err)
+		}
+	}
+	var rest bytes.Buffer
+	b.ReadLog(ctx, gone, &rest)
+	if rest.Len() != 0 {
+		t.Errorf("live log of a purged job: %q", rest.String())
+	}
+	for _, id := range []string{recent, running} {
+		if _, _, err := b.Get(ctx, id); err != nil {
+			t.Errorf("job %s was purged: %v", id, err)
+		}
+		if _, _, err := b.GetFile(ctx, OutputObject(id, "job.log")); err != nil {
+			t.Errorf("job %s lost its files: %v", id, err)
+		}
+	}
+}
