@@ -50,29 +50,31 @@ const (
 type Config struct {
 	Path string
 	// Listen is the HTTP(S) address; TLSCert and TLSKey turn on TLS.
-	Listen          string
-	TLSCert, TLSKey string
-	DataDir         string
-	Concurrency     int
-	NATSURL         string
-	NATSCredentials string
-	NATSReplicas    int
-	TokensFile      string
-	SourceAllow     []string
-	SourceAllowHTTP bool
-	MaxUpload       int64
-	ImagesAllowed   []string
-	JobTimeout      time.Duration
-	OnAgentLoss     string
-	MaxAttempts     int
-	Grace           time.Duration
-	Retention       time.Duration
-	AckWait         time.Duration
-	RunAllow        []string
-	GoProxyUpstream string
-	BuilderID       string
-	Signing         Signing
-	Webhooks        []Webhook
+	Listen            string
+	TLSCert, TLSKey   string
+	DataDir           string
+	Concurrency       int
+	NATSURL           string
+	NATSCredentials   string
+	NATSReplicas      int
+	TokensFile        string
+	SourceAllow       []string
+	SourceAllowHTTP   bool
+	SourceCredentials []GitCredential
+	SourceCA          string
+	MaxUpload         int64
+	ImagesAllowed     []string
+	JobTimeout        time.Duration
+	OnAgentLoss       string
+	MaxAttempts       int
+	Grace             time.Duration
+	Retention         time.Duration
+	AckWait           time.Duration
+	RunAllow          []string
+	GoProxyUpstream   string
+	BuilderID         string
+	Signing           Signing
+	Webhooks          []Webhook
 }
 
 // Signing is how the agent signs the jobs' provenance and artifacts.
@@ -85,6 +87,14 @@ type Signing struct {
 	IdentityTokenFile           string
 	FulcioURL, RekorURL, TSAURL string
 	TrustedRoot                 string
+}
+
+// GitCredential is an HTTP header the agent sends to one git host, for
+// private repositories; the header is read from a file at each fetch, so
+// it can be rotated without a restart, and never reaches a job.
+type GitCredential struct {
+	Host       string // host or host:port of the remotes it applies to
+	HeaderFile string // one line, e.g. "Authorization: Basic <base64>"
 }
 
 // Webhook maps a push webhook to a repository and pipeline.
@@ -126,9 +136,16 @@ type natsFile struct {
 }
 
 type sourceFile struct {
-	Allow     []string `yaml:"allow"`
-	AllowHTTP bool     `yaml:"allow_http"`
-	MaxUpload string   `yaml:"max_upload"`
+	Allow       []string   `yaml:"allow"`
+	AllowHTTP   bool       `yaml:"allow_http"`
+	Credentials []credFile `yaml:"credentials"`
+	CA          string     `yaml:"ca"`
+	MaxUpload   string     `yaml:"max_upload"`
+}
+
+type credFile struct {
+	Host       string `yaml:"host"`
+	HeaderFile string `yaml:"header_file"`
 }
 
 type imagesFile struct {
@@ -274,6 +291,17 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 	}
 	c.AckWait = d.duration("$.nats.ack_wait", "nats.ack_wait", raw.NATS.AckWait, 30*time.Second)
 	c.SourceAllow = d.rules("$.source.allow", "source.allow", raw.Source.Allow)
+	c.SourceCA = raw.Source.CA
+	for i, cr := range raw.Source.Credentials {
+		at := fmt.Sprintf("$.source.credentials[%d]", i)
+		if cr.Host == "" || strings.ContainsAny(cr.Host, "/@ ") {
+			d.Errorf(at, "source.credentials.host", "%q: a host or host:port, e.g. git.example.org", cr.Host)
+		}
+		if !filepath.IsAbs(cr.HeaderFile) {
+			d.Errorf(at, "source.credentials.header_file", "%q: the absolute path of a file holding one header line", cr.HeaderFile)
+		}
+		c.SourceCredentials = append(c.SourceCredentials, GitCredential{Host: strings.ToLower(cr.Host), HeaderFile: cr.HeaderFile})
+	}
 	if raw.Source.MaxUpload != "" {
 		n, err := pipeline.ParseSize(raw.Source.MaxUpload)
 		if err != nil || n <= 0 {

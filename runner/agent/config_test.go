@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 )
 
@@ -105,6 +107,36 @@ func TestCheckImages(t *testing.T) {
 		err := checkImages(load(c.image), ws, c.allowed)
 		if (err == nil) != c.ok {
 			t.Errorf("%s with %v: %v", c.image, c.allowed, err)
+		}
+	}
+}
+
+func TestGitOptionsPickTheHostsCredential(t *testing.T) {
+	dir := t.TempDir()
+	hdr := filepath.Join(dir, "git-auth")
+	os.WriteFile(hdr, []byte("Authorization: Basic dXNlcjpwYXNz\n"), 0o600)
+	yaml := "version: 1\nsource:\n  allow: [git.example.org]\n  credentials:\n    - {host: git.example.org, header_file: " + hdr + "}\n    - {host: \"other.example.org:8443\", header_file: /nonexistent}\n"
+	c, err := ParseConfig("agent.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cfg: c, log: hclog.NewNullLogger()}
+	o, err := a.gitOptions("https://git.example.org/team/app.git")
+	if err != nil || o.AuthHeader != "Authorization: Basic dXNlcjpwYXNz" || len(o.Allow) != 1 {
+		t.Fatalf("options for the credential's host: %+v %v", o, err)
+	}
+	if o, err := a.gitOptions("https://public.example.org/app.git"); err != nil || o.AuthHeader != "" {
+		t.Fatalf("another host got a credential: %+v %v", o, err)
+	}
+	if _, err := a.gitOptions("https://other.example.org:8443/app.git"); err == nil {
+		t.Fatal("an unreadable header file must fail the fetch, not fetch without it")
+	}
+	for _, bad := range []string{
+		"version: 1\nsource:\n  credentials: [{host: \"https://x\", header_file: /h}]\n",
+		"version: 1\nsource:\n  credentials: [{host: x.example.org, header_file: rel}]\n",
+	} {
+		if _, err := ParseConfig("agent.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "source.credentials") {
+			t.Errorf("%q: %v", bad, err)
 		}
 	}
 }

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,11 +176,11 @@ func (a *Agent) fetchSource(ctx context.Context, job *jobs.Job, ws string, logw 
 	switch job.Source.Kind {
 	case "git":
 		logw.Printf("fetching %s %s", job.Source.Repository, orDefault(job.Source.Commit, job.Source.Ref))
-		g, err := source.FetchGit(ctx, job.Source.Repository, job.Source.Ref, job.Source.Commit, ws, source.GitOptions{
-			Allow:     a.cfg.SourceAllow,
-			AllowHTTP: a.cfg.SourceAllowHTTP,
-			Logger:    a.log.Named("git"),
-		})
+		opts, err := a.gitOptions(job.Source.Repository)
+		if err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+		g, err := source.FetchGit(ctx, job.Source.Repository, job.Source.Ref, job.Source.Commit, ws, opts)
 		if err != nil {
 			return fmt.Errorf("source: %w", err)
 		}
@@ -204,6 +207,41 @@ func (a *Agent) fetchSource(ctx context.Context, job *jobs.Job, ws string, logw 
 		return nil
 	}
 	return fmt.Errorf("unknown source kind %q", job.Source.Kind)
+}
+
+// gitOptions are the fetch options for a remote: the allowlist, and the
+// credential and CA configured for its host.
+func (a *Agent) gitOptions(remote string) (source.GitOptions, error) {
+	o := source.GitOptions{Allow: a.cfg.SourceAllow, AllowHTTP: a.cfg.SourceAllowHTTP, Logger: a.log.Named("git")}
+	u, err := url.Parse(remote)
+	if err != nil {
+		return o, err
+	}
+	for _, c := range a.cfg.SourceCredentials {
+		if c.Host == strings.ToLower(u.Host) || (u.Port() == "" && c.Host == strings.ToLower(u.Hostname())) {
+			h, err := os.ReadFile(c.HeaderFile)
+			if err != nil {
+				return o, fmt.Errorf("credential for %s: %w", c.Host, err)
+			}
+			o.AuthHeader = strings.TrimRight(string(h), "\r\n")
+			break
+		}
+	}
+	if a.cfg.SourceCA != "" {
+		pem, err := os.ReadFile(a.cfg.SourceCA)
+		if err != nil {
+			return o, fmt.Errorf("source.ca: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return o, fmt.Errorf("source.ca %s: no PEM certificate", a.cfg.SourceCA)
+		}
+		o.UpstreamTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return o, nil
 }
 
 // childArgs builds the `cleanroom run` command line of a job. The child
