@@ -116,13 +116,13 @@ func (a *Agent) runLogged(ctx context.Context, job *jobs.Job, dir string, logw *
 	if err := checkImages(p, ws, a.cfg.ImagesAllowed); err != nil {
 		return infraFailure(err)
 	}
-	args, env, err := a.childArgs(pfile, ws, outDir)
+	args, env, err := a.childArgs(rel, ws, outDir)
 	if err != nil {
 		return infraFailure(err)
 	}
 	var stdout bytes.Buffer
 	stderr := &lastError{w: logw}
-	code, err := a.runChild(ctx, args, env, &stdout, stderr)
+	code, err := a.runChild(ctx, ws, args, env, &stdout, stderr)
 	if err != nil {
 		return infraFailure(err)
 	}
@@ -247,9 +247,12 @@ func (a *Agent) gitOptions(remote string) (source.GitOptions, error) {
 // childArgs builds the `cleanroom run` command line of a job. The child
 // gets no environment of the agent's but PATH and, for key signing, the
 // key's password: NATS credentials, tokens and webhook secrets stay here.
-func (a *Agent) childArgs(pfile, ws, outDir string) ([]string, []string, error) {
+// The pipeline is named relative to the workspace, the child's working
+// directory, so that its messages (lint, errors with file:line) name the
+// file as the repository does, not the agent's disk.
+func (a *Agent) childArgs(pipelineRel, ws, outDir string) ([]string, []string, error) {
 	args := append([]string{}, a.opts.ChildArgs...)
-	args = append(args, "run", "-f", pfile, "--workdir", ws, "--out", outDir, "--output", "json",
+	args = append(args, "run", "-f", pipelineRel, "--workdir", ws, "--out", outDir, "--output", "json",
 		"--builder-id", a.cfg.BuilderID)
 	for _, r := range a.cfg.RunAllow {
 		args = append(args, "--allow", r)
@@ -290,7 +293,7 @@ func (a *Agent) childArgs(pfile, ws, outDir string) ([]string, []string, error) 
 // cancel: every sandbox it started is removed), so a killed agent leaves
 // no build running that another agent might duplicate. Cancelling ctx
 // sends SIGTERM too, then SIGKILL after a minute.
-func (a *Agent) runChild(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int, error) {
+func (a *Agent) runChild(ctx context.Context, dir string, args, env []string, stdout, stderr io.Writer) (int, error) {
 	type result struct {
 		code int
 		err  error
@@ -303,6 +306,7 @@ func (a *Agent) runChild(ctx context.Context, args, env []string, stdout, stderr
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		cmd := exec.Command(a.opts.Binary, args...)
+		cmd.Dir = dir
 		cmd.Env, cmd.Stdout, cmd.Stderr = env, stdout, stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 		if err := cmd.Start(); err != nil {
