@@ -81,6 +81,11 @@ steps:
 	if _, err := os.Stat(filepath.Join(e.dir, "never-ran")); err == nil {
 		t.Fatal("a step after the failure ran")
 	}
+	// "never" was prepared while "broken" ran (look-ahead) and then
+	// discarded: no log, no container, no namespace.
+	if _, err := os.Stat(filepath.Join(e.dir, ".cleanroom", "logs", "never.log")); err == nil {
+		t.Fatal("a skipped step has a log")
+	}
 	requireNoResidue(t)
 }
 
@@ -391,4 +396,26 @@ func TestConcurrentRunsImportOneArchive(t *testing.T) {
 		}
 	}
 	clitest.RequireNoResidue(t, cfg)
+}
+
+// TestPreparedStepTimeoutCountsFromItsStart: the next step is prepared
+// while the one before runs; its time limit must count from its own start,
+// not from its preparation.
+func TestPreparedStepTimeoutCountsFromItsStart(t *testing.T) {
+	e := newEnv(t)
+	e.pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: slow
+    run: sleep 3
+    timeout: 1m
+  - name: quick
+    run: sleep 1
+    timeout: 2s
+`)
+	r := e.run(nil, "run", "--output", "json")
+	if r.code != 0 {
+		t.Fatalf("the second step was timed from its preparation:\n%s", r)
+	}
+	requireNoResidue(t)
 }

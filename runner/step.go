@@ -26,9 +26,20 @@ import (
 // Workdir is where the workspace is mounted and steps start.
 const Workdir = "/workspace"
 
-// runStep runs one pipeline step through Sandboxed, with the step's output
-// prefixed on the run's output and copied to logs/<step>.log.
-func runStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img sandbox.Image, stage string, rec egress.Recorder) (StepResult, error) {
+// stepRun is a pipeline step ready to start: its log file, its output
+// writer and its prepared sandbox.
+type stepRun struct {
+	cfg     Config
+	step    pipeline.Step
+	logFile *os.File
+	out     *prefixWriter
+	sb      *preparedSandbox
+}
+
+// prepareStep makes one pipeline step's sandbox (see prepareSandboxed),
+// with the step's output prefixed on the run's output and copied to
+// logs/<step>.log. The caller runs or discards it.
+func prepareStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img sandbox.Image, stage string, rec egress.Recorder) (*stepRun, StepResult, error) {
 	p := cfg.Pipeline
 	mode := p.StepEgressMode(step)
 	if cfg.EgressMode != "" {
@@ -37,13 +48,10 @@ func runStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img s
 	logPath := filepath.Join(stage, "logs", step.Name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
-		return StepResult{Name: step.Name, Image: p.StepImage(step), Status: "error"}, err
+		return nil, StepResult{Name: step.Name, Image: p.StepImage(step), Status: "error"}, err
 	}
-	defer logFile.Close()
-	out := newPrefixWriter(cfg.Output, "["+step.Name+"] ")
-	defer out.Flush()
-
-	sr, err := Sandboxed(ctx, SandboxEnv{
+	r := &stepRun{cfg: cfg, step: step, logFile: logFile, out: newPrefixWriter(cfg.Output, "["+step.Name+"] ")}
+	r.sb, err = prepareSandboxed(ctx, SandboxEnv{
 		Executor: cfg.Executor, StateDir: cfg.StateDir, Logger: cfg.Logger,
 		Recorder: rec, GoModUpstream: cfg.GoModUpstream, Trace: cfg.Trace,
 		Inspect: cfg.inspection, Store: cfg.Store, TLSConfig: cfg.UpstreamTLS,
@@ -64,17 +72,39 @@ func runStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img s
 			Pids:        step.Resources.Pids,
 		},
 		Timeout: step.Timeout,
-		Output:  io.MultiWriter(logFile, out),
+		Output:  io.MultiWriter(logFile, r.out),
 		Secrets: cfg.Secrets,
 		Inspect: stepInspect(cfg, step), // inspect.go
 		Cache:   stepCache(cfg, step),
 	})
-	sr.Image = p.StepImage(step)
-	sr.LogFile = filepath.Join("logs", step.Name+".log")
+	if err != nil {
+		logFile.Close()
+		sr := r.sb.result()
+		sr.Image = p.StepImage(step)
+		return nil, sr, err
+	}
+	return r, StepResult{}, nil
+}
+
+// run starts the step and waits for it.
+func (r *stepRun) run(ctx context.Context) (StepResult, error) {
+	defer r.logFile.Close()
+	defer r.out.Flush()
+	sr, err := r.sb.run(ctx)
+	sr.Image = r.cfg.Pipeline.StepImage(r.step)
+	sr.LogFile = filepath.Join("logs", r.step.Name+".log")
 	if sr.Status == "oom" {
-		cfg.Logger.Error("step killed: out of memory", "step", step.Name, "limit", pipeline.FormatSize(step.Resources.MemoryBytes))
+		r.cfg.Logger.Error("step killed: out of memory", "step", r.step.Name, "limit", pipeline.FormatSize(r.step.Resources.MemoryBytes))
 	}
 	return sr, err
+}
+
+// discard removes a prepared step that will not run, and its (empty)
+// log: a skipped step has none.
+func (r *stepRun) discard() {
+	r.sb.discard()
+	r.logFile.Close()
+	os.Remove(r.logFile.Name())
 }
 
 // SandboxEnv is what every sandboxed script shares within a run.
@@ -134,7 +164,40 @@ type SandboxedStep struct {
 // and all of it torn down before returning. It is the primitive both the
 // pipeline engine and the GitLab driver use. A step's own failure is in the
 // result (Status); an error means the sandbox failed, or ErrCancelled.
-func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepResult, err error) {
+func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (StepResult, error) {
+	p, err := prepareSandboxed(ctx, env, st)
+	if err != nil {
+		return p.result(), err
+	}
+	return p.run(ctx)
+}
+
+// preparedSandbox is a script whose namespace, proxy and (when the
+// executor can prepare) sandbox exist, ready to start. The pipeline engine
+// prepares the next step while the current one runs.
+type preparedSandbox struct {
+	env     SandboxEnv
+	st      SandboxedStep
+	log     hclog.Logger
+	sr      StepResult
+	ns      *netns.Namespace
+	proxy   *egress.Proxy
+	ln      net.Listener
+	served  chan struct{}
+	masked  *maskWriter
+	spec    sandbox.Spec
+	box     sandbox.Prepared // nil: the executor runs spec in one go
+	cleaned bool
+}
+
+// result is what is known of the step before it ran (name, image,
+// allowlist, mode).
+func (p *preparedSandbox) result() StepResult { return p.sr }
+
+// prepareSandboxed creates the script's namespace, starts its proxy and,
+// when the executor implements sandbox.Preparer, creates its sandbox. On
+// error everything it made is removed again.
+func prepareSandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (p *preparedSandbox, err error) {
 	log := env.Logger.With("step", st.Name)
 	mode := st.Mode
 	if mode == "" {
@@ -144,27 +207,23 @@ func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepRe
 	if workdir == "" {
 		workdir = Workdir
 	}
-	sr = StepResult{Name: st.Name, Image: st.Image.Ref, Allow: st.Allow, Mode: mode}
-	trace := func(span string, start time.Time) {
-		if env.Trace != nil {
-			env.Trace(span, start, time.Now(), "step", st.Name)
+	p = &preparedSandbox{env: env, st: st, log: log, sr: StepResult{Name: st.Name, Image: st.Image.Ref, Allow: st.Allow, Mode: mode}}
+	defer func() {
+		if err != nil {
+			p.cleanup(ctx)
 		}
-	}
-
+	}()
 	start := time.Now()
-	ns, err := netns.New(NetNSDir(env.StateDir), st.ID)
-	if err != nil {
-		return sr, err
+	if p.ns, err = netns.New(NetNSDir(env.StateDir), st.ID); err != nil {
+		return p, err
 	}
-	defer ns.Close()
-
 	policy, err := egress.NewPolicy(st.Allow)
 	if err != nil {
-		return sr, fmt.Errorf("step %q: %w", st.Name, err)
+		return p, fmt.Errorf("step %q: %w", st.Name, err)
 	}
 	m, err := egress.ParseMode(mode)
 	if err != nil {
-		return sr, err
+		return p, err
 	}
 	pcfg := egress.Config{
 		Step:          st.Name,
@@ -180,62 +239,115 @@ func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepRe
 	}
 	extras, err := sandboxExtras(ctx, env, st, &pcfg, log) // inspect.go
 	if err != nil {
-		return sr, fmt.Errorf("step %q: %w", st.Name, err)
+		return p, fmt.Errorf("step %q: %w", st.Name, err)
 	}
-	proxy, err := egress.New(pcfg)
-	if err != nil {
-		return sr, err
+	if p.proxy, err = egress.New(pcfg); err != nil {
+		return p, err
 	}
-	ln, err := ns.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return sr, fmt.Errorf("open egress proxy in the step's namespace: %w", err)
+	if p.ln, err = p.ns.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return p, fmt.Errorf("open egress proxy in the step's namespace: %w", err)
 	}
-	serveDone := make(chan struct{})
-	go func() { proxy.Serve(ln); close(serveDone) }()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		proxy.Shutdown(sctx)
-		ln.Close()
-		<-serveDone
-		sr.Denials = proxy.Denials()
-		sr.WouldNeed = proxy.WouldNeed()
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	trace("netns+proxy", start)
+	p.served = make(chan struct{})
+	go func() { p.proxy.Serve(p.ln); close(p.served) }()
+	port := p.ln.Addr().(*net.TCPAddr).Port
+	if env.Trace != nil {
+		env.Trace("netns+proxy", start, time.Now(), "step", st.Name)
+	}
 
-	masked := newMaskWriter(st.Output, st.Secrets)
-	defer masked.Flush()
+	p.masked = newMaskWriter(st.Output, st.Secrets)
 	var mu sync.Mutex // stdout and stderr share the writer
-	out := &lockedWriter{mu: &mu, w: masked}
-	spec := sandbox.Spec{
+	out := &lockedWriter{mu: &mu, w: p.masked}
+	p.spec = sandbox.Spec{
 		ID:        st.ID,
 		Image:     st.Image,
 		Args:      st.Args,
 		Env:       withEnv(stepEnv(append(st.Env, secretEnv(st.Secrets)...), port), extras.env),
 		Cwd:       workdir,
 		Mounts:    append(append([]sandbox.Mount{{Source: st.Workspace, Destination: workdir}}, st.Mounts...), extras.mounts...),
-		NetNSPath: ns.Path(),
+		NetNSPath: p.ns.Path(),
 		Limits:    st.Limits,
 		Timeout:   st.Timeout,
 		Labels:    map[string]string{sandbox.LabelStep: st.Name},
 	}
-	log.Info("step starting", "image", st.Image.Ref, "digest", st.Image.Digest, "egress", strings.Join(st.Allow, ","), "mode", mode)
-	runStart := time.Now()
-	r, err := env.Executor.Run(ctx, spec, out, out)
-	trace("sandbox.run", runStart)
+	if pr, ok := env.Executor.(sandbox.Preparer); ok {
+		t0 := time.Now()
+		if p.box, err = pr.Prepare(ctx, p.spec, out, out); err != nil {
+			return p, fmt.Errorf("step %q: sandbox failure: %w", st.Name, err)
+		}
+		if env.Trace != nil {
+			env.Trace("sandbox.prepare", t0, time.Now(), "step", st.Name)
+		}
+	} else {
+		p.box = &runLater{ex: env.Executor, spec: p.spec, out: out}
+	}
+	return p, nil
+}
+
+// runLater adapts an executor that cannot prepare: Start is Run.
+type runLater struct {
+	ex   sandbox.Executor
+	spec sandbox.Spec
+	out  io.Writer
+}
+
+func (r *runLater) Start(ctx context.Context) (sandbox.Result, error) {
+	return r.ex.Run(ctx, r.spec, r.out, r.out)
+}
+func (r *runLater) Discard() error { return nil }
+
+// cleanup stops the proxy and removes the namespace (and the sandbox, if
+// it never started); it records the proxy's denials in the result.
+func (p *preparedSandbox) cleanup(ctx context.Context) {
+	if p.cleaned {
+		return
+	}
+	p.cleaned = true
+	if p.box != nil {
+		p.box.Discard()
+	}
+	if p.proxy != nil && p.ln != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		p.proxy.Shutdown(sctx)
+		p.ln.Close()
+		<-p.served
+		p.sr.Denials = p.proxy.Denials()
+		p.sr.WouldNeed = p.proxy.WouldNeed()
+	}
+	if p.masked != nil {
+		p.masked.Flush()
+	}
+	if p.ns != nil {
+		p.ns.Close()
+	}
+}
+
+// discard removes a prepared script that will not run.
+func (p *preparedSandbox) discard() { p.cleanup(context.Background()) }
+
+// run starts the prepared script, waits for it and removes everything.
+func (p *preparedSandbox) run(ctx context.Context) (StepResult, error) {
+	st, log, sr := p.st, p.log, &p.sr
+	log.Info("step starting", "image", st.Image.Ref, "digest", st.Image.Digest, "egress", strings.Join(st.Allow, ","), "mode", sr.Mode)
+	start := time.Now()
+	r, err := p.box.Start(ctx)
+	p.box = nil // started: its teardown is Start's
+	if p.env.Trace != nil {
+		p.env.Trace("sandbox.run", start, time.Now(), "step", st.Name)
+	}
 	stripSetID(st.Workspace, log)
 	sr.Duration = time.Since(start)
 	sr.DurationS = sr.Duration.Round(time.Millisecond).Seconds()
+	p.cleanup(ctx)
 	if err != nil {
 		sr.Status = "error"
-		return sr, fmt.Errorf("step %q: sandbox failure: %w", st.Name, err)
+		return *sr, fmt.Errorf("step %q: sandbox failure: %w", st.Name, err)
 	}
 	sr.ExitCode = r.ExitCode
 	switch {
 	case r.Cancelled:
 		sr.Status = "cancelled"
-		return sr, ErrCancelled
+		return *sr, ErrCancelled
 	case r.TimedOut:
 		sr.Status = "timeout"
 		log.Error("step timed out", "timeout", st.Timeout)
@@ -251,7 +363,7 @@ func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (sr StepRe
 		}
 		log.Info("step succeeded", "duration", sr.Duration.Round(time.Millisecond))
 	}
-	return sr, nil
+	return *sr, nil
 }
 
 // stepEnv is what the runner sets in the step, over the image's own

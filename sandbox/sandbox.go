@@ -33,6 +33,24 @@ type Executor interface {
 	Close() error
 }
 
+// Preparer is implemented by executors that can create a sandbox ahead of
+// running it, so that a step's start-up (for containerd: the shim, runc
+// create) overlaps the step before it. Run is Prepare then Start.
+type Preparer interface {
+	Prepare(ctx context.Context, spec Spec, stdout, stderr io.Writer) (Prepared, error)
+}
+
+// Prepared is a created sandbox whose process has not started. Exactly
+// one of Start or Discard must be called; either removes the sandbox
+// (Start as Run does, Discard at once).
+type Prepared interface {
+	// Start runs the sandbox to completion, as Executor.Run; the step's
+	// Timeout counts from here. A ctx already cancelled gives a Result
+	// with Cancelled set and nothing run.
+	Start(ctx context.Context) (Result, error)
+	Discard() error
+}
+
 // Image is a resolved, locally available image.
 type Image struct {
 	// Ref is the reference as the pipeline wrote it.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 )
@@ -28,42 +30,57 @@ const teardownTimeout = 30 * time.Second
 
 // Run runs one step in a fresh container and removes the container, its
 // task and its snapshot before returning.
-func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Writer) (res sandbox.Result, err error) {
+func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Writer) (sandbox.Result, error) {
+	p, err := e.Prepare(ctx, s, stdout, stderr)
+	if err != nil {
+		return sandbox.Result{}, err
+	}
+	return p.Start(ctx)
+}
+
+// prepared is a created container and task (the shim started, runc's init
+// waiting in the step's namespaces) whose process has not started yet.
+type prepared struct {
+	e         *Executor
+	s         sandbox.Spec
+	ctx       context.Context // the namespace context of Prepare, for teardown
+	container containerd.Container
+	task      containerd.Task
+	spec      *specs.Spec
+	td        teardown
+	once      sync.Once
+}
+
+// Prepare creates the step's container and task without starting it:
+// creating the task (starting the shim, runc create) is most of a step's
+// start-up, and the runner does it for the next step while the current
+// one runs. The sandbox exists from here on: Start or Discard removes it.
+func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr io.Writer) (_ sandbox.Prepared, err error) {
 	ctx = e.nsctx(ctx)
 	img, err := e.client.GetImage(ctx, s.Image.Name)
 	if err != nil {
-		return res, fmt.Errorf("image %s is not available locally: %w", s.Image.Ref, err)
+		return nil, fmt.Errorf("image %s is not available locally: %w", s.Image.Ref, err)
 	}
 	labels := e.labels(s)
+	p := &prepared{e: e, s: s, ctx: context.WithoutCancel(ctx)}
+	// On failure, remove what was created before returning.
+	defer func() {
+		if err != nil {
+			if terr := p.td.run(p.ctx); terr != nil {
+				err = errors.Join(err, terr)
+			}
+		}
+	}()
 
 	// The lease keeps the new snapshot from being garbage collected while
 	// the container is created; it expires on its own if we crash.
 	lctx, doneLease, err := e.client.WithLease(ctx,
 		leases.WithExpiration(24*time.Hour), leases.WithLabels(labels))
 	if err != nil {
-		return res, fmt.Errorf("create lease: %w", err)
+		return nil, fmt.Errorf("create lease: %w", err)
 	}
-	// Teardown runs in reverse order of creation. After a normal exit it
-	// runs in the background (the next step is prepared meanwhile) and
-	// Close waits for it; on every other path it runs before Run returns.
-	var td teardown
-	async := false
-	defer func() {
-		if async {
-			e.pending.Add(1)
-			go func() {
-				defer e.pending.Done()
-				if terr := td.run(ctx); terr != nil {
-					e.noteTeardownError(s.ID, terr)
-				}
-			}()
-			return
-		}
-		if terr := td.run(ctx); terr != nil && err == nil {
-			err = terr
-		}
-	}()
-	td.push(func(tctx context.Context) error {
+	// Teardown runs in reverse order of creation.
+	p.td.push(func(tctx context.Context) error {
 		if lerr := doneLease(tctx); lerr != nil && !errdefs.IsNotFound(lerr) {
 			return fmt.Errorf("release lease: %w", lerr)
 		}
@@ -71,7 +88,7 @@ func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Wr
 	})
 
 	t0 := time.Now()
-	container, err := e.client.NewContainer(lctx, s.ID,
+	p.container, err = e.client.NewContainer(lctx, s.ID,
 		containerd.WithContainerLabels(labels),
 		containerd.WithImageName(img.Name()),
 		containerd.WithSnapshotter(snapshotter),
@@ -80,36 +97,77 @@ func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Wr
 		containerd.WithNewSpec(specOpts(img, s)...),
 	)
 	if err != nil {
-		return res, fmt.Errorf("create container: %w", err)
+		return nil, fmt.Errorf("create container: %w", err)
 	}
 	sandbox.Trace(ctx, "container.create", t0, "id", s.ID)
-	td.push(func(tctx context.Context) error {
+	p.td.push(func(tctx context.Context) error {
 		t0 := time.Now()
 		defer sandbox.Trace(ctx, "container.delete", t0, "id", s.ID)
-		if derr := container.Delete(tctx, containerd.WithSnapshotCleanup); derr != nil && !errdefs.IsNotFound(derr) {
+		if derr := p.container.Delete(tctx, containerd.WithSnapshotCleanup); derr != nil && !errdefs.IsNotFound(derr) {
 			return fmt.Errorf("delete container: %w", derr)
 		}
 		return nil
 	})
-	spec, err := container.Spec(ctx)
-	if err != nil {
-		return res, fmt.Errorf("read spec: %w", err)
+	if p.spec, err = p.container.Spec(ctx); err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
 	}
 
 	t0 = time.Now()
-	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(e.fifoDir())))
+	p.task, err = p.container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(e.fifoDir())))
 	if err != nil {
-		return res, fmt.Errorf("create task: %w", err)
+		return nil, fmt.Errorf("create task: %w", err)
 	}
 	sandbox.Trace(ctx, "task.create", t0, "id", s.ID)
-	td.push(func(tctx context.Context) error {
+	p.td.push(func(tctx context.Context) error {
 		t0 := time.Now()
 		defer sandbox.Trace(ctx, "task.delete", t0, "id", s.ID)
-		if _, derr := task.Delete(tctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+		if _, derr := p.task.Delete(tctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
 			return fmt.Errorf("delete task: %w", derr)
 		}
 		return nil
 	})
+	return p, nil
+}
+
+// Discard removes a prepared sandbox that will not run.
+func (p *prepared) Discard() error {
+	var err error
+	p.once.Do(func() { err = p.td.run(p.ctx) })
+	return err
+}
+
+// Start runs the prepared step to completion and removes its sandbox.
+func (p *prepared) Start(ctx context.Context) (res sandbox.Result, err error) {
+	started := false
+	p.once.Do(func() { started = true })
+	if !started {
+		return res, errors.New("sandbox already started or discarded")
+	}
+	e, s, task := p.e, p.s, p.task
+	ctx = e.nsctx(ctx)
+	// After a normal exit the teardown runs in the background (the next
+	// step runs meanwhile) and Close waits for it; on every other path it
+	// runs before Start returns.
+	async := false
+	defer func() {
+		if async {
+			e.pending.Add(1)
+			go func() {
+				defer e.pending.Done()
+				if terr := p.td.run(p.ctx); terr != nil {
+					e.noteTeardownError(s.ID, terr)
+				}
+			}()
+			return
+		}
+		if terr := p.td.run(p.ctx); terr != nil && err == nil {
+			err = terr
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		res.Cancelled = true
+		return res, nil
+	}
 
 	// Wait must be subscribed before Start, and on a context that the
 	// run's cancellation does not end: after a cancel we still need the
@@ -152,11 +210,11 @@ func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Wr
 		return res, fmt.Errorf("task exit status: %w", serr)
 	}
 	res.ExitCode = int(code)
-	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
-		res.OOMKilled = oomKilled(spec.Linux.CgroupsPath)
+	if p.spec.Linux != nil && p.spec.Linux.CgroupsPath != "" {
+		res.OOMKilled = oomKilled(p.spec.Linux.CgroupsPath)
 	}
-	// The step's output must be complete when Run returns; the rest of the
-	// teardown can finish in the background.
+	// The step's output must be complete when Start returns; the rest of
+	// the teardown can finish in the background.
 	if waitIO(task.IO(), 10*time.Second) && !res.Cancelled {
 		async = true
 	}
