@@ -201,9 +201,10 @@ end
 # ---- 1. step start-up -------------------------------------------------------------
 
 begin startup
-mkdir -p "$WORK/ws1" "$WORK/ws20"
+mkdir -p "$WORK/ws1" "$WORK/ws20" "$WORK/ws10w"
 cp "$WORK/busybox.tar" "$WORK/ws1/"
 cp "$WORK/busybox.tar" "$WORK/ws20/"
+cp "$WORK/busybox.tar" "$WORK/ws10w/"
 cat >"$WORK/ws1/cleanroom.yaml" <<'EOF'
 version: 1
 image: oci-archive:./busybox.tar
@@ -218,6 +219,14 @@ EOF
 		printf '  - name: s%d\n    run: "true"\n' "$i"
 	done
 } >"$WORK/ws20/cleanroom.yaml"
+# Steps that wait (on I/O, the network) rather than burn CPU: the next
+# step's start-up can hide behind them.
+{
+	printf 'version: 1\nimage: oci-archive:./busybox.tar\negress: {allow: []}\nsteps:\n'
+	for i in $(seq 10); do
+		printf '  - name: w%d\n    run: "sleep 0.5"\n' "$i"
+	done
+} >"$WORK/ws10w/cleanroom.yaml"
 
 # The same archive for ctr, in the bench's own namespace.
 IMG=localhost/cleanroom-busybox:latest
@@ -234,6 +243,7 @@ GOPROXY=off "$BR" time -rounds "$STARTUP_ROUNDS" -warmup 1 -o "$OUT/startup.json
 	-ratio cleanroom-1/ctr -ratio cleanroom-1/ctr-hardened -ratio cleanroom-1/runc -ratio ctr/runc \
 	"cleanroom-1=$CR run -f $WORK/ws1/cleanroom.yaml --trace $OUT/traces/one-{run}.jsonl" \
 	"cleanroom-20=$CR run -f $WORK/ws20/cleanroom.yaml --trace $OUT/traces/twenty-{run}.jsonl" \
+	"cleanroom-10w=$CR run -f $WORK/ws10w/cleanroom.yaml" \
 	"ctr=ctr --address $SOCK -n $NS run --rm $IMG bench-ctr-{i} true" \
 	"ctr-hardened=ctr --address $SOCK -n $NS run --rm --read-only --seccomp --memory-limit 2147483648 --cpus 2 $IMG bench-ctrh-{i} true" \
 	"runc=runc --root $STATE/runc run -b $WORK/bundle bench-runc-{i}" \
