@@ -159,6 +159,14 @@ func (b *Broker) setup(ctx context.Context, o Options) error {
 	}); err != nil {
 		return fmt.Errorf("JetStream stream %s: %w", QueueStream, err)
 	}
+	// Every agent writes the shared consumer's settings at start and the
+	// last one wins: say so when this agent changes what others set.
+	if c, err := js.Consumer(ctx, QueueStream, consumerName); err == nil {
+		if info := c.CachedInfo(); info != nil && info.Config.AckWait != o.AckWait {
+			o.Logger.Warn("the shared queue's ack_wait differs from this agent's; it is changed to this agent's, for every agent: configure all agents alike",
+				"was", info.Config.AckWait, "now", o.AckWait)
+		}
+	}
 	if b.cons, err = js.CreateOrUpdateConsumer(ctx, QueueStream, jetstream.ConsumerConfig{
 		Durable:       consumerName,
 		Description:   "every cleanroom agent pulls from this one consumer",

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 func openTest(t *testing.T, ackWait time.Duration) *Broker {
@@ -248,5 +250,25 @@ func TestPurgeFinishedJobs(t *testing.T) {
 		if _, _, err := b.GetFile(ctx, OutputObject(id, "job.log")); err != nil {
 			t.Errorf("job %s lost its files: %v", id, err)
 		}
+	}
+}
+
+func TestDifferingAckWaitIsReported(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	b, err := Open(ctx, Options{StoreDir: dir, AckWait: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	var logs bytes.Buffer
+	log := hclog.New(&hclog.LoggerOptions{Output: &logs})
+	b, err = Open(ctx, Options{StoreDir: dir, AckWait: 9 * time.Second, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if !strings.Contains(logs.String(), "ack_wait differs") || b.AckWait() != 9*time.Second {
+		t.Fatalf("log: %s", logs.String())
 	}
 }
