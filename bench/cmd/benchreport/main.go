@@ -20,9 +20,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/cleanroom-ci/cleanroom/bench/internal/stats"
+	"github.com/cleanroom-ci/cleanroom/bench/internal/timing"
 )
 
 func main() {
@@ -37,49 +37,6 @@ func main() {
 }
 
 // ---- inputs ----
-
-type benchrunCase struct {
-	Name      string        `json:"name"`
-	Command   string        `json:"command"`
-	SamplesMS []float64     `json:"samplesMs"`
-	MaxRSSKB  []float64     `json:"maxRssKb"`
-	Stats     stats.Summary `json:"stats"`
-	RSSStats  stats.Summary `json:"rssStats"`
-}
-
-type benchrunRatio struct {
-	Name      string        `json:"name"`
-	Samples   []float64     `json:"samples"`
-	Stats     stats.Summary `json:"stats"`
-	OfMedians float64       `json:"ofMedians"`
-}
-
-type benchrunResult struct {
-	Rounds  int             `json:"rounds"`
-	Warmup  int             `json:"warmup"`
-	Order   string          `json:"order"`
-	Started time.Time       `json:"started"`
-	Cases   []benchrunCase  `json:"cases"`
-	Ratios  []benchrunRatio `json:"ratios"`
-}
-
-func (r *benchrunResult) get(name string) (*benchrunCase, error) {
-	for i := range r.Cases {
-		if r.Cases[i].Name == name {
-			return &r.Cases[i], nil
-		}
-	}
-	return nil, fmt.Errorf("no case %q", name)
-}
-
-func (r *benchrunResult) ratio(name string) (*benchrunRatio, error) {
-	for i := range r.Ratios {
-		if r.Ratios[i].Name == name {
-			return &r.Ratios[i], nil
-		}
-	}
-	return nil, fmt.Errorf("no ratio %q", name)
-}
 
 type throughputCase struct {
 	Name         string        `json:"name"`
@@ -357,20 +314,20 @@ func readPhases(path string) ([][2]string, float64) {
 // ---- 1. start-up ----
 
 func (r *report) startup() error {
-	var res benchrunResult
+	var res timing.Result
 	if err := readJSON(filepath.Join(r.in, "startup.json"), &res); err != nil {
 		return err
 	}
 	names := []string{"cleanroom-1", "cleanroom-20", "cleanroom-10w", "ctr", "ctr-hardened", "runc", "unshare", "go-env"}
-	cs := map[string]*benchrunCase{}
+	cs := map[string]*timing.Case{}
 	for _, n := range names {
-		c, err := res.get(n)
+		c, err := res.Case(n)
 		if err != nil {
 			return fmt.Errorf("startup.json: %w", err)
 		}
 		cs[n] = c
 	}
-	vsCtr, err := res.ratio("cleanroom-1/ctr")
+	vsCtr, err := res.Ratio("cleanroom-1/ctr")
 	if err != nil {
 		return err
 	}
@@ -416,7 +373,7 @@ func (r *report) startup() error {
 			ms(c.Stats.Min), ms(c.Stats.Max), rt, mib(c.RSSStats.Median))
 	}
 	r.p("\nPer-step overhead, (T20 − T1)/19 per round: **%s**. The next step is prepared (namespace, proxy, container, task) while a step runs; steps of `true` leave it nothing to hide behind, and on 2 cores its CPU work competes with the running step. With steps that wait, (T10 − T1 − 10 × 0.5 s)/9 per round: **%s**.\n\n", msSpread(ps), msSpread(pw))
-	if h, err := res.ratio("cleanroom-1/ctr-hardened"); err == nil {
+	if h, err := res.Ratio("cleanroom-1/ctr-hardened"); err == nil {
 		r.p("cleanroom one-step / hardened `ctr run --rm`, per round: %s.\n\n", ratioSpread(h.Stats))
 	}
 
@@ -664,19 +621,19 @@ var (
 )
 
 func (r *report) concurrency() error {
-	var res benchrunResult
+	var res timing.Result
 	if err := readJSON(filepath.Join(r.in, "concurrency.json"), &res); err != nil {
 		return err
 	}
-	seq, err := res.get("seq8")
+	seq, err := res.Case("seq8")
 	if err != nil {
 		return err
 	}
-	par, err := res.get("par8")
+	par, err := res.Case("par8")
 	if err != nil {
 		return err
 	}
-	sp, err := res.ratio("seq8/par8")
+	sp, err := res.Ratio("seq8/par8")
 	if err != nil {
 		return err
 	}

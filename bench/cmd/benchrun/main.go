@@ -35,6 +35,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/cleanroom-ci/cleanroom/bench/internal/stats"
+	"github.com/cleanroom-ci/cleanroom/bench/internal/timing"
 )
 
 func main() {
@@ -66,34 +67,12 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
-// Case is one command and its measurements, in round order.
-type Case struct {
-	Name      string        `json:"name"`
-	Command   string        `json:"command"`
-	SamplesMS []float64     `json:"samplesMs"`
-	MaxRSSKB  []float64     `json:"maxRssKb"`
-	Stats     stats.Summary `json:"stats"`
-	RSSStats  stats.Summary `json:"rssStats"`
-}
-
-// Ratio is the per-round ratio of two cases of the same run.
-type Ratio struct {
-	Name    string        `json:"name"`
-	Samples []float64     `json:"samples"`
-	Stats   stats.Summary `json:"stats"`
-	// OfMedians is median(A)/median(B).
-	OfMedians float64 `json:"ofMedians"`
-}
-
-// Result is what `benchrun time` writes.
-type Result struct {
-	Rounds  int       `json:"rounds"`
-	Warmup  int       `json:"warmup"`
-	Order   string    `json:"order"`
-	Started time.Time `json:"started"`
-	Cases   []*Case   `json:"cases"`
-	Ratios  []Ratio   `json:"ratios"`
-}
+// The result format is shared with the report (bench/internal/timing).
+type (
+	Case   = timing.Case
+	Ratio  = timing.Ratio
+	Result = timing.Result
+)
 
 func timeCmd(args []string) error {
 	fs := flag.NewFlagSet("time", flag.ExitOnError)
