@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/cleanroom-ci/cleanroom/internal/clitest"
+	"github.com/cleanroom-ci/cleanroom/internal/testenv"
 )
 
-const (
-	namespace = "cleanroom-it"
-	stateDir  = "/run/cleanroom-it"
-	address   = clitest.Address
+const address = clitest.Address
+
+var (
+	namespace = testenv.Scope("cleanroom-it")
+	stateDir  = testenv.Scope("/run/cleanroom-it")
 )
 
 var (

@@ -21,12 +21,13 @@ import (
 	"testing"
 
 	"github.com/cleanroom-ci/cleanroom/internal/clitest"
+	"github.com/cleanroom-ci/cleanroom/internal/testenv"
 	"github.com/cleanroom-ci/cleanroom/internal/testimage"
 )
 
 // The inspection tests run in their own containerd namespace and state
 // directory, and each keeps its store in a temporary directory.
-var inspectCfg = clitest.Config{Namespace: "cleanroom-inspect", StateDir: "/run/cleanroom-inspect"}
+var inspectCfg = clitest.Config{Namespace: testenv.Scope("cleanroom-inspect"), StateDir: testenv.Scope("/run/cleanroom-inspect")}
 
 // httpsMirror is a loopback HTTPS server with its own test CA, standing in
 // for a private mirror; caFile is its CA certificate for --upstream-ca

@@ -23,7 +23,7 @@ import (
 
 // cfg keeps this package's containers and namespaces apart from the
 // other integration packages running at the same time.
-var cfg = clitest.Config{Namespace: "cleanroom-agent", StateDir: "/run/cleanroom-agent-test"}
+var cfg = clitest.Config{Namespace: testenv.Scope("cleanroom-agent"), StateDir: testenv.Scope("/run/cleanroom-agent-test")}
 
 type env struct {
 	t      *testing.T

@@ -22,12 +22,13 @@ import (
 
 	"github.com/cleanroom-ci/cleanroom/internal/agenttest"
 	"github.com/cleanroom-ci/cleanroom/internal/clitest"
+	"github.com/cleanroom-ci/cleanroom/internal/testenv"
 	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
 )
 
 // The agent and its jobs use their own containerd namespace and state
 // directory, so residue is this test's alone.
-var webCfg = clitest.Config{Namespace: "cleanroom-agent-web", StateDir: "/run/cleanroom-agent-web"}
+var webCfg = clitest.Config{Namespace: testenv.Scope("cleanroom-agent-web"), StateDir: testenv.Scope("/run/cleanroom-agent-web")}
 
 const wantCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'"
 

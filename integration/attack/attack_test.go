@@ -23,9 +23,10 @@ import (
 	"time"
 
 	"github.com/cleanroom-ci/cleanroom/internal/clitest"
+	"github.com/cleanroom-ci/cleanroom/internal/testenv"
 )
 
-var cfg = clitest.Config{Namespace: "cleanroom-attack", StateDir: "/run/cleanroom-attack"}
+var cfg = clitest.Config{Namespace: testenv.Scope("cleanroom-attack"), StateDir: testenv.Scope("/run/cleanroom-attack")}
 
 type outcome struct {
 	category, attack, expected, observed string

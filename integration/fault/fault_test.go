@@ -67,7 +67,7 @@ func TestContainerdRestartMidStep(t *testing.T) {
 	os.RemoveAll(dir)
 	d := startDaemon(t, dir)
 	defer func() { d.kill(); os.RemoveAll(dir) }()
-	cfg := clitest.Config{Namespace: "cleanroom-fault", StateDir: "/run/cleanroom-fault", Address: d.sock}
+	cfg := clitest.Config{Namespace: testenv.Scope("cleanroom-fault"), StateDir: testenv.Scope("/run/cleanroom-fault"), Address: d.sock}
 	e := clitest.New(t, cfg)
 	e.Pipeline(`version: 1
 image: IMAGE
@@ -112,7 +112,7 @@ steps:
 // A full output file system: a clear error, and every file that is there
 // is complete (outputs are written to a temporary name and renamed).
 func TestDiskFullInOutputDir(t *testing.T) {
-	cfg := clitest.Config{Namespace: "cleanroom-fault", StateDir: "/run/cleanroom-fault"}
+	cfg := clitest.Config{Namespace: testenv.Scope("cleanroom-fault"), StateDir: testenv.Scope("/run/cleanroom-fault")}
 	e := clitest.New(t, cfg)
 	out := filepath.Join(t.TempDir(), "out")
 	os.MkdirAll(out, 0o755)

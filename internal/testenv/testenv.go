@@ -39,3 +39,14 @@ func RequireBinary(t testing.TB, name string) string {
 	}
 	return p
 }
+
+// Scope returns name with $CLEANROOM_TEST_SCOPE appended (as "-SCOPE"), so
+// that two checkouts running the same suites on one machine use distinct
+// containerd namespaces and state directories and never see each other's
+// residue. Empty by default: CI runs one checkout.
+func Scope(name string) string {
+	if s := os.Getenv("CLEANROOM_TEST_SCOPE"); s != "" {
+		return name + "-" + s
+	}
+	return name
+}

@@ -35,7 +35,7 @@ func newExecutor(t *testing.T) (*ctrexec.Executor, sandbox.Image) {
 	}
 	t.Cleanup(func() { lock.Release() })
 	e, err := ctrexec.New(ctx, ctrexec.WithAddress(ctrexec.DefaultAddress),
-		ctrexec.WithNamespace("cleanroom-test"), ctrexec.WithRun(locks, lock.ID),
+		ctrexec.WithNamespace(testenv.Scope("cleanroom-test")), ctrexec.WithRun(locks, lock.ID),
 		ctrexec.WithStateDir(t.TempDir()), ctrexec.WithLogger(hclog.NewNullLogger()))
 	if err != nil {
 		t.Fatal(err)
