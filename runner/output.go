@@ -3,13 +3,16 @@ package runner
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/cleanroom-ci/cleanroom/internal/atomicfile"
 )
 
 // prefixWriter writes whole lines, each prefixed, so the output of
@@ -79,35 +82,184 @@ func writeSummary(stage string, res *Result) error {
 	return os.WriteFile(filepath.Join(stage, "summary.json"), append(b, '\n'), 0o644)
 }
 
-// publish moves the run's outputs from the staging directory into outDir.
-// Each file is written to a temporary name and renamed, so a reader (or a
-// full disk) never sees a partial file presented as complete.
-func publish(stage, outDir string) error {
-	if err := os.MkdirAll(filepath.Join(outDir, "logs"), 0o755); err != nil {
+// outputNames are the files and directories a run writes at the top of its
+// output directory (bundles of artifacts also go below their artifact's
+// directory: see clearOutputs).
+var outputNames = []string{"logs", "egress.jsonl", "summary.json", ProvenanceFile, "provenance" + BundleSuffix}
+
+// openOutDir opens the output directory as an os.Root, creating it. When
+// it lies inside the source workspace (the default <workspace>/.cleanroom),
+// every component below the workspace is checked not to be a symlink and
+// opened from the workspace's own root: a `.cleanroom` symlink committed to
+// a repository, or left by a step of a reused workspace, must not turn the
+// runner's writes into writes elsewhere on the host.
+func openOutDir(cfg Config) (*os.Root, error) {
+	rel, err := filepath.Rel(cfg.Workspace, cfg.OutDir)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
+		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+			return nil, err
+		}
+		return os.OpenRoot(cfg.OutDir)
+	}
+	root, err := os.OpenRoot(cfg.Workspace)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range strings.Split(filepath.ToSlash(rel), "/") {
+		next, err := openDirNoSymlink(root, name)
+		root.Close()
+		if err != nil {
+			return nil, err
+		}
+		root = next
+	}
+	return root, nil
+}
+
+// openDirNoSymlink opens (creating) the directory name of root, refusing a
+// symlink or anything that is not a directory.
+func openDirNoSymlink(root *os.Root, name string) (*os.Root, error) {
+	fi, err := root.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := root.Mkdir(name, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+		fi, err = root.Lstat(name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return nil, fmt.Errorf("%s is a symlink: refusing to write through it", name)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", name)
+	}
+	return root.OpenRoot(name)
+}
+
+// clearOutputs removes what an earlier run wrote to the output directory
+// (logs, egress log, summary, provenance, bundles), so that whatever this
+// run ends with (success, a failure, a cancellation) the directory never
+// shows another run's files beside this one's. Symlinks are removed as
+// links, never followed.
+func clearOutputs(cfg Config) error {
+	root, err := openOutDir(cfg)
+	if err != nil {
 		return err
 	}
-	// Logs and signatures of an earlier run must not pass for this run's.
-	old, _ := filepath.Glob(filepath.Join(outDir, "logs", "*.log"))
-	for _, f := range old {
-		os.Remove(f)
+	defer root.Close()
+	for _, n := range outputNames {
+		if err := root.RemoveAll(n); err != nil {
+			return err
+		}
 	}
-	filepath.Walk(outDir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() && strings.HasSuffix(p, ".sigstore.json") {
-			os.Remove(p)
+	var bundles []string
+	fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, BundleSuffix) {
+			bundles = append(bundles, p)
 		}
 		return nil
 	})
-	return filepath.Walk(stage, func(path string, fi os.FileInfo, err error) error {
+	for _, b := range bundles {
+		if err := root.Remove(b); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// publish moves the run's outputs from the staging directory into the
+// output directory, through an os.Root that no symlink leads out of and
+// refusing a symlink wherever a directory is expected. Each file is written
+// to a temporary name and renamed over its final name (a rename replaces a
+// link, it does not follow it), so a reader (or a full disk) never sees a
+// partial file presented as complete.
+func publish(cfg Config, stage string) error {
+	if err := clearOutputs(cfg); err != nil {
+		return err
+	}
+	root, err := openOutDir(cfg)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return filepath.WalkDir(stage, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(stage, path)
-		if fi.IsDir() {
+		rel, _ := filepath.Rel(stage, p)
+		if rel == "." {
+			return nil
+		}
+		if d.IsDir() {
 			if rel == "empty" {
 				return filepath.SkipDir
 			}
-			return os.MkdirAll(filepath.Join(outDir, rel), 0o755)
+			return mkdirNoSymlink(root, rel)
 		}
-		return atomicfile.Copy(path, filepath.Join(outDir, rel), 0o644)
+		return copyInto(root, p, rel, 0o644)
 	})
+}
+
+// mkdirNoSymlink creates every directory of rel in root, refusing symlinks.
+func mkdirNoSymlink(root *os.Root, rel string) error {
+	dir := ""
+	for _, name := range strings.Split(filepath.ToSlash(rel), "/") {
+		dir = path.Join(dir, name)
+		fi, err := root.Lstat(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			if err := root.Mkdir(dir, 0o755); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 || !fi.IsDir() {
+			return fmt.Errorf("%s is a symlink or not a directory: refusing to write through it", dir)
+		}
+	}
+	return nil
+}
+
+// copyInto copies the file src to rel in root: a temporary file created
+// exclusively (O_EXCL does not follow a planted link), then renamed.
+func copyInto(root *os.Root, src, rel string, perm fs.FileMode) error {
+	if dir := filepath.Dir(rel); dir != "." {
+		if err := mkdirNoSymlink(root, dir); err != nil {
+			return err
+		}
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := filepath.Join(filepath.Dir(rel), "."+filepath.Base(rel)+".tmp-"+strconv.Itoa(os.Getpid()))
+	root.Remove(tmp)
+	out, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		root.Remove(tmp)
+		return err
+	}
+	if err := out.Chmod(perm); err != nil {
+		out.Close()
+		root.Remove(tmp)
+		return err
+	}
+	if err := out.Close(); err != nil {
+		root.Remove(tmp)
+		return err
+	}
+	if err := root.Rename(tmp, rel); err != nil {
+		root.Remove(tmp)
+		return err
+	}
+	return nil
 }

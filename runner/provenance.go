@@ -27,14 +27,15 @@ type inputs struct {
 	pipelinePath string
 }
 
-// snapshotInputs hashes the workspace tree and reads git metadata.
+// snapshotInputs hashes the tree the steps will see (the fresh copy, or
+// the live directory when reused) and reads git metadata of the source.
 func snapshotInputs(ctx context.Context, cfg Config) (inputs, error) {
 	var in inputs
 	excludes := []string{".git"}
-	if rel, err := filepath.Rel(cfg.Workspace, cfg.OutDir); err == nil && !strings.HasPrefix(rel, "..") && rel != "." {
+	if rel, err := filepath.Rel(cfg.Workspace, cfg.OutDir); cfg.ws.Mode == WorkspaceReused && err == nil && !strings.HasPrefix(rel, "..") && rel != "." {
 		excludes = append(excludes, filepath.ToSlash(rel))
 	}
-	tree, _, err := manifest.TreeDigest(ctx, cfg.Workspace, 0, manifest.WithExcludes(excludes...))
+	tree, _, err := manifest.TreeDigest(ctx, cfg.ws.Dir, 0, manifest.WithExcludes(excludes...))
 	if err != nil {
 		return in, fmt.Errorf("hash workspace: %w", err)
 	}
@@ -129,6 +130,11 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 	}
 	mi.Dependencies = Dependencies(res.Events)
 	mi.Internal = materialsInternal(cfg, res) // inspect.go
+	if cfg.ws != nil {
+		// Whether the steps started from a copy of the source made for
+		// this run; verify's freshWorkspace policy refuses "reused".
+		mi.Internal["workspace"] = map[string]any{"mode": cfg.ws.Mode}
+	}
 	mi.Environment = envNames(p)
 	caps := res.Sandbox.Capabilities
 	if caps == nil {

@@ -30,8 +30,21 @@ type Config struct {
 	Pipeline *pipeline.Pipeline
 	// Steps selects a subset by name (--step); empty runs all.
 	Steps []string
-	// Workspace is bind-mounted read-write at /workspace.
-	Workspace string
+	// Workspace is the source directory. By default the steps run in a
+	// fresh copy of it (workspace.go) and only the artifacts are copied
+	// back; ReuseWorkspace mounts it itself at /workspace, read-write, and
+	// the provenance then records the workspace as reused.
+	Workspace      string
+	ReuseWorkspace bool
+	// WorkspaceSize bounds the fresh workspace's filesystem, in bytes (0:
+	// DefaultWorkspaceSize; negative: a plain directory, no limit).
+	WorkspaceSize int64
+	// ArtifactSizeLimit caps each artifact, in bytes (0:
+	// DefaultArtifactSizeLimit; negative: no cap).
+	ArtifactSizeLimit int64
+	// LogLimit caps each step's log file, in bytes (0: DefaultLogLimit;
+	// negative: no cap).
+	LogLimit int64
 	// OutDir receives logs, the egress log and the summary. Files are
 	// written to a staging directory outside the workspace while steps
 	// run and moved into OutDir at the end, so a step cannot forge them.
@@ -78,7 +91,8 @@ type Config struct {
 	Offline bool
 	Replay  *Replay
 
-	inspection *Inspection // the run's CA, set by Run (inspect.go)
+	inspection *Inspection   // the run's CA, set by Run (inspect.go)
+	ws         *runWorkspace // where the steps run, set by Run
 }
 
 // Result is the outcome of a run.
@@ -175,12 +189,32 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	res.Sandbox = info
+	// The output directory describes one run: what an earlier run left
+	// there goes before anything else can fail.
+	if err := clearOutputs(cfg); err != nil {
+		return nil, fmt.Errorf("output directory %s: %w", cfg.OutDir, err)
+	}
 
 	images, err := resolveImages(ctx, cfg, steps, res)
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
+	if cfg.ReuseWorkspace {
+		cfg.ws = reusedWorkspace(cfg)
+	} else {
+		if cfg.ws, err = freshWorkspace(ctx, cfg); err != nil {
+			return nil, err
+		}
+		cfg.Logger.Debug("fresh workspace", "files", cfg.ws.Files, "bytes", cfg.ws.Bytes, "took", cfg.ws.Took)
+	}
+	defer func() {
+		if err := cfg.ws.remove(); err != nil {
+			cfg.Logger.Warn("cannot remove the run's workspace", "error", err)
+		}
+	}()
+	cfg.trace("workspace.prepare", start, time.Now(), "mode", cfg.ws.Mode)
+	start = time.Now()
 	in, err := snapshotInputs(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -233,7 +267,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.Events = recorder.Events()
 	if runErr == nil && res.Failed == "" && len(p.Artifacts) > 0 {
-		subjects, err := manifest.MatchArtifacts(cfg.Workspace, p.Artifacts)
+		subjects, err := collectArtifacts(ctx, cfg, p.Artifacts)
 		if err != nil {
 			res.Failed, res.Error = ArtifactsStep, err.Error()
 			cfg.Logger.Error("artifacts", "error", err)
@@ -260,7 +294,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			runErr = fmt.Errorf("signing: %w", err)
 		}
 	}
-	if err := publish(stage, cfg.OutDir); err != nil && runErr == nil {
+	if err := publish(cfg, stage); err != nil && runErr == nil {
 		runErr = fmt.Errorf("write outputs to %s: %w", cfg.OutDir, err)
 	}
 	return res, runErr

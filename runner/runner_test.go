@@ -67,14 +67,15 @@ func TestDependenciesFromEvents(t *testing.T) {
 func TestMaskOutDirOnlyInsideWorkspace(t *testing.T) {
 	ws := t.TempDir()
 	stage := t.TempDir()
-	m := maskOutDir(Config{Workspace: ws, OutDir: filepath.Join(ws, ".cleanroom")}, stage)
+	reused := &runWorkspace{Dir: ws, Mode: WorkspaceReused}
+	m := maskOutDir(Config{Workspace: ws, OutDir: filepath.Join(ws, ".cleanroom"), ws: reused}, stage)
 	if len(m) != 1 || m[0].Destination != "/workspace/.cleanroom" || !m[0].ReadOnly {
 		t.Fatalf("mask %+v", m)
 	}
 	if fi, err := os.Stat(m[0].Source); err != nil || !fi.IsDir() {
 		t.Fatalf("mask source: %v", err)
 	}
-	if m := maskOutDir(Config{Workspace: ws, OutDir: t.TempDir()}, stage); m != nil {
+	if m := maskOutDir(Config{Workspace: ws, OutDir: t.TempDir(), ws: reused}, stage); m != nil {
 		t.Fatalf("out dir outside the workspace masked: %+v", m)
 	}
 }
@@ -86,7 +87,7 @@ func TestPublishIsAtomicAndReplacesOldLogs(t *testing.T) {
 	os.WriteFile(filepath.Join(out, "logs", "old-step.log"), []byte("old"), 0o644)
 	os.WriteFile(filepath.Join(stage, "logs", "new.log"), []byte("new"), 0o644)
 	os.WriteFile(filepath.Join(stage, "summary.json"), []byte("{}"), 0o644)
-	if err := publish(stage, out); err != nil {
+	if err := publish(Config{Workspace: t.TempDir(), OutDir: out}, stage); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(out, "logs", "old-step.log")); err == nil {
@@ -101,6 +102,33 @@ func TestPublishIsAtomicAndReplacesOldLogs(t *testing.T) {
 		if strings.Contains(e.Name(), ".tmp") {
 			t.Fatalf("temporary file left: %s", e.Name())
 		}
+	}
+}
+
+func TestPublishRefusesSymlinks(t *testing.T) {
+	stage, ws, host := t.TempDir(), t.TempDir(), t.TempDir()
+	os.MkdirAll(filepath.Join(stage, "logs"), 0o755)
+	os.WriteFile(filepath.Join(stage, "logs", "s.log"), []byte("new"), 0o644)
+	os.WriteFile(filepath.Join(host, "keep"), nil, 0o644)
+	// The default output directory is a symlink to a host directory.
+	os.Symlink(host, filepath.Join(ws, ".cleanroom"))
+	cfg := Config{Workspace: ws, OutDir: filepath.Join(ws, ".cleanroom")}
+	if err := publish(cfg, stage); err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Fatalf("published through a symlinked output directory: %v", err)
+	}
+	// logs inside a real output directory is a symlink.
+	os.Remove(filepath.Join(ws, ".cleanroom"))
+	os.Mkdir(filepath.Join(ws, ".cleanroom"), 0o755)
+	os.Symlink(host, filepath.Join(ws, ".cleanroom", "summary.json"))
+	os.WriteFile(filepath.Join(stage, "summary.json"), []byte("{}"), 0o644)
+	if err := publish(cfg, stage); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(filepath.Join(ws, ".cleanroom", "summary.json")); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("summary.json: %v %v", fi, err)
+	}
+	if ents, _ := os.ReadDir(host); len(ents) != 1 {
+		t.Fatalf("host directory changed: %v", ents)
 	}
 }
 

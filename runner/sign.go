@@ -32,7 +32,7 @@ const BundleSuffix = ".sigstore.json"
 func signOutputs(ctx context.Context, cfg Config, res *Result, stage string) error {
 	start := time.Now()
 	for _, s := range res.Subjects {
-		data, err := os.ReadFile(filepath.Join(cfg.Workspace, filepath.FromSlash(s.Name)))
+		data, err := os.ReadFile(filepath.Join(cfg.ws.Dir, filepath.FromSlash(s.Name)))
 		if err != nil {
 			return fmt.Errorf("read artifact %s: %w", s.Name, err)
 		}

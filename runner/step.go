@@ -64,7 +64,7 @@ func prepareStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, i
 		Env:       p.StepEnv(step),
 		Allow:     append(p.StepAllow(step), cfg.ExtraAllow...),
 		Mode:      mode,
-		Workspace: cfg.Workspace,
+		Workspace: cfg.ws.Dir,
 		Mounts:    maskOutDir(cfg, stage),
 		Limits: sandbox.Limits{
 			MemoryBytes: step.Resources.MemoryBytes,
@@ -404,6 +404,9 @@ func stepEnv(pipelineEnv []string, port int) []string {
 // the workspace, with an empty read-only directory mounted over it: a step
 // must not read earlier provenance as input nor plant files there.
 func maskOutDir(cfg Config, stage string) []sandbox.Mount {
+	if cfg.ws.Mode != WorkspaceReused {
+		return nil // a fresh workspace never contains the output directory
+	}
 	rel, err := filepath.Rel(cfg.Workspace, cfg.OutDir)
 	if err != nil || rel == "." || strings.HasPrefix(rel, "..") || filepath.IsAbs(rel) {
 		return nil

@@ -44,6 +44,11 @@ type runOptions struct {
 	sign       signOptions
 	lint       lintOptions
 	materials  materialsOptions // materials.go
+	// Workspace and caps (see runner.Config).
+	reuseWorkspace    bool
+	workspaceSize     string
+	logLimit          string
+	artifactSizeLimit string
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -85,6 +90,10 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	f.StringVar(&o.goproxy, "goproxy-upstream", "", "module proxy behind the steps' GOPROXY endpoint (default: the first entry of `go env GOPROXY`); its host must be allowed")
 	f.StringVarP(&o.output, "output", "o", "text", "result format on stdout: text or json")
 	f.StringArrayVar(&o.secrets, "secret", nil, "pass this variable from cleanroom's own environment to every step; its value is masked in logs and never recorded (repeatable)")
+	f.BoolVar(&o.reuseWorkspace, "reuse-workspace", false, "run the steps in the workspace directory itself instead of a fresh copy (fast incremental builds; files of earlier runs are visible, and the provenance records the workspace as reused, which `verify --policy` with freshWorkspace refuses)")
+	f.StringVar(&o.workspaceSize, "workspace-size", "8GiB", "size of the fresh workspace's filesystem: a step writing more gets ENOSPC; \"none\" for no limit")
+	f.StringVar(&o.logLimit, "log-limit", "64MiB", "cap on each step's log file; beyond it the output is truncated with a marker; \"none\" for no cap")
+	f.StringVar(&o.artifactSizeLimit, "artifact-size-limit", "2GiB", "largest artifact the run hashes and signs; a larger one fails the run; \"none\" for no cap")
 	o.lint.addFlags(cmd, false)
 	o.sign.addFlags(cmd)
 	o.materials.addFlags(f)
@@ -136,11 +145,32 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		return systemFailure(fmt.Errorf("workspace %s is not a directory", workspace))
 	}
 	out := o.out
+	defaultOut := filepath.Join(workspace, ".cleanroom")
 	if out == "" {
-		out = filepath.Join(workspace, ".cleanroom")
+		out = defaultOut
 	}
 	if out, err = filepath.Abs(out); err != nil {
 		return systemFailure(err)
+	}
+	// Inside the workspace only the default is accepted: it is excluded
+	// from the fresh copy, masked in a reused workspace and opened without
+	// following a symlink. Any other directory there is the steps' to shape.
+	if rel, err := filepath.Rel(workspace, out); err == nil && out != defaultOut && !strings.HasPrefix(rel, "..") {
+		return systemFailure(fmt.Errorf("--out %s is inside the workspace %s: use a directory outside it, or the default (%s)", out, workspace, defaultOut))
+	}
+	sizes := map[string]*int64{}
+	var wsSize, logLimit, artLimit int64
+	sizes["--workspace-size"], sizes["--log-limit"], sizes["--artifact-size-limit"] = &wsSize, &logLimit, &artLimit
+	for flag, raw := range map[string]string{"--workspace-size": o.workspaceSize, "--log-limit": o.logLimit, "--artifact-size-limit": o.artifactSizeLimit} {
+		if raw == "none" {
+			*sizes[flag] = -1
+			continue
+		}
+		n, err := pipeline.ParseSize(raw)
+		if err != nil || n <= 0 {
+			return systemFailure(fmt.Errorf("%s %q: want a size such as 512MiB, or none", flag, raw))
+		}
+		*sizes[flag] = n
 	}
 	signer, err := o.sign.signer(ctx, p, log)
 	if err != nil {
@@ -189,29 +219,33 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 	}
 
 	res, err := runner.Run(ctx, runner.Config{
-		Pipeline:      p,
-		Steps:         o.steps,
-		Workspace:     workspace,
-		OutDir:        out,
-		StateDir:      g.stateDir,
-		RunID:         lock.ID,
-		ExtraAllow:    o.allow,
-		EgressMode:    o.egressMode,
-		Secrets:       secrets,
-		Signer:        signer,
-		GoModUpstream: upstream,
-		Executor:      exec,
-		Output:        os.Stderr,
-		Logger:        log,
-		BuilderID:     o.builderID,
-		Trace:         trace,
-		Version:       version,
-		Inspect:       o.materials.inspect,
-		Store:         mat.store,
-		CacheMode:     o.materials.cacheMode,
-		UpstreamTLS:   mat.upstreamTLS,
-		Offline:       o.materials.offline,
-		Replay:        mat.replay,
+		Pipeline:          p,
+		Steps:             o.steps,
+		Workspace:         workspace,
+		ReuseWorkspace:    o.reuseWorkspace,
+		WorkspaceSize:     wsSize,
+		LogLimit:          logLimit,
+		ArtifactSizeLimit: artLimit,
+		OutDir:            out,
+		StateDir:          g.stateDir,
+		RunID:             lock.ID,
+		ExtraAllow:        o.allow,
+		EgressMode:        o.egressMode,
+		Secrets:           secrets,
+		Signer:            signer,
+		GoModUpstream:     upstream,
+		Executor:          exec,
+		Output:            os.Stderr,
+		Logger:            log,
+		BuilderID:         o.builderID,
+		Trace:             trace,
+		Version:           version,
+		Inspect:           o.materials.inspect,
+		Store:             mat.store,
+		CacheMode:         o.materials.cacheMode,
+		UpstreamTLS:       mat.upstreamTLS,
+		Offline:           o.materials.offline,
+		Replay:            mat.replay,
 	})
 	if res != nil {
 		report(stdout, o.output, res)
@@ -324,7 +358,7 @@ func report(w io.Writer, format string, res *runner.Result) {
 		fmt.Fprintf(w, "error: %s\n", res.Error)
 	}
 	for _, a := range res.Subjects {
-		fmt.Fprintf(w, "artifact: %s sha256:%s\n", a.Name, a.SHA256)
+		fmt.Fprintf(w, "artifact: %q sha256:%s\n", a.Name, a.SHA256) // quoted: a name can hold a newline
 	}
 	reportMaterials(w, res) // materials.go
 	for _, b := range res.Bundles {

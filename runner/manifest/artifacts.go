@@ -40,6 +40,18 @@ var ErrOutsideWorkspace = errors.New("resolves outside the workspace")
 // The result is sorted by Name (workspace-relative slash path), without
 // duplicates when globs overlap.
 func MatchArtifacts(workspace string, globs []string) ([]Subject, error) {
+	return MatchArtifactsBounded(context.Background(), workspace, globs, 0)
+}
+
+// ErrArtifactTooLarge is wrapped when an artifact is over the size cap.
+var ErrArtifactTooLarge = errors.New("artifact over the size cap")
+
+// MatchArtifactsBounded is MatchArtifacts with hashing stopped when ctx
+// ends (a step's deadline) and any match larger than maxBytes refused
+// before it is read (maxBytes <= 0: no cap). A step can make a sparse file
+// of any size in milliseconds; without these the runner would spend
+// minutes reading zeros.
+func MatchArtifactsBounded(ctx context.Context, workspace string, globs []string, maxBytes int64) ([]Subject, error) {
 	abs, err := filepath.Abs(workspace)
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
@@ -65,7 +77,7 @@ func MatchArtifacts(workspace string, globs []string) ([]Subject, error) {
 			found[name] = p
 		}
 	}
-	return hashArtifacts(found)
+	return hashArtifacts(ctx, found, maxBytes)
 }
 
 // parseGlob splits a glob into segments and rejects the forms that could
@@ -259,7 +271,7 @@ func within(root, p string) bool {
 // hashArtifacts hashes the matched files in parallel and returns them as
 // sorted subjects. Paths are already resolved, so opening them without
 // following symlinks turns a link planted after matching into an error.
-func hashArtifacts(found map[string]string) ([]Subject, error) {
+func hashArtifacts(ctx context.Context, found map[string]string, maxBytes int64) ([]Subject, error) {
 	out := make([]Subject, 0, len(found))
 	for name := range found {
 		out = append(out, Subject{Name: name})
@@ -272,8 +284,15 @@ func hashArtifacts(found map[string]string) ([]Subject, error) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			sum, _, err := hashNoFollow(context.Background(), found[out[i].Name])
+			if fi, err := os.Lstat(found[out[i].Name]); err == nil && maxBytes > 0 && fi.Size() > maxBytes {
+				errs[i] = fmt.Errorf("manifest: artifact %s is %d bytes, over the cap of %d bytes: %w", out[i].Name, fi.Size(), maxBytes, ErrArtifactTooLarge)
+				return
+			}
+			sum, _, err := hashNoFollow(ctx, found[out[i].Name])
 			if err != nil {
+				if ctx.Err() != nil {
+					err = fmt.Errorf("hashing stopped at the deadline: %w", context.Cause(ctx))
+				}
 				errs[i] = fmt.Errorf("manifest: hashing artifact %s: %w", out[i].Name, err)
 				return
 			}
@@ -285,4 +304,36 @@ func hashArtifacts(found map[string]string) ([]Subject, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// MatchGlob reports whether the workspace-relative slash path rel is named
+// by the artifact glob g (the syntax of MatchArtifacts), lexically: no
+// file is looked at.
+func MatchGlob(g, rel string) (bool, error) {
+	segs, err := parseGlob(g)
+	if err != nil {
+		return false, err
+	}
+	return matchSegs(segs, strings.Split(rel, "/")), nil
+}
+
+func matchSegs(glob, name []string) bool {
+	if len(glob) == 0 {
+		return len(name) == 0
+	}
+	if glob[0] == "**" {
+		for i := 0; i <= len(name); i++ {
+			if matchSegs(glob[1:], name[i:]) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(name) == 0 {
+		return false
+	}
+	if ok, _ := path.Match(glob[0], name[0]); !ok {
+		return false
+	}
+	return matchSegs(glob[1:], name[1:])
 }

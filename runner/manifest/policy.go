@@ -17,6 +17,7 @@ import (
 //	noDeniedEgress: true
 //	allDependenciesDigested: true
 //	imagesPinned: true
+//	freshWorkspace: true
 type Policy struct {
 	// BuilderID, when set, must equal runDetails.builder.id exactly.
 	BuilderID string `yaml:"builderId" json:"builderId,omitempty"`
@@ -42,6 +43,11 @@ type Policy struct {
 	// NoHashMismatches requires that every fetched package hashes to what
 	// the lockfile declares for it.
 	NoHashMismatches bool `yaml:"noHashMismatches" json:"noHashMismatches,omitempty"`
+	// FreshWorkspace requires that the steps ran in a copy of the source
+	// made for the run (internalParameters.workspace.mode "fresh"), not in
+	// a reused live directory where an earlier run or a local build could
+	// have left the files that were attested.
+	FreshWorkspace bool `yaml:"freshWorkspace" json:"freshWorkspace,omitempty"`
 }
 
 // LoadPolicy reads a policy from YAML. Unknown and duplicate keys are

@@ -67,6 +67,15 @@ func Verify(st *intoto.Statement, artifacts []string, pol Policy) (Report, error
 	checkArtifacts(&r, st, artifacts, fail)
 	checkPolicy(&r, pol, undigested, unpinned, fail)
 	checkLockfilePolicy(internal, pol, fail) // lockfile.go
+	if pol.FreshWorkspace {
+		switch mode := internal["workspace"].GetStructValue().GetFields()["mode"].GetStringValue(); mode {
+		case "fresh":
+		case "":
+			fail("the provenance does not record how the workspace was made (internalParameters.workspace); policy requires freshWorkspace")
+		default:
+			fail("the workspace was %q (not hermetic: files of earlier runs were visible to the steps); policy requires freshWorkspace", mode)
+		}
+	}
 
 	if r.OK() {
 		return r, nil

@@ -1,0 +1,168 @@
+package attack
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cleanroom-ci/cleanroom/internal/clitest"
+)
+
+// provenanceOf reads the last run's statement: its subjects, the workspace
+// mode and the source tree digest; ok is false when there is none.
+func provenanceOf(t *testing.T, outDir string) (subjects []string, mode, tree string, ok bool) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(outDir, "provenance.intoto.json"))
+	if err != nil {
+		return nil, "", "", false
+	}
+	var st struct {
+		Subject []struct {
+			Name string `json:"name"`
+		} `json:"subject"`
+		Predicate struct {
+			BuildDefinition struct {
+				InternalParameters struct {
+					Workspace struct {
+						Mode string `json:"mode"`
+					} `json:"workspace"`
+				} `json:"internalParameters"`
+				ResolvedDependencies []struct {
+					Digest      map[string]string `json:"digest"`
+					Annotations map[string]any    `json:"annotations"`
+				} `json:"resolvedDependencies"`
+			} `json:"buildDefinition"`
+		} `json:"predicate"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("provenance: %v", err)
+	}
+	for _, s := range st.Subject {
+		subjects = append(subjects, s.Name)
+	}
+	for _, d := range st.Predicate.BuildDefinition.ResolvedDependencies {
+		if d.Annotations["kind"] == "workspace" {
+			tree = d.Digest["sha256"]
+		}
+	}
+	return subjects, st.Predicate.BuildDefinition.InternalParameters.Workspace.Mode, tree, true
+}
+
+// Attested outputs come from this run: nothing an earlier run or a local
+// build left in the directory is attested, and the output directory never
+// mixes two runs.
+func TestStaleOutputAttacks(t *testing.T) {
+	e := clitest.New(t, cfg)
+	out := filepath.Join(e.Dir, ".cleanroom")
+
+	// A file left where an artifact is expected, and a step that builds nothing.
+	os.MkdirAll(filepath.Join(e.Dir, "out"), 0o755)
+	os.WriteFile(filepath.Join(e.Dir, "out", "f"), []byte("left by an earlier run"), 0o644)
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: nothing\n    run: \"true\"\nartifacts: [\"out/f\"]\n")
+	r := e.Run(nil, "run")
+	subj, _, _, _ := provenanceOf(t, out)
+	check(t, "outputs", "attest a file an earlier run left in the workspace (step: true)", "refused (exit 1), no subject",
+		fmt.Sprintf("exit %d, subjects %v", r.Code, subj), r.Code == 1 && len(subj) == 0)
+
+	// --step test of a pipeline whose build step made out/app in an earlier run.
+	os.RemoveAll(filepath.Join(e.Dir, "out"))
+	e.Pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: build
+    run: mkdir -p out && echo built > out/app
+  - name: test
+    run: test -f out/app || echo "no out/app in this run's workspace"
+artifacts: ["out/app"]
+`)
+	first := e.Run(nil, "run")
+	_, _, tree1, _ := provenanceOf(t, out)
+	_, err := os.Stat(filepath.Join(e.Dir, "out", "app"))
+	check(t, "outputs", "control: a full run copies its artifact to the source directory", "exit 0, out/app present",
+		fmt.Sprintf("exit %d, out/app: %v", first.Code, err), first.Code == 0 && err == nil)
+	mu.Lock()
+	results[len(results)-1].control = true
+	mu.Unlock()
+	r = e.Run(nil, "run", "--step", "test")
+	subj, _, _, _ = provenanceOf(t, out)
+	check(t, "outputs", "--step test attests out/app that an earlier run built", "refused (exit 1), no subject",
+		fmt.Sprintf("exit %d, subjects %v", r.Code, subj), r.Code == 1 && len(subj) == 0)
+	again := e.Run(nil, "run")
+	_, mode, tree2, _ := provenanceOf(t, out)
+	check(t, "outputs", "change the recorded source digest with an earlier run's leftovers", "same digest as the first run, workspace mode fresh",
+		fmt.Sprintf("exit %d, %.12s vs %.12s, mode %q", again.Code, tree1, tree2, mode), again.Code == 0 && tree1 != "" && tree1 == tree2 && mode == "fresh")
+
+	// A failed run, then an infrastructure failure: neither leaves the
+	// previous run's provenance, bundles or logs beside its own files.
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: fails\n    run: exit 3\nartifacts: [\"out/app\"]\n")
+	r = e.Run(nil, "run")
+	subj, _, _, _ = provenanceOf(t, out)
+	_, logErr := os.Stat(filepath.Join(out, "logs", "build.log"))
+	check(t, "outputs", "a failed run after a successful one", "no subject and no log of the earlier run",
+		fmt.Sprintf("exit %d, subjects %v, build.log present: %v", r.Code, subj, logErr == nil), r.Code == 1 && len(subj) == 0 && logErr != nil)
+	e.Run(nil, "run") // leave a failed run's summary and log
+	e.Pipeline("version: 1\nimage: oci-archive:/nonexistent.tar\nsteps:\n  - name: x\n    run: \"true\"\n")
+	r = e.Run(nil, "run")
+	_, sumErr := os.Stat(filepath.Join(out, "summary.json"))
+	_, logErr = os.Stat(filepath.Join(out, "logs", "fails.log"))
+	check(t, "outputs", "an infrastructure failure (image missing) after a failed run", "exit 2, no summary or log of the earlier run",
+		fmt.Sprintf("exit %d, summary present: %v, fails.log present: %v", r.Code, sumErr == nil, logErr == nil), r.Code == 2 && sumErr != nil && logErr != nil)
+
+	// --reuse-workspace is possible, recorded, and refusable.
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: build\n    run: mkdir -p out && echo built > out/app\nartifacts: [\"out/app\"]\n")
+	r = e.Run(nil, "run", "--reuse-workspace")
+	_, mode, _, _ = provenanceOf(t, out)
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(pol, []byte("freshWorkspace: true\n"), 0o644)
+	v := e.Run(nil, "verify", filepath.Join(e.Dir, "out", "app"), "--provenance", filepath.Join(out, "provenance.intoto.json"), "--policy", pol)
+	check(t, "outputs", "pass a reused (not hermetic) workspace for a fresh one", "recorded as reused; verify --policy freshWorkspace refuses it",
+		fmt.Sprintf("run exit %d, mode %q, verify exit %d", r.Code, mode, v.Code), r.Code == 0 && mode == "reused" && v.Code != 0 && strings.Contains(v.Stdout+v.Stderr, "freshWorkspace"))
+}
+
+// The runner writes only where it means to: the output directory is
+// opened without following any symlink, --out inside the workspace is
+// refused, and the step cannot read host paths from mountinfo.
+func TestPublishAttacks(t *testing.T) {
+	e := clitest.New(t, cfg)
+	host := t.TempDir()
+	os.WriteFile(filepath.Join(host, "keep"), []byte("host file"), 0o644)
+	listing := func() string {
+		ents, _ := os.ReadDir(host)
+		var names []string
+		for _, en := range ents {
+			names = append(names, en.Name())
+		}
+		return strings.Join(names, ",")
+	}
+
+	// A .cleanroom symlink committed to the repository.
+	os.Symlink(host, filepath.Join(e.Dir, ".cleanroom"))
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: s\n    run: echo hi\n")
+	r := e.Run(nil, "run")
+	check(t, "outputs", "a .cleanroom symlink in the source pointing at a host directory", "refused (exit 2); nothing written or deleted there",
+		fmt.Sprintf("exit %d, host dir: [%s]", r.Code, listing()), r.Code == 2 && listing() == "keep")
+	os.Remove(filepath.Join(e.Dir, ".cleanroom"))
+
+	// --out nested in the workspace, whose parent a step can rename and
+	// replace with a symlink.
+	e.Pipeline(fmt.Sprintf("version: 1\nimage: IMAGE\nsteps:\n  - name: s\n    run: mv a a2 && ln -s %s a\n", host))
+	os.MkdirAll(filepath.Join(e.Dir, "a", "b"), 0o755)
+	r = e.Run(nil, "run", "--reuse-workspace", "--out", filepath.Join(e.Dir, "a", "b", "out"))
+	check(t, "outputs", "--out inside the workspace, its parent swapped for a symlink by the step", "refused before any step (exit 2); host dir untouched",
+		fmt.Sprintf("exit %d, host dir: [%s]", r.Code, listing()), r.Code == 2 && listing() == "keep" && strings.Contains(r.Stderr, "inside the workspace"))
+
+	// mountinfo names the host paths of bind mounts' sources.
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: s\n    run: cat /proc/self/mountinfo\n")
+	r = e.Run(nil, "run")
+	var leaked []string
+	for _, l := range strings.Split(r.Stderr, "\n") {
+		if strings.Contains(l, e.Dir) || strings.Contains(l, cfg.StateDir) || strings.Contains(l, "/runs/") {
+			leaked = append(leaked, strings.Fields(l)[3])
+		}
+	}
+	check(t, "outputs", "read host paths of the workspace and masks from /proc/self/mountinfo", "no mount names the source directory or the state directory",
+		fmt.Sprintf("exit %d, leaking mounts: %v", r.Code, leaked), r.Code == 0 && len(leaked) == 0 && strings.Contains(r.Stderr, " /workspace "))
+}
