@@ -32,6 +32,13 @@ func Reap(stateDir string, log hclog.Logger) {
 				log.Warn("cannot remove namespace", "path", p, "error", err)
 			}
 		}
+		ws := &runWorkspace{Mode: WorkspaceFresh, mnt: filepath.Join(WorkspacesDir(stateDir), id), img: filepath.Join(WorkspacesDir(stateDir), id+".img")}
+		if _, err := os.Lstat(ws.mnt); err == nil {
+			log.Info("reaping the workspace of a dead run", "path", ws.mnt)
+			if err := ws.remove(); err != nil {
+				log.Warn("cannot remove workspace", "path", ws.mnt, "error", err)
+			}
+		}
 		os.RemoveAll(filepath.Join(stateDir, "runs", id))
 		runlock.Forget(LocksDir(stateDir), id)
 	}

@@ -160,7 +160,9 @@ func TestStripSetIDClearsBits(t *testing.T) {
 	f := filepath.Join(ws, "suid")
 	os.WriteFile(f, []byte("x"), 0o755)
 	os.Chmod(f, 0o755|os.ModeSetuid|os.ModeSetgid)
-	stripSetID(ws, hclog.NewNullLogger())
+	if err := stripSetID(ws, hclog.NewNullLogger()); err != nil {
+		t.Fatal(err)
+	}
 	fi, _ := os.Stat(f)
 	if fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 || fi.Mode().Perm() != 0o755 {
 		t.Fatalf("mode %v", fi.Mode())

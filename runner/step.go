@@ -335,7 +335,7 @@ func (p *preparedSandbox) run(ctx context.Context) (StepResult, error) {
 	if p.env.Trace != nil {
 		p.env.Trace("sandbox.run", start, time.Now(), "step", st.Name)
 	}
-	stripSetID(st.Workspace, log)
+	setIDErr := stripSetID(st.Workspace, log)
 	sr.Duration = time.Since(start)
 	sr.DurationS = sr.Duration.Round(time.Millisecond).Seconds()
 	p.cleanup(ctx)
@@ -362,6 +362,12 @@ func (p *preparedSandbox) run(ctx context.Context) (StepResult, error) {
 			log.Warn("a process of the step was killed for exceeding the memory limit; the step still succeeded")
 		}
 		log.Info("step succeeded", "duration", sr.Duration.Round(time.Millisecond))
+	}
+	if setIDErr != nil && sr.Status == "ok" {
+		// The step made a tree the runner cannot check for setuid files:
+		// its outputs cannot be trusted, and the step fails.
+		sr.Status, sr.ExitCode = "failed", 1
+		log.Error("step failed: the workspace cannot be checked for setuid/setgid files", "error", setIDErr)
 	}
 	return *sr, nil
 }

@@ -9,14 +9,16 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cleanroom-ci/cleanroom/internal/longpath"
 	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 )
@@ -106,12 +108,22 @@ func freshWorkspace(ctx context.Context, cfg Config) (ws *runWorkspace, err erro
 	if err := os.Mkdir(ws.Dir, src.Mode().Perm()); err != nil {
 		return ws, err
 	}
-	files, err := sourceFiles(ctx, cfg)
+	srcDir, err := longpath.Open(cfg.Workspace)
+	if err != nil {
+		return ws, err
+	}
+	defer srcDir.Close()
+	dstDir, err := longpath.Open(ws.Dir)
+	if err != nil {
+		return ws, err
+	}
+	defer dstDir.Close()
+	files, err := sourceFiles(ctx, cfg, srcDir)
 	if err != nil {
 		return ws, fmt.Errorf("list the source: %w", err)
 	}
 	for _, f := range files {
-		n, err := copyEntry(cfg.Workspace, ws.Dir, f)
+		n, err := copyEntry(srcDir, dstDir, f)
 		if err != nil {
 			return ws, fmt.Errorf("copy %q into the fresh workspace: %w", f.rel, err)
 		}
@@ -200,7 +212,7 @@ type sourceEntry struct {
 }
 
 // sourceFiles lists what to copy.
-func sourceFiles(ctx context.Context, cfg Config) ([]sourceEntry, error) {
+func sourceFiles(ctx context.Context, cfg Config, src *longpath.Dir) ([]sourceEntry, error) {
 	skip := func(rel string) bool {
 		return rel == ".git" || strings.HasPrefix(rel, ".git/") || underOut(cfg, rel)
 	}
@@ -227,12 +239,10 @@ func sourceFiles(ctx context.Context, cfg Config) ([]sourceEntry, error) {
 		}
 		return out, nil
 	}
-	err := filepath.WalkDir(cfg.Workspace, func(p string, d fs.DirEntry, err error) error {
+	err := src.WalkDir(func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(cfg.Workspace, p)
-		rel = filepath.ToSlash(rel)
 		if rel == "." {
 			return nil
 		}
@@ -246,7 +256,7 @@ func sourceFiles(ctx context.Context, cfg Config) ([]sourceEntry, error) {
 			// A directory is made as the parent of what it holds; only
 			// an empty one is listed (one holding only excluded outputs
 			// is not source).
-			if ents, err := os.ReadDir(p); err == nil && len(ents) == 0 {
+			if ents, err := src.ReadDir(rel); err == nil && len(ents) == 0 {
 				out = append(out, sourceEntry{rel: rel, dirAlone: true})
 			}
 			return nil
@@ -307,93 +317,92 @@ func gitFiles(ctx context.Context, dir string) (tracked, untracked []string, ok 
 // directory listed whole) from src/rel to dst/rel, creating parents. Modes
 // are kept without setuid/setgid; owners are kept. Regular files are cloned
 // when the filesystems allow (FICLONE), else copied with copy_file_range.
-// A tracked file deleted from the work tree is skipped.
-func copyEntry(src, dst string, e sourceEntry) (int64, error) {
-	rel := e.rel
-	from := filepath.Join(src, filepath.FromSlash(rel))
-	to := filepath.Join(dst, filepath.FromSlash(rel))
-	fi, err := os.Lstat(from)
+// A tracked file deleted from the work tree is skipped. Paths go through
+// longpath, so a tree deeper than PATH_MAX copies like any other.
+func copyEntry(src, dst *longpath.Dir, e sourceEntry) (int64, error) {
+	rel := filepath.FromSlash(e.rel)
+	fi, err := src.Lstat(rel)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	if err := mkdirParents(src, dst, path.Dir(rel)); err != nil {
+	if err := mkdirParents(src, dst, filepath.Dir(rel)); err != nil {
 		return 0, err
 	}
 	if e.dirAlone && fi.IsDir() {
-		return 0, mkdirLike(to, fi)
+		return 0, mkdirLike(dst, rel, fi)
 	}
-	return copyNode(from, to, fi)
+	return copyNode(src, dst, rel, fi)
 }
 
 // mkdirParents creates dst/dir and its parents with the modes of src's.
-func mkdirParents(src, dst, dir string) error {
+func mkdirParents(src, dst *longpath.Dir, dir string) error {
 	if dir == "." || dir == "" {
 		return nil
 	}
-	to := filepath.Join(dst, filepath.FromSlash(dir))
-	if _, err := os.Lstat(to); err == nil {
+	if _, err := dst.Lstat(dir); err == nil {
 		return nil
 	}
-	if err := mkdirParents(src, dst, path.Dir(dir)); err != nil {
+	if err := mkdirParents(src, dst, filepath.Dir(dir)); err != nil {
 		return err
 	}
-	fi, err := os.Lstat(filepath.Join(src, filepath.FromSlash(dir)))
+	fi, err := src.Lstat(dir)
 	if err != nil {
 		return err
 	}
-	return mkdirLike(to, fi)
+	return mkdirLike(dst, dir, fi)
 }
 
-func mkdirLike(to string, fi fs.FileInfo) error {
-	if err := os.Mkdir(to, fi.Mode().Perm()|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+func mkdirLike(dst *longpath.Dir, rel string, fi fs.FileInfo) error {
+	if err := dst.Mkdir(rel, fi.Mode().Perm()|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	chownLike(to, fi)
-	return os.Chmod(to, fi.Mode().Perm()|(fi.Mode()&fs.ModeSticky))
+	chownLike(dst, rel, fi)
+	return dst.Chmod(rel, fi.Mode().Perm()|(fi.Mode()&fs.ModeSticky))
 }
 
-func chownLike(to string, fi fs.FileInfo) {
+func chownLike(dst *longpath.Dir, rel string, fi fs.FileInfo) {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		os.Lchown(to, int(st.Uid), int(st.Gid))
+		dst.Lchown(rel, int(st.Uid), int(st.Gid))
 	}
 }
 
-func copyNode(from, to string, fi fs.FileInfo) (int64, error) {
+func copyNode(src, dst *longpath.Dir, rel string, fi fs.FileInfo) (int64, error) {
 	switch {
 	case fi.Mode()&fs.ModeSymlink != 0:
-		target, err := os.Readlink(from)
+		target, err := src.Readlink(rel)
 		if err != nil {
 			return 0, err
 		}
-		if err := os.Symlink(target, to); err != nil {
+		if err := dst.Symlink(target, rel); err != nil {
 			return 0, err
 		}
-		chownLike(to, fi)
+		chownLike(dst, rel, fi)
 		return 0, nil
 	case fi.IsDir():
-		if err := mkdirLike(to, fi); err != nil {
+		if err := mkdirLike(dst, rel, fi); err != nil {
 			return 0, err
 		}
-		ents, err := os.ReadDir(from)
+		ents, err := src.ReadDir(rel)
 		if err != nil {
 			return 0, err
 		}
 		var total int64
 		for _, e := range ents {
+			child := filepath.Join(rel, e.Name())
 			if e.Name() == ".git" {
 				continue
 			}
-			cfi, err := os.Lstat(filepath.Join(from, e.Name()))
+			if _, err := dst.Lstat(child); err == nil {
+				continue // listed on its own too
+			}
+			cfi, err := src.Lstat(child)
 			if err != nil {
 				return total, err
 			}
-			if _, err := os.Lstat(filepath.Join(to, e.Name())); err == nil {
-				continue // listed on its own too
-			}
-			n, err := copyNode(filepath.Join(from, e.Name()), filepath.Join(to, e.Name()), cfi)
+			n, err := copyNode(src, dst, child, cfi)
 			total += n
 			if err != nil {
 				return total, err
@@ -401,19 +410,19 @@ func copyNode(from, to string, fi fs.FileInfo) (int64, error) {
 		}
 		return total, nil
 	case fi.Mode().IsRegular():
-		return copyFile(from, to, fi)
+		return copyFile(src, dst, rel, fi)
 	default:
 		return 0, nil // sockets, FIFOs, devices are not source
 	}
 }
 
-func copyFile(from, to string, fi fs.FileInfo) (int64, error) {
-	in, err := os.OpenFile(from, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+func copyFile(src, dst *longpath.Dir, rel string, fi fs.FileInfo) (int64, error) {
+	in, err := src.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return 0, err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	out, err := dst.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return 0, err
 	}
@@ -426,7 +435,7 @@ func copyFile(from, to string, fi fs.FileInfo) (int64, error) {
 			return n, err
 		}
 	}
-	chownLike(to, fi)
+	chownLike(dst, rel, fi)
 	if err := out.Chmod(fi.Mode().Perm()); err != nil {
 		out.Close()
 		return n, err
@@ -454,8 +463,18 @@ func collectArtifacts(ctx context.Context, cfg Config, globs []string) ([]manife
 	hctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("artifact hashing exceeded %s (the last step's timeout)", timeout))
 	defer cancel()
 	subjects, err := manifest.MatchArtifactsBounded(hctx, cfg.ws.Dir, globs, limit)
-	if err != nil || cfg.ws.Mode != WorkspaceFresh {
-		return subjects, err
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range subjects {
+		// A step names its files: a name the provenance cannot carry is
+		// the build's failure (exit 1), not the runner's.
+		if !utf8.ValidString(s.Name) || strings.ContainsFunc(s.Name, unicode.IsControl) {
+			return nil, fmt.Errorf("artifact %q: a name with control characters or invalid UTF-8 cannot be attested", s.Name)
+		}
+	}
+	if cfg.ws.Mode != WorkspaceFresh {
+		return subjects, nil
 	}
 	root, err := os.OpenRoot(cfg.Workspace)
 	if err != nil {

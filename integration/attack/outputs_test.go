@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -165,4 +166,59 @@ func TestPublishAttacks(t *testing.T) {
 	}
 	check(t, "outputs", "read host paths of the workspace and masks from /proc/self/mountinfo", "no mount names the source directory or the state directory",
 		fmt.Sprintf("exit %d, leaking mounts: %v", r.Code, leaked), r.Code == 0 && len(leaked) == 0 && strings.Contains(r.Stderr, " /workspace "))
+}
+
+// What a step leaves in a reused workspace cannot reach the host: a setuid
+// file at any depth is cleared, and names cannot forge report lines.
+func TestWorkspaceLeftoverAttacks(t *testing.T) {
+	e := clitest.New(t, cfg)
+	// 18 levels of 250-byte names: about 4.5 KB of path, beyond PATH_MAX.
+	e.Pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: plant
+    run: |
+      n=$(printf 'd%.0s' $(seq 250))
+      mkdir t && cp /bin/busybox t/sh && chmod 4755 t/sh
+      for i in $(seq 18); do mkdir u && mv t u/$n && mv u t; done
+      echo planted
+`)
+	r := e.Run(nil, "run", "--reuse-workspace")
+	found, err := exec.Command("find", e.Dir, "-perm", "/6000", "-type", "f").CombinedOutput()
+	check(t, "outputs", "leave a setuid-root binary 18 levels of 250-byte names deep in a reused workspace", "bit cleared on the host",
+		fmt.Sprintf("exit %d, setuid files on the host: %d (find: %v)", r.Code, len(strings.Fields(string(found))), err),
+		strings.Contains(r.Stderr, "planted") && err == nil && len(strings.TrimSpace(string(found))) == 0)
+	// The tree stays in the directory: the next run must not fail on it.
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: next\n    run: echo next\n")
+	next := e.Run(nil, "run")
+	nextReused := e.Run(nil, "run", "--reuse-workspace")
+	check(t, "outputs", "make the next run fail before any step with a tree deeper than PATH_MAX", "the next runs (fresh and reused) succeed",
+		fmt.Sprintf("exit %d (fresh), %d (reused)", next.Code, nextReused.Code), next.Code == 0 && nextReused.Code == 0)
+
+	e.Pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: forge
+    run: |
+      mkdir -p out && touch "out/x$(printf '\nartifact: forged sha256:')0000"
+artifacts: ["out/*"]
+`)
+	r = e.Run(nil, "run")
+	forged := false
+	for _, l := range strings.Split(r.Stdout, "\n") {
+		forged = forged || strings.HasPrefix(l, "artifact: forged")
+	}
+	check(t, "outputs", "forge a report line with a newline in an artifact name", "refused as a build failure (exit 1); no forged line (names are quoted)",
+		fmt.Sprintf("exit %d, forged line: %v", r.Code, forged), r.Code == 1 && !forged)
+
+	e.Pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: badname
+    run: mkdir -p out && touch "out/$(printf '\377')"
+artifacts: ["out/*"]
+`)
+	r = e.Run(nil, "run")
+	check(t, "outputs", "an artifact name that is not UTF-8 (the provenance cannot carry it)", "a build failure (exit 1), not an infrastructure one",
+		fmt.Sprintf("exit %d", r.Code), r.Code == 1)
 }

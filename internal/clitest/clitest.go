@@ -218,10 +218,14 @@ func Residue(t testing.TB, cfg Config) []string {
 	for _, e := range ents {
 		left = append(left, "netns: "+e.Name())
 	}
+	ents, _ = os.ReadDir(filepath.Join(cfg.StateDir, "workspaces"))
+	for _, e := range ents {
+		left = append(left, "workspace: "+e.Name())
+	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mi), "\n") {
 		f := strings.Fields(l)
-		if len(f) > 4 && strings.HasPrefix(f[4], cfg.StateDir+"/netns/") {
+		if len(f) > 4 && (strings.HasPrefix(f[4], cfg.StateDir+"/netns/") || strings.HasPrefix(f[4], cfg.StateDir+"/workspaces/")) {
 			left = append(left, "mount: "+f[4])
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"github.com/cleanroom-ci/cleanroom/internal/longpath"
 )
 
 // hashBufSize is the read size per worker. Larger buffers stop paying off
@@ -89,6 +91,24 @@ func hashNoFollow(ctx context.Context, path string) (sum [sha256.Size]byte, info
 	}
 	if !info.Mode().IsRegular() {
 		return sum, nil, fmt.Errorf("%s is no longer a regular file", path)
+	}
+	sum, _, err = hashReader(ctx, f)
+	return sum, info, err
+}
+
+// hashNoFollowIn is hashNoFollow of rel below dir, by a path of any length.
+func hashNoFollowIn(ctx context.Context, dir *longpath.Dir, rel string) (sum [sha256.Size]byte, info os.FileInfo, err error) {
+	f, err := dir.OpenFile(rel, os.O_RDONLY|noFollowFlags, 0)
+	if err != nil {
+		return sum, nil, err
+	}
+	defer f.Close()
+	info, err = f.Stat()
+	if err != nil {
+		return sum, nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return sum, nil, fmt.Errorf("%s is no longer a regular file", rel)
 	}
 	sum, _, err = hashReader(ctx, f)
 	return sum, info, err

@@ -10,3 +10,6 @@ import "os"
 func openNoFollow(path string) (*os.File, error) {
 	return os.Open(path)
 }
+
+// noFollowFlags are openNoFollow's flags beyond O_RDONLY.
+const noFollowFlags = 0

@@ -14,3 +14,6 @@ import (
 func openNoFollow(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 }
+
+// noFollowFlags are openNoFollow's flags beyond O_RDONLY.
+const noFollowFlags = syscall.O_NOFOLLOW | syscall.O_NONBLOCK

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/cleanroom-ci/cleanroom/internal/longpath"
 )
 
 // DefaultTreeExcludes are the workspace-relative paths TreeDigest skips
@@ -89,6 +91,11 @@ func TreeDigest(ctx context.Context, root string, workers int, opts ...TreeOptio
 		return "", 0, fmt.Errorf("manifest: %s is not a directory", root)
 	}
 
+	dir, err := longpath.Open(root)
+	if err != nil {
+		return "", 0, fmt.Errorf("manifest: %w", err)
+	}
+	defer dir.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	jobs := make(chan *treeEntry, 4*workers)
@@ -99,7 +106,7 @@ func TreeDigest(ctx context.Context, root string, workers int, opts ...TreeOptio
 				if ctx.Err() != nil {
 					continue // drain
 				}
-				sum, info, err := hashNoFollow(ctx, filepath.Join(root, filepath.FromSlash(e.rel)))
+				sum, info, err := hashNoFollowIn(ctx, dir, filepath.FromSlash(e.rel))
 				if err != nil {
 					cancel(fmt.Errorf("manifest: hashing %s: %w", e.rel, err))
 					continue
@@ -108,7 +115,7 @@ func TreeDigest(ctx context.Context, root string, workers int, opts ...TreeOptio
 			}
 		})
 	}
-	w := &treeWalker{ctx: ctx, root: root, excluded: excluded, jobs: jobs}
+	w := &treeWalker{ctx: ctx, dir: dir, excluded: excluded, jobs: jobs}
 	walkErr := w.walk("")
 	if walkErr != nil {
 		cancel(walkErr)
@@ -136,7 +143,7 @@ func excludeSet(rels []string) (map[string]bool, error) {
 
 type treeWalker struct {
 	ctx      context.Context
-	root     string
+	dir      *longpath.Dir // paths deeper than PATH_MAX are walked too
 	excluded map[string]bool
 	jobs     chan<- *treeEntry
 	entries  []*treeEntry
@@ -149,12 +156,7 @@ func (w *treeWalker) walk(dir string) error {
 	if err := w.ctx.Err(); err != nil {
 		return err
 	}
-	f, err := os.Open(filepath.Join(w.root, filepath.FromSlash(dir)))
-	if err != nil {
-		return fmt.Errorf("manifest: %w", err)
-	}
-	des, err := f.ReadDir(-1)
-	f.Close()
+	des, err := w.dir.ReadDir(filepath.FromSlash(path.Join(".", dir)))
 	if err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
@@ -174,15 +176,15 @@ func (w *treeWalker) walk(dir string) error {
 			}
 			continue
 		}
-		abs := filepath.Join(w.root, filepath.FromSlash(rel))
-		info, err := os.Lstat(abs)
+		abs := filepath.FromSlash(rel)
+		info, err := w.dir.Lstat(abs)
 		if err != nil {
 			return fmt.Errorf("manifest: %w", err)
 		}
 		e.mode = info.Mode()
 		switch {
 		case e.mode&fs.ModeSymlink != 0:
-			if e.value, err = os.Readlink(abs); err != nil {
+			if e.value, err = w.dir.Readlink(abs); err != nil {
 				return fmt.Errorf("manifest: %w", err)
 			}
 		case e.mode.IsDir():
