@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -166,5 +167,45 @@ func TestStripSetIDClearsBits(t *testing.T) {
 	fi, _ := os.Stat(f)
 	if fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 || fi.Mode().Perm() != 0o755 {
 		t.Fatalf("mode %v", fi.Mode())
+	}
+}
+
+func TestCapWriterTruncatesWithMarker(t *testing.T) {
+	var out bytes.Buffer
+	c := newCapWriter(&out, 10)
+	c.Write([]byte("0123456"))
+	c.Write([]byte("789abc"))
+	c.Write([]byte("more"))
+	if !strings.HasPrefix(out.String(), "0123456789\n[cleanroom: output truncated") || c.dropped != 7 {
+		t.Fatalf("capped output %q, dropped %d", out.String(), c.dropped)
+	}
+}
+
+type countingRecorder struct{ events []egress.Event }
+
+func (c *countingRecorder) Record(e egress.Event) { c.events = append(c.events, e) }
+
+type countingLog struct{ n int }
+
+func (c *countingLog) Warn(string, ...any) { c.n++ }
+
+func TestStepRecorderSummarisesDenialsPastTheCap(t *testing.T) {
+	next, log := &countingRecorder{}, &countingLog{}
+	r := newStepRecorder(next, log, "s")
+	for i := range deniedEventLimit + summaryHostLimit + 50 {
+		r.Record(egress.Event{Step: "s", Host: fmt.Sprintf("h%d.test", i), Port: 80, Decision: egress.DecisionDeny})
+	}
+	r.Record(egress.Event{Step: "s", Host: "ok.test", Decision: egress.DecisionAllow})
+	r.flush()
+	// One by one up to the cap, the allowed one, then one per counted host
+	// and one for the rest.
+	if want := deniedEventLimit + 1 + summaryHostLimit + 1; len(next.events) != want {
+		t.Fatalf("%d events recorded, want %d", len(next.events), want)
+	}
+	if last := next.events[len(next.events)-1]; last.Host != otherHosts && !strings.Contains(last.Reason, "summarised") {
+		t.Fatalf("last event %+v", last)
+	}
+	if log.n != warnLimit+1 {
+		t.Fatalf("%d warnings, want %d", log.n, warnLimit+1)
 	}
 }

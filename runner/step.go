@@ -33,6 +33,7 @@ type stepRun struct {
 	step    pipeline.Step
 	logFile *os.File
 	out     *prefixWriter
+	capped  *capWriter
 	sb      *preparedSandbox
 }
 
@@ -51,6 +52,7 @@ func prepareStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, i
 		return nil, StepResult{Name: step.Name, Image: p.StepImage(step), Status: "error"}, err
 	}
 	r := &stepRun{cfg: cfg, step: step, logFile: logFile, out: newPrefixWriter(cfg.Output, "["+step.Name+"] ")}
+	r.capped = newCapWriter(io.MultiWriter(logFile, r.out), cfg.LogLimit) // caps.go
 	r.sb, err = prepareSandboxed(ctx, SandboxEnv{
 		Executor: cfg.Executor, StateDir: cfg.StateDir, Logger: cfg.Logger,
 		Recorder: rec, GoModUpstream: cfg.GoModUpstream, Trace: cfg.Trace,
@@ -72,7 +74,7 @@ func prepareStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, i
 			Pids:        step.Resources.Pids,
 		},
 		Timeout: step.Timeout,
-		Output:  io.MultiWriter(logFile, r.out),
+		Output:  r.capped,
 		Secrets: cfg.Secrets,
 		Inspect: stepInspect(cfg, step), // inspect.go
 		Cache:   stepCache(cfg, step),
@@ -93,6 +95,9 @@ func (r *stepRun) run(ctx context.Context) (StepResult, error) {
 	sr, err := r.sb.run(ctx)
 	sr.Image = r.cfg.Pipeline.StepImage(r.step)
 	sr.LogFile = filepath.Join("logs", r.step.Name+".log")
+	if r.capped.dropped > 0 {
+		r.cfg.Logger.Warn("step output truncated at the log cap", "step", r.step.Name, "discarded_bytes", r.capped.dropped)
+	}
 	if sr.Status == "oom" {
 		r.cfg.Logger.Error("step killed: out of memory", "step", r.step.Name, "limit", pipeline.FormatSize(r.step.Resources.MemoryBytes))
 	}
@@ -185,6 +190,7 @@ type preparedSandbox struct {
 	ln      net.Listener
 	served  chan struct{}
 	masked  *maskWriter
+	rec     *stepRecorder
 	spec    sandbox.Spec
 	box     sandbox.Prepared // nil: the executor runs spec in one go
 	cleaned bool
@@ -213,6 +219,7 @@ func prepareSandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (p 
 			p.cleanup(ctx)
 		}
 	}()
+	p.rec = newStepRecorder(env.Recorder, log, st.Name) // caps.go
 	start := time.Now()
 	if p.ns, err = netns.New(NetNSDir(env.StateDir), st.ID); err != nil {
 		return p, err
@@ -229,7 +236,7 @@ func prepareSandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (p 
 		Step:          st.Name,
 		Policy:        policy,
 		Mode:          m,
-		Recorder:      &warnOnce{next: env.Recorder, log: log},
+		Recorder:      p.rec,
 		GoModUpstream: env.GoModUpstream,
 		// Package managers open many connections at once (npm: hundreds);
 		// the proxy's default of 256 turned bursts into 503s in the
@@ -313,6 +320,9 @@ func (p *preparedSandbox) cleanup(ctx context.Context) {
 		<-p.served
 		p.sr.Denials = p.proxy.Denials()
 		p.sr.WouldNeed = p.proxy.WouldNeed()
+	}
+	if p.rec != nil {
+		p.rec.flush()
 	}
 	if p.masked != nil {
 		p.masked.Flush()
@@ -430,34 +440,3 @@ func maskOutDir(cfg Config, stage string) []sandbox.Mount {
 
 // NetNSDir is where a run's namespace files live.
 func NetNSDir(stateDir string) string { return filepath.Join(stateDir, "netns") }
-
-// warnOnce forwards events and logs each distinct denial once per step.
-type warnOnce struct {
-	next egress.Recorder
-	log  interface {
-		Warn(string, ...any)
-	}
-	mu   sync.Mutex
-	seen map[string]bool
-}
-
-func (w *warnOnce) Record(e egress.Event) {
-	w.next.Record(e)
-	if e.Decision != egress.DecisionDeny {
-		return
-	}
-	key := net.JoinHostPort(e.Host, fmt.Sprint(e.Port))
-	if e.Host == "" {
-		key = "(malformed request)"
-	}
-	w.mu.Lock()
-	first := !w.seen[key]
-	if w.seen == nil {
-		w.seen = map[string]bool{}
-	}
-	w.seen[key] = true
-	w.mu.Unlock()
-	if first {
-		w.log.Warn("egress denied", "target", key, "reason", e.Reason)
-	}
-}
