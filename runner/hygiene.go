@@ -2,14 +2,21 @@ package runner
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
+
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 
 // secretEnv turns secrets into KEY=VALUE entries, sorted by name.
@@ -22,12 +29,84 @@ func secretEnv(secrets map[string]string) []string {
 	return out
 }
 
-// maskWriter replaces secret values in a step's output before it reaches
-// the terminal or a log file. It works on whole lines, so a value split
-// across two writes is still caught.
+// masker replaces secret values, and their common encodings, with
+// [masked]. Masked forms of each value (at least 4 bytes, which the CLI
+// enforces): the value itself and lower-cased (host names are normalised
+// to lower case), hex in both cases, URL query escaping, and standard and
+// URL-safe base64 at each of the three byte alignments the value can have
+// inside a longer encoded text (the characters that depend on the value
+// alone). What it cannot catch: a value split across lines or requests,
+// reversed, compressed, encrypted, or encoded any other way; and anything
+// a step writes into its artifacts.
+type masker struct{ values [][]byte }
+
+func newMasker(secrets map[string]string) *masker {
+	m := &masker{}
+	seen := map[string]bool{}
+	add := func(v string) {
+		// Very short forms would mask ordinary text everywhere.
+		if len(v) >= 4 && !seen[v] {
+			seen[v] = true
+			m.values = append(m.values, []byte(v))
+		}
+	}
+	for _, v := range secrets {
+		if len(v) < 4 {
+			continue
+		}
+		add(v)
+		add(strings.ToLower(v))
+		add(hex.EncodeToString([]byte(v)))
+		add(strings.ToUpper(hex.EncodeToString([]byte(v))))
+		add(url.QueryEscape(v))
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+			for k := 0; k < 3; k++ {
+				if f := base64Fragment(enc, []byte(v), k); len(f) >= 6 {
+					add(f)
+				}
+			}
+		}
+	}
+	// Longest first, so a value that contains another is masked whole.
+	sort.Slice(m.values, func(i, j int) bool { return len(m.values[i]) > len(m.values[j]) })
+	return m
+}
+
+// base64Fragment is the part of the base64 encoding of v, placed k bytes
+// into a text, that depends on v alone: characters whose six bits all come
+// from v.
+func base64Fragment(enc *base64.Encoding, v []byte, k int) string {
+	text := enc.WithPadding(base64.NoPadding).EncodeToString(append(make([]byte, k), v...))
+	first := (8*k + 5) / 6         // first character starting at or after bit 8k
+	last := (8 * (k + len(v))) / 6 // characters ending at or before the value's end
+	if first >= last || last > len(text) {
+		return ""
+	}
+	return text[first:last]
+}
+
+func (m *masker) apply(b []byte) []byte {
+	for _, v := range m.values {
+		b = bytes.ReplaceAll(b, v, masked)
+	}
+	return b
+}
+
+// String masks s.
+func (m *masker) String(s string) string {
+	if m == nil || len(m.values) == 0 {
+		return s
+	}
+	return string(m.apply([]byte(s)))
+}
+
+// maskWriter masks secrets (see masker) in a step's output before it
+// reaches the terminal or a log file. It works on whole lines, so a value
+// split across two writes is still caught.
 type maskWriter struct {
 	w      io.Writer
 	values [][]byte
+	m      *masker
 	buf    []byte
 }
 
@@ -35,17 +114,8 @@ type maskWriter struct {
 var masked = []byte("[masked]")
 
 func newMaskWriter(w io.Writer, secrets map[string]string) *maskWriter {
-	m := &maskWriter{w: w}
-	for _, v := range secrets {
-		// Very short values would mask ordinary text everywhere; they are
-		// not secrets worth the name and the CLI refuses them.
-		if len(v) >= 4 {
-			m.values = append(m.values, []byte(v))
-		}
-	}
-	// Longest first, so a value that contains another is masked whole.
-	sort.Slice(m.values, func(i, j int) bool { return len(m.values[i]) > len(m.values[j]) })
-	return m
+	m := newMasker(secrets)
+	return &maskWriter{w: w, m: m, values: m.values}
 }
 
 func (m *maskWriter) Write(b []byte) (int, error) {
@@ -69,11 +139,7 @@ func (m *maskWriter) Write(b []byte) (int, error) {
 }
 
 func (m *maskWriter) emit(line []byte) {
-	out := line
-	for _, v := range m.values {
-		out = bytes.ReplaceAll(out, v, masked)
-	}
-	m.w.Write(out)
+	m.w.Write(m.m.apply(line))
 }
 
 // Flush writes a pending partial line.
@@ -163,4 +229,26 @@ func clearAt(dirfd int, name string, mode uint32, path string, log hclog.Logger)
 	}
 	log.Warn("cleared a setuid/setgid bit the step left in the workspace", "path", path)
 	return nil
+}
+
+// maskDenials masks secrets in what a step's denials recorded: the step
+// chose the host names, and may have spelled a secret into them.
+func maskDenials(secrets map[string]string, ds []egress.Denial, need []string) ([]egress.Denial, []string) {
+	if len(secrets) == 0 {
+		return ds, need
+	}
+	m := newMasker(secrets)
+	for i := range ds {
+		ds[i].Target, ds[i].Hint, ds[i].Reason = m.String(ds[i].Target), m.String(ds[i].Hint), m.String(ds[i].Reason)
+	}
+	for i := range need {
+		need[i] = m.String(need[i])
+	}
+	return ds, need
+}
+
+// MaskingWriter masks secrets (see masker) in whole lines written to w:
+// the CLI passes its log output through it.
+func MaskingWriter(w io.Writer, secrets map[string]string) io.Writer {
+	return &lockedWriter{mu: new(sync.Mutex), w: newMaskWriter(w, secrets)}
 }

@@ -234,7 +234,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	recorder := egress.NewJSONLRecorder(eventsFile)
 	// The egress log is published next to the artifacts: credentials in
 	// URLs (userinfo, signed-URL parameters) are removed before it is written.
-	rec := redactingRecorder{next: recorder}
+	// Secret values (and their encodings) a step spells into host names or
+	// URLs are masked too.
+	rec := redactingRecorder{next: recorder, mask: newMasker(cfg.Secrets)}
 
 	// While a step runs, the next one is prepared (namespace, proxy,
 	// container and task created): most of a step's start-up overlaps the
@@ -426,9 +428,14 @@ func writeProvenance(cfg Config, res *Result, in inputs, stage string) error {
 	return nil
 }
 
-type redactingRecorder struct{ next egress.Recorder }
+type redactingRecorder struct {
+	next egress.Recorder
+	mask *masker
+}
 
 func (r redactingRecorder) Record(e egress.Event) {
-	e.URL = manifest.RedactURL(e.URL)
+	e.URL = r.mask.String(manifest.RedactURL(e.URL))
+	e.Host, e.Reason, e.Rule = r.mask.String(e.Host), r.mask.String(e.Reason), r.mask.String(e.Rule)
+	e.Module, e.Version = r.mask.String(e.Module), r.mask.String(e.Version)
 	r.next.Record(e)
 }

@@ -2,7 +2,10 @@ package runner
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -207,5 +210,24 @@ func TestStepRecorderSummarisesDenialsPastTheCap(t *testing.T) {
 	}
 	if log.n != warnLimit+1 {
 		t.Fatalf("%d warnings, want %d", log.n, warnLimit+1)
+	}
+}
+
+func TestMaskerCatchesEncodings(t *testing.T) {
+	secret := "S3cr3tValue42xyz"
+	m := newMasker(map[string]string{"S": secret})
+	forms := []string{secret, strings.ToLower(secret), hex.EncodeToString([]byte(secret)), strings.ToUpper(hex.EncodeToString([]byte(secret))), url.QueryEscape(secret)}
+	for k := 0; k < 3; k++ {
+		prefix := strings.Repeat("p", k)
+		forms = append(forms, base64.StdEncoding.EncodeToString([]byte(prefix+secret+"tail")), base64.URLEncoding.EncodeToString([]byte(prefix+secret)))
+	}
+	for _, f := range forms {
+		got := m.String("before " + f + " after")
+		if strings.Contains(got, f) || !strings.Contains(got, "[masked]") {
+			t.Errorf("form %q not masked: %q", f, got)
+		}
+	}
+	if got := m.String("ordinary output line"); got != "ordinary output line" {
+		t.Fatalf("ordinary text changed: %q", got)
 	}
 }

@@ -318,8 +318,7 @@ func (p *preparedSandbox) cleanup(ctx context.Context) {
 		p.proxy.Shutdown(sctx)
 		p.ln.Close()
 		<-p.served
-		p.sr.Denials = p.proxy.Denials()
-		p.sr.WouldNeed = p.proxy.WouldNeed()
+		p.sr.Denials, p.sr.WouldNeed = maskDenials(p.st.Secrets, p.proxy.Denials(), p.proxy.WouldNeed()) // hygiene.go
 	}
 	if p.rec != nil {
 		p.rec.flush()

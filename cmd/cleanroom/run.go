@@ -180,6 +180,13 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 	if err != nil {
 		return systemFailure(err)
 	}
+	if len(secrets) > 0 {
+		// Everything the runner logs passes through the same masking as
+		// step output: a step can put a secret into a host name it asks for.
+		if r, ok := log.(hclog.OutputResettable); ok {
+			r.ResetOutput(&hclog.LoggerOptions{Output: runner.MaskingWriter(os.Stderr, secrets), Color: hclog.ColorOff})
+		}
+	}
 	upstream, err := goModUpstream(o.goproxy)
 	if err != nil {
 		return systemFailure(err)
