@@ -8,8 +8,12 @@ import (
 
 // The first bytes of every CONNECT tunnel must be a TLS ClientHello whose
 // server name matches the CONNECT host. Without this check an allowed
-// CONNECT target is a generic TCP pipe, and a TLS connection to an allowed
-// CDN address could ask for any other site behind it (domain fronting).
+// CONNECT target is a generic TCP pipe that could carry any protocol, or TLS
+// with a server name of another site. The check does NOT stop domain
+// fronting: inside an opaque tunnel the HTTP Host header is encrypted, so a
+// client can send the allowed SNI and then ask the server (a CDN hosting
+// many sites) for another virtual host. Only TLS inspection sees that
+// Host, and refuses a mismatch (421); see SECURITY.md.
 // The parser below is deliberately small and bounds-checked everywhere: it
 // reads attacker-controlled bytes and is fuzzed.
 
