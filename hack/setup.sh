@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what cleanroom's demo and tests need on a Debian
 # machine, as root: containerd and runc from Debian, busybox-static (the
-# example and test images are built from it), iproute2, util-linux, and
+# example and test images are built from it), iproute2, util-linux,
+# e2fsprogs (the fresh workspace's filesystem), and
 # chromium (the agent web page test).
 # Idempotent: it does nothing that is already done.
 set -euo pipefail
@@ -20,6 +21,9 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v ip >/dev/null || need+=(iproute2)
 command -v flock >/dev/null || need+=(util-linux)
 command -v git >/dev/null || need+=(git)
+# Each run's fresh workspace is an ext4 filesystem on a loop file.
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v mount >/dev/null || need+=(mount)
 command -v curl >/dev/null || need+=(curl ca-certificates)
 # The agent's web page test drives a headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
