@@ -241,7 +241,7 @@ artifacts: ["out/*"]
 `, goImage, up.hostPort(), httpsImage, up.hostPort()))
 	cacheA, cacheB := t.TempDir(), t.TempDir()
 	flags := []string{"--goproxy-upstream", up.URL + "/", "--upstream-ca", up.caFile}
-	r := e.Run(nil, append([]string{"run", "--cache", cacheA, "--out", filepath.Join(e.Dir, "rec")}, flags...)...)
+	r := e.Run(nil, append([]string{"run", "--cache", cacheA, "--out", filepath.Join(e.Dir+".out", "rec")}, flags...)...)
 	if r.Code != 0 {
 		t.Fatalf("record: %s", r)
 	}
@@ -249,13 +249,13 @@ artifacts: ["out/*"]
 		t.Fatalf("lockfile check:\n%s", r)
 	}
 	prov := filepath.Join(t.TempDir(), "provenance.intoto.json")
-	data, err := os.ReadFile(filepath.Join(e.Dir, "rec", "provenance.intoto.json"))
+	data, err := os.ReadFile(filepath.Join(e.Dir+".out", "rec", "provenance.intoto.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(prov, data, 0o644)
 	var zipFetched, assetFetched bool
-	for _, ev := range inspectEvents(t, filepath.Join(e.Dir, "rec")) {
+	for _, ev := range inspectEvents(t, filepath.Join(e.Dir+".out", "rec")) {
 		zipFetched = zipFetched || (ev.Module == "example.test/dep" && strings.HasSuffix(ev.URL, ".zip") && ev.SHA256 == sha256Hex(zipBytes))
 		assetFetched = assetFetched || (strings.HasPrefix(ev.URL, "https://") && ev.SHA256 == sha256Hex(asset))
 	}
@@ -275,7 +275,7 @@ artifacts: ["out/*"]
 	up.Close()
 	before := up.hits.Load()
 	os.RemoveAll(filepath.Join(e.Dir, "out"))
-	r = e.Run(nil, append([]string{"run", "--replay", prov, "--cache", cacheB, "--out", filepath.Join(e.Dir, "replay")}, flags...)...)
+	r = e.Run(nil, append([]string{"run", "--replay", prov, "--cache", cacheB, "--out", filepath.Join(e.Dir+".out", "replay")}, flags...)...)
 	if r.Code != 0 || !strings.Contains(r.Stdout, "replay: reproduced") {
 		t.Fatalf("replay: %s", r)
 	}
@@ -283,7 +283,7 @@ artifacts: ["out/*"]
 		t.Fatal("the replay contacted the upstream")
 	}
 	var replayed int
-	for _, ev := range inspectEvents(t, filepath.Join(e.Dir, "replay")) {
+	for _, ev := range inspectEvents(t, filepath.Join(e.Dir+".out", "replay")) {
 		if ev.Source == "replay" {
 			replayed++
 		}
@@ -312,16 +312,16 @@ steps:
 artifacts: ["out/*"]
 `, img, up.hostPort(), up.hostPort()))
 	cache := t.TempDir()
-	r := e.Run(nil, "run", "--upstream-ca", up.caFile, "--cache", cache, "--out", filepath.Join(e.Dir, "rec"))
+	r := e.Run(nil, "run", "--upstream-ca", up.caFile, "--cache", cache, "--out", filepath.Join(e.Dir+".out", "rec"))
 	if r.Code != 0 {
 		t.Fatalf("record: %s", r)
 	}
-	prov := filepath.Join(e.Dir, "rec", "provenance.intoto.json")
+	prov := filepath.Join(e.Dir+".out", "rec", "provenance.intoto.json")
 	up.Close()
 	// The source changed: the build now needs /b too.
 	os.WriteFile(filepath.Join(e.Dir, "urls.txt"), []byte("/a\n/b\n"), 0o644)
 	os.RemoveAll(filepath.Join(e.Dir, "out"))
-	r = e.Run(nil, "run", "--replay", prov, "--cache", cache, "--out", filepath.Join(e.Dir, "replay"))
+	r = e.Run(nil, "run", "--replay", prov, "--cache", cache, "--out", filepath.Join(e.Dir+".out", "replay"))
 	if r.Code != 1 {
 		t.Fatalf("replay needing an unrecorded URL: %s", r)
 	}

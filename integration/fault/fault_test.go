@@ -154,3 +154,41 @@ steps:
 	})
 	clitest.RequireNoResidue(t, cfg)
 }
+
+// A run cancelled mid-step (SIGTERM) after a successful one: exit 2, no
+// provenance, bundle or log of the earlier run left beside its own
+// summary, and its fresh workspace unmounted and removed.
+func TestCancelledRunLeavesOneRunsOutputs(t *testing.T) {
+	cfg := clitest.Config{Namespace: testenv.Scope("cleanroom-fault"), StateDir: testenv.Scope("/run/cleanroom-fault")}
+	e := clitest.New(t, cfg)
+	out := filepath.Join(e.Dir, ".cleanroom")
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: build\n    run: mkdir -p out && echo built > out/app\nartifacts: [\"out/app\"]\n")
+	if r := e.Run(nil, "run"); r.Code != 0 {
+		t.Fatalf("first run: %s", r)
+	}
+	if _, err := os.Stat(filepath.Join(out, "provenance.intoto.json")); err != nil {
+		t.Fatalf("first run wrote no provenance: %v", err)
+	}
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: long\n    timeout: 5m\n    run: echo started; sleep 600\nartifacts: [\"out/app\"]\n")
+	cmd := e.Command(nil, "run")
+	var stderr clitest.LockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	clitest.WaitFor(t, 60*time.Second, func() bool { return strings.Contains(stderr.String(), "[long] started") })
+	syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Fatalf("want exit 2 after SIGTERM, got %v:\n%s", err, stderr.String())
+	}
+	for _, f := range []string{"provenance.intoto.json", "logs/build.log"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err == nil {
+			t.Errorf("the cancelled run left the earlier run's %s", f)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "summary.json")); err != nil {
+		t.Errorf("the cancelled run wrote no summary: %v", err)
+	}
+	clitest.RequireNoResidue(t, cfg)
+}
