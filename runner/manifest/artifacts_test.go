@@ -174,3 +174,22 @@ func TestMatchArtifactsErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestMatchGlobIsLexical(t *testing.T) {
+	for _, c := range []struct {
+		glob, rel string
+		want      bool
+	}{
+		{"out/f", "out/f", true},
+		{"out/*", "out/f", true},
+		{"out/*", "out/a/f", false},
+		{"out/**", "out/a/f", true},
+		{"**/app", "app", true},
+		{"**/app", "a/b/app", true},
+		{"dist/*.tar", "dist/x.tgz", false},
+	} {
+		if got, err := MatchGlob(c.glob, c.rel); err != nil || got != c.want {
+			t.Errorf("MatchGlob(%q, %q) = %v, %v", c.glob, c.rel, got, err)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -187,5 +188,28 @@ func TestHashFile(t *testing.T) {
 	}
 	if _, _, err := HashFile(p + ".missing"); err == nil {
 		t.Errorf("missing file hashed")
+	}
+}
+
+func TestTreeDigestWalksBeyondPathMax(t *testing.T) {
+	root := t.TempDir()
+	name := strings.Repeat("d", 250)
+	// Built bottom-up with short paths: renaming never needs the long one.
+	cur := filepath.Join(root, "t")
+	os.MkdirAll(cur, 0o755)
+	os.WriteFile(filepath.Join(cur, "f"), []byte("deep"), 0o644)
+	for range 18 {
+		tmp := filepath.Join(root, "u")
+		os.Mkdir(tmp, 0o755)
+		if err := os.Rename(cur, filepath.Join(tmp, name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, cur); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, n, err := TreeDigest(context.Background(), root, 0)
+	if err != nil || n != 18+2 {
+		t.Fatalf("TreeDigest: %d entries, %v", n, err)
 	}
 }
