@@ -342,7 +342,7 @@ steps:
 artifacts: ["out/*"]
 `, img, up.hostPort(), up.hostPort()))
 	os.RemoveAll(filepath.Join(e.Dir, "out"))
-	r = e.Run(nil, "run", "--replay", prov, "--cache", cache, "--out", filepath.Join(e.Dir, "replay2"))
+	r = e.Run(nil, "run", "--replay", prov, "--cache", cache, "--out", filepath.Join(e.Dir+".out", "replay2"))
 	if r.Code != 1 || !strings.Contains(r.Stdout, "replay: artifacts differ") || !strings.Contains(r.Stdout, "differs: out/a") {
 		t.Fatalf("differing replay: %s", r)
 	}

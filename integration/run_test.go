@@ -99,7 +99,9 @@ steps:
   - name: b
     run: touch b
 `)
-	r := e.run(nil, "run", "--step", "b", "--output", "json")
+	// The steps' files stay in a fresh workspace; reusing the directory
+	// shows on the host which step ran.
+	r := e.run(nil, "run", "--step", "b", "--output", "json", "--reuse-workspace")
 	if r.code != 0 {
 		t.Fatalf("%s", r)
 	}

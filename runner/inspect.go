@@ -201,7 +201,22 @@ func appendPEM(bundle, cert []byte) []byte {
 // or the step's egress.inspect, and always in an offline run (where HTTPS
 // can only be answered from recorded bodies through inspection).
 func stepInspect(cfg Config, s pipeline.Step) bool {
-	return cfg.Inspect || cfg.Offline || cfg.Replay != nil || cfg.Pipeline.StepInspect(s)
+	return cfg.Inspect || cfg.Offline || cfg.Replay != nil || cfg.Pipeline.StepInspect(s) || requiresInspection(cfg, s)
+}
+
+// requiresInspection reports whether one of the step's egress rules is
+// named by --require-inspection: reaching such a host through an opaque
+// tunnel would allow domain fronting (an allowed SNI, another Host inside
+// the TLS), so the step's TLS is inspected and a mismatched Host refused.
+func requiresInspection(cfg Config, s pipeline.Step) bool {
+	for _, want := range cfg.RequireInspection {
+		for _, r := range append(cfg.Pipeline.StepAllow(s), cfg.ExtraAllow...) {
+			if r == want {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // stepCache returns a step's cache mode: --cache-mode, else egress.cache.

@@ -80,6 +80,9 @@ type Config struct {
 	// Inspect turns TLS inspection on for every step (--inspect); the
 	// pipeline's egress.inspect can turn it on per step.
 	Inspect bool
+	// RequireInspection names egress rules whose steps are always
+	// inspected (--require-inspection), whatever the pipeline says.
+	RequireInspection []string
 	// Store keeps every downloaded body (nil: none); CacheMode overrides
 	// egress.cache ("record", "prefer", "off") when set.
 	Store     *store.Store

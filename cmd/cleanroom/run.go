@@ -49,6 +49,7 @@ type runOptions struct {
 	workspaceSize     string
 	logLimit          string
 	artifactSizeLimit string
+	requireInspection []string
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -94,6 +95,7 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	f.StringVar(&o.workspaceSize, "workspace-size", "8GiB", "size of the fresh workspace's filesystem: a step writing more gets ENOSPC; \"none\" for no limit")
 	f.StringVar(&o.logLimit, "log-limit", "64MiB", "cap on each step's log file; beyond it the output is truncated with a marker; \"none\" for no cap")
 	f.StringVar(&o.artifactSizeLimit, "artifact-size-limit", "2GiB", "largest artifact the run hashes and signs; a larger one fails the run; \"none\" for no cap")
+	f.StringArrayVar(&o.requireInspection, "require-inspection", nil, "inspect the TLS of every step whose egress.allow (or --allow) has this exact rule, so a Host inside the tunnel that is not the rule's host is refused (against domain fronting) (repeatable)")
 	o.lint.addFlags(cmd, false)
 	o.sign.addFlags(cmd)
 	o.materials.addFlags(f)
@@ -117,6 +119,11 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 	for _, r := range o.allow {
 		if err := checkRule(r); err != nil {
 			return systemFailure(fmt.Errorf("--allow %q: %w", r, err))
+		}
+	}
+	for _, r := range o.requireInspection {
+		if err := checkRule(r); err != nil {
+			return systemFailure(fmt.Errorf("--require-inspection %q: %w", r, err))
 		}
 	}
 	if _, err := p.Select(o.steps); err != nil {
@@ -248,6 +255,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		Trace:             trace,
 		Version:           version,
 		Inspect:           o.materials.inspect,
+		RequireInspection: o.requireInspection,
 		Store:             mat.store,
 		CacheMode:         o.materials.cacheMode,
 		UpstreamTLS:       mat.upstreamTLS,
