@@ -47,7 +47,8 @@ A policy file (YAML) can require more; any failure exits non-zero:
   allDependenciesDigested: true                     # every fetch has a sha256
   imagesPinned: true                                # images by digest (or archives)
   noUndeclaredFetches: true                         # every fetch declared in go.sum / package-lock.json
-  noHashMismatches: true                            # and with the declared hash`,
+  noHashMismatches: true                            # and with the declared hash
+  freshWorkspace: true                              # built in a fresh copy, not --reuse-workspace`,
 		Example: `  cleanroom verify out/app --provenance-bundle .cleanroom/provenance.sigstore.json --key cosign.pub
   cleanroom verify out/app --provenance-bundle provenance.sigstore.json --trusted-root trusted_root.json \
       --certificate-identity 'https://gitlab.com/group/project//.gitlab-ci.yml@refs/heads/main' \
