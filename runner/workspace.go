@@ -285,7 +285,12 @@ func underOut(cfg Config, rel string) bool {
 // Submodules are listed as their directory (copied whole).
 func gitFiles(ctx context.Context, dir string) (tracked, untracked []string, ok bool) {
 	git := func(args ...string) ([]string, error) {
-		cmd := exec.CommandContext(ctx, "git", append([]string{"-C", dir}, args...)...)
+		// git runs as root on a tree a step of a reused workspace could
+		// have written (.git/config): no fsmonitor hook (a command git
+		// would run), and the repository is trusted to be listed whoever
+		// owns it (sudo cleanroom run in a user's checkout).
+		base := []string{"-c", "core.fsmonitor=false", "-c", "safe.directory=*", "-C", dir}
+		cmd := exec.CommandContext(ctx, "git", append(base, args...)...)
 		cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1")
 		b, err := cmd.Output()
 		if err != nil {

@@ -222,3 +222,43 @@ artifacts: ["out/*"]
 	check(t, "outputs", "an artifact name that is not UTF-8 (the provenance cannot carry it)", "a build failure (exit 1), not an infrastructure one",
 		fmt.Sprintf("exit %d", r.Code), r.Code == 1)
 }
+
+// In a git work tree the fresh copy is what a user calls the source, and
+// listing it runs nothing a step of a reused workspace planted in .git.
+func TestGitWorkspaceAttacks(t *testing.T) {
+	e := clitest.New(t, cfg)
+	git := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", e.Dir, "-c", "user.email=t@test", "-c", "user.name=t"}, args...)...)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, b)
+		}
+	}
+	os.WriteFile(filepath.Join(e.Dir, ".gitignore"), []byte("ignored.txt\n.cleanroom/\n"), 0o644)
+	os.WriteFile(filepath.Join(e.Dir, "tracked.txt"), []byte("t"), 0o644)
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: s\n    run: \"true\"\n")
+	git("init", "-q")
+	git("add", ".")
+	git("commit", "-qm", "init")
+	os.WriteFile(filepath.Join(e.Dir, "untracked.txt"), []byte("u"), 0o644)
+	os.WriteFile(filepath.Join(e.Dir, "ignored.txt"), []byte("i"), 0o644)
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: s\n    run: echo \"@@files=$(ls -A | tr '\\n' ' ')\"\n")
+	r := e.Run(nil, "run")
+	files := probes(r.Stderr)["files"]
+	check(t, "outputs", "control: the fresh copy of a git work tree", "tracked and untracked-not-ignored files; no ignored file, no .git",
+		files, r.Code == 0 && strings.Contains(files, "tracked.txt") && strings.Contains(files, "untracked.txt") && !strings.Contains(files, "ignored.txt") && !strings.Contains(files, ".git "))
+	mu.Lock()
+	results[len(results)-1].control = true
+	mu.Unlock()
+
+	// A step of a reused workspace sets a git hook the runner would run
+	// as root on the host when it lists the next run's source.
+	marker := filepath.Join(t.TempDir(), "hook-ran")
+	e.Pipeline(fmt.Sprintf("version: 1\nimage: IMAGE\nsteps:\n  - name: s\n    run: printf '[core]\\n\\tfsmonitor = \"touch %s\"\\n' >> .git/config\n", marker))
+	r = e.Run(nil, "run", "--reuse-workspace")
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: s\n    run: \"true\"\n")
+	next := e.Run(nil, "run")
+	_, ran := os.Stat(marker)
+	check(t, "outputs", "plant core.fsmonitor in .git/config of a reused workspace (a command git runs when the next run lists the source)", "never run on the host",
+		fmt.Sprintf("exit %d, next run exit %d, hook ran: %v", r.Code, next.Code, ran == nil), r.Code == 0 && next.Code == 0 && ran != nil)
+}
