@@ -251,7 +251,14 @@ func setupInspection(cfg Config, steps []pipeline.Step) (*Inspection, error) {
 		return nil, nil
 	}
 	rules = append(rules, cfg.ExtraAllow...)
-	return NewInspection(rules, audit, validity, cfg.RunID, filepath.Join(cfg.StateDir, "tls", cfg.RunID))
+	dir := filepath.Join(cfg.StateDir, "tls", cfg.RunID)
+	if cfg.ws != nil && cfg.ws.Mode == WorkspaceFresh && cfg.ws.img != "" {
+		// On the run's own filesystem, beside /workspace: the trust files
+		// are bind-mounted, and /proc/self/mountinfo in the step then
+		// shows /tls/… on a loop device, not the state directory's path.
+		dir = filepath.Join(cfg.ws.mnt, "tls")
+	}
+	return NewInspection(rules, audit, validity, cfg.RunID, dir)
 }
 
 // egressExtras is what inspection, the store and replay add to one

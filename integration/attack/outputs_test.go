@@ -157,15 +157,17 @@ func TestPublishAttacks(t *testing.T) {
 
 	// mountinfo names the host paths of bind mounts' sources.
 	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: s\n    run: cat /proc/self/mountinfo\n")
-	r = e.Run(nil, "run")
-	var leaked []string
-	for _, l := range strings.Split(r.Stderr, "\n") {
-		if strings.Contains(l, e.Dir) || strings.Contains(l, cfg.StateDir) || strings.Contains(l, "/runs/") {
-			leaked = append(leaked, strings.Fields(l)[3])
+	for _, flags := range [][]string{nil, {"--inspect"}} {
+		r = e.Run(nil, append([]string{"run"}, flags...)...)
+		var leaked []string
+		for _, l := range strings.Split(r.Stderr, "\n") {
+			if strings.Contains(l, e.Dir) || strings.Contains(l, cfg.StateDir) || strings.Contains(l, "/runs/") {
+				leaked = append(leaked, strings.Fields(l)[3])
+			}
 		}
+		check(t, "outputs", fmt.Sprintf("read host paths of the workspace and masks from /proc/self/mountinfo %v", flags), "no mount names the source directory or the state directory",
+			fmt.Sprintf("exit %d, leaking mounts: %v", r.Code, leaked), r.Code == 0 && len(leaked) == 0 && strings.Contains(r.Stderr, " /workspace "))
 	}
-	check(t, "outputs", "read host paths of the workspace and masks from /proc/self/mountinfo", "no mount names the source directory or the state directory",
-		fmt.Sprintf("exit %d, leaking mounts: %v", r.Code, leaked), r.Code == 0 && len(leaked) == 0 && strings.Contains(r.Stderr, " /workspace "))
 }
 
 // What a step leaves in a reused workspace cannot reach the host: a setuid
