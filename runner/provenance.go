@@ -133,7 +133,7 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 	if cfg.ws != nil {
 		// Whether the steps started from a copy of the source made for
 		// this run; verify's freshWorkspace policy refuses "reused".
-		mi.Internal["workspace"] = map[string]any{"mode": cfg.ws.Mode}
+		mi.Internal["workspace"] = map[string]any{"mode": cfg.ws.Mode, "hermetic": cfg.ws.Mode == WorkspaceFresh}
 	}
 	mi.Environment = envNames(p)
 	caps := res.Sandbox.Capabilities
