@@ -190,3 +190,24 @@ func TestNormRepo(t *testing.T) {
 		t.Error("different repos compare equal")
 	}
 }
+
+func TestVerifyFreshWorkspacePolicy(t *testing.T) {
+	pol := Policy{FreshWorkspace: true}
+	for _, c := range []struct {
+		internal map[string]any
+		fails    string
+	}{
+		{map[string]any{"workspace": map[string]any{"mode": "fresh", "hermetic": true}}, ""},
+		{map[string]any{"workspace": map[string]any{"mode": "reused", "hermetic": false}}, `the workspace was "reused"`},
+		{nil, "does not record how the workspace was made"},
+	} {
+		st, paths := verifyFixture(t, func(in *Input) { in.Internal = c.internal })
+		_, err := Verify(st, paths, pol)
+		switch {
+		case c.fails == "" && err != nil:
+			t.Errorf("%v: %v", c.internal, err)
+		case c.fails != "" && (err == nil || !strings.Contains(err.Error(), c.fails)):
+			t.Errorf("%v: want a failure with %q, got %v", c.internal, c.fails, err)
+		}
+	}
+}
