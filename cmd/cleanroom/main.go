@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 // Exit codes, the same meaning as GitLab's custom executor: a build failure
@@ -36,7 +38,20 @@ func buildFailure(err error) error  { return &exitError{code: exitBuildFailure, 
 func systemFailure(err error) error { return &exitError{code: exitSystemFailure, err: err} }
 
 func main() {
+	ignoreSIGPIPE()
 	os.Exit(run(os.Args[1:]))
+}
+
+// ignoreSIGPIPE keeps a closed stdout or stderr (`cleanroom run | head -1`)
+// from killing the process: by default the Go runtime dies of SIGPIPE on a
+// write to a broken fd 1 or 2, in the middle of a run, before it removes its
+// containers, namespaces and mounts. With the signal handled, such a write
+// returns EPIPE instead, and the run finishes and cleans up. Notify (and not
+// signal.Ignore) is used because an ignored disposition would be inherited
+// by the processes cleanroom starts, while a handled one is reset to the
+// default in them.
+func ignoreSIGPIPE() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 }
 
 func run(args []string) int {

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cleanroom-ci/cleanroom/internal/clitest"
+	"github.com/cleanroom-ci/cleanroom/internal/testenv"
+)
+
+// These tests drive the built binary (internal/clitest) where a message or
+// an output needs a real run; the pure parts are tested directly.
+var cliCfg = clitest.Config{
+	Namespace: testenv.Scope("cleanroom-cli"),
+	StateDir:  testenv.Scope("/run/cleanroom-cli"),
+}
+
+// exitCode returns the exit status of a finished command, failing the test
+// when the process did not exit normally (killed by a signal).
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	ee, ok := err.(*exec.ExitError)
+	if !ok {
+		t.Fatalf("run cleanroom: %v", err)
+	}
+	if !ee.Exited() {
+		t.Fatalf("cleanroom did not exit, it was killed: %v", ee)
+	}
+	return ee.ExitCode()
+}
+
+// leftoverLocks lists run locks and staging directories left in the state dir.
+func leftoverLocks(t *testing.T) []string {
+	t.Helper()
+	var left []string
+	for _, d := range []string{"locks", "runs"} {
+		ents, _ := os.ReadDir(filepath.Join(cliCfg.StateDir, d))
+		for _, e := range ents {
+			left = append(left, d+"/"+e.Name())
+		}
+	}
+	return left
+}
+
+// `cleanroom run | head -1`: the reader goes away before the run prints its
+// result. The run must finish with its own exit code and clean up, not die
+// of SIGPIPE with its sandbox still standing.
+func TestClosedStdoutDoesNotKillTheRun(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		stderrToo  bool
+		outputJSON bool
+	}{
+		{name: "stdout"},
+		{name: "stdout-json", outputJSON: true},
+		{name: "stdout-and-stderr", stderrToo: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := clitest.New(t, cliCfg)
+			e.Pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: talk
+    run: for i in 1 2 3 4 5; do echo line $i; done; mkdir -p out; echo x > out/x
+artifacts: [out/x]
+`)
+			args := []string{"run"}
+			if tc.outputJSON {
+				args = append(args, "--output", "json")
+			}
+			cmd := e.Command(nil, args...)
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Close() // every write to w is now EPIPE (and SIGPIPE)
+			cmd.Stdout = w
+			var stderr clitest.LockedBuffer
+			cmd.Stderr = &stderr
+			if tc.stderrToo {
+				cmd.Stderr = w
+			}
+			err = cmd.Run()
+			w.Close()
+			if code := exitCode(t, err); code != 0 {
+				t.Fatalf("exit %d, want 0\n%s", code, stderr.String())
+			}
+			if _, err := os.Stat(filepath.Join(e.Dir, ".cleanroom", "provenance.intoto.json")); err != nil {
+				t.Fatalf("the run did not finish: %v", err)
+			}
+			clitest.RequireNoResidue(t, cliCfg)
+			if left := leftoverLocks(t); len(left) > 0 {
+				t.Fatalf("left behind in the state dir: %s", strings.Join(left, ", "))
+			}
+		})
+	}
+}
