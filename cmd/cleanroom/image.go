@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -48,19 +50,27 @@ func newImageImportCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "import ARCHIVE|REF...",
 		Short: "Import image archives or pull registry images into the store",
+		Long: `Import reads an argument as an archive when it names a file or starts with
+oci-archive: or docker-archive:, and as a registry reference to pull only when
+it names its registry host (HOST[:PORT]/PATH[:TAG][@DIGEST]), so that a
+mistyped file name is an error and never a pull.`,
 		Example: `  cleanroom image import images/builder.tar
   cleanroom image import docker-archive:build/app.tar
-  cleanroom image import 127.0.0.1:5000/builder:1`,
+  cleanroom image import 127.0.0.1:5000/builder:1
+  cleanroom image import docker.io/library/busybox:1.36`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			refs := make([]string, len(args))
+			for i, a := range args {
+				ref, err := importRef(a)
+				if err != nil {
+					return systemFailure(err)
+				}
+				refs[i] = ref
+			}
 			return withExecutor(cmd.Context(), g, func(e *ctrexec.Executor) error {
-				for _, a := range args {
-					ref, err := pipeline.ParseImageRef(a)
-					if err != nil {
-						// A bare path is an OCI archive.
-						ref = pipeline.ImageRef{Kind: pipeline.OCIArchive, Ref: a}
-					}
-					img, err := e.Resolve(cmd.Context(), ref.String())
+				for _, ref := range refs {
+					img, err := e.Resolve(cmd.Context(), ref)
 					if err != nil {
 						return err
 					}
@@ -70,6 +80,34 @@ func newImageImportCommand(g *globalOptions) *cobra.Command {
 			})
 		},
 	}
+}
+
+// importRef turns an `image import` argument into a reference for
+// Executor.Resolve. An existing file is an OCI archive; a registry reference
+// must name its registry host, because a short name ("nope.tar", "builder")
+// is far more often a mistyped path than an image on Docker Hub.
+func importRef(arg string) (string, error) {
+	ref, err := pipeline.ParseImageRef(arg)
+	if err == nil && ref.Kind != pipeline.Registry {
+		if _, err := os.Stat(ref.Ref); err != nil {
+			return "", fmt.Errorf("image import %s: %s: no such file", arg, ref.Ref)
+		}
+		return ref.String(), nil
+	}
+	if fi, serr := os.Stat(arg); serr == nil && !fi.IsDir() {
+		return pipeline.ImageRef{Kind: pipeline.OCIArchive, Ref: arg}.String(), nil
+	}
+	if err == nil && registryHost(ref.Name) {
+		return ref.String(), nil
+	}
+	return "", fmt.Errorf("image import %s: no such file; a registry image is pulled only when written with its registry host, e.g. docker.io/library/busybox:1.36 or 127.0.0.1:5000/builder:1", arg)
+}
+
+// registryHost reports whether a repository name starts with a registry
+// host, by the rule ParseImageRef (and docker) use.
+func registryHost(name string) bool {
+	first, _, ok := strings.Cut(name, "/")
+	return ok && (strings.ContainsAny(first, ".:") || first == "localhost")
 }
 
 func newImageLsCommand(g *globalOptions) *cobra.Command {
