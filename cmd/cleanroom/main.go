@@ -6,6 +6,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -39,7 +40,7 @@ func systemFailure(err error) error { return &exitError{code: exitSystemFailure,
 
 func main() {
 	ignoreSIGPIPE()
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // ignoreSIGPIPE keeps a closed stdout or stderr (`cleanroom run | head -1`)
@@ -54,9 +55,11 @@ func ignoreSIGPIPE() {
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 }
 
-func run(args []string) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	cmd := newRootCommand()
 	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
 	err := cmd.Execute()
 	if err == nil {
 		return exitOK
@@ -64,12 +67,12 @@ func run(args []string) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "cleanroom:", ee.err)
+			fmt.Fprintln(stderr, "cleanroom:", ee.err)
 		}
 		return ee.code
 	}
 	// Flag and argument errors from cobra are usage errors: the command
 	// line is configuration.
-	fmt.Fprintln(os.Stderr, "cleanroom:", err)
+	fmt.Fprintln(stderr, "cleanroom:", err)
 	return exitSystemFailure
 }
