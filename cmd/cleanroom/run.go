@@ -72,7 +72,18 @@ artifacts matched by the pipeline's "artifacts" globs).`,
   cleanroom run --egress-mode audit`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runPipeline(cmd.Context(), g, o, cmd.OutOrStdout())
+			if o.output != "text" && o.output != "json" {
+				return systemFailure(fmt.Errorf("--output %q: use text or json", o.output))
+			}
+			// The result is printed after the run has cleaned up, so a
+			// reader that goes away early cannot cut the teardown short.
+			res, err := runPipeline(cmd.Context(), g, o)
+			if o.output == "json" {
+				printRunJSON(cmd.OutOrStdout(), res, err)
+			} else if res != nil {
+				report(cmd.OutOrStdout(), res)
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -93,69 +104,68 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	return cmd
 }
 
-func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io.Writer) error {
+// runPipeline runs the pipeline and returns its result (nil when the run
+// did not start) and an *exitError when it did not succeed.
+func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.Result, error) {
 	log, err := g.logger()
 	if err != nil {
-		return systemFailure(err)
-	}
-	if o.output != "text" && o.output != "json" {
-		return systemFailure(fmt.Errorf("--output %q: use text or json", o.output))
+		return nil, systemFailure(err)
 	}
 	p, err := pipeline.Load(o.file, pipeline.WithRuleCheck(checkRule))
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	for _, r := range o.allow {
 		if err := checkRule(r); err != nil {
-			return systemFailure(fmt.Errorf("--allow %q: %w", r, err))
+			return nil, systemFailure(fmt.Errorf("--allow %q: %w", r, err))
 		}
 	}
 	if _, err := p.Select(o.steps); err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	o.lint.egressMode, o.lint.allow = o.egressMode, o.allow
 	lo, err := o.lint.lintOpts()
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	findings := pipeline.Lint(p, lo)
 	for _, f := range findings {
 		log.Warn("lint: "+f.Message, "id", f.ID, "at", fmt.Sprintf("%s:%d:%d", f.File, f.Line, f.Column), "fix", f.Fix, "docs", f.DocURL)
 	}
 	if o.lint.strict && len(findings) > 0 {
-		return systemFailure(fmt.Errorf("%d lint warning(s) with --strict; see `cleanroom lint`", len(findings)))
+		return nil, systemFailure(fmt.Errorf("%d lint warning(s) with --strict; see `cleanroom lint`", len(findings)))
 	}
 	workspace := o.workdir
 	if workspace == "" {
 		workspace = p.Dir
 	}
 	if workspace, err = filepath.Abs(workspace); err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	if fi, err := os.Stat(workspace); err != nil || !fi.IsDir() {
-		return systemFailure(fmt.Errorf("workspace %s is not a directory", workspace))
+		return nil, systemFailure(fmt.Errorf("workspace %s is not a directory", workspace))
 	}
 	out := o.out
 	if out == "" {
 		out = filepath.Join(workspace, ".cleanroom")
 	}
 	if out, err = filepath.Abs(out); err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	signer, err := o.sign.signer(ctx, p, log)
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	secrets, err := secretsFromEnv(o.secrets)
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	upstream, err := goModUpstream(o.goproxy)
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	if os.Geteuid() != 0 {
-		return systemFailure(errors.New("cleanroom run needs root: it creates network namespaces and containers (run it with sudo)"))
+		return nil, systemFailure(errors.New("cleanroom run needs root: it creates network namespaces and containers (run it with sudo)"))
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
@@ -164,7 +174,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 	if o.trace != "" {
 		sw, err := newSpanWriter(o.trace)
 		if err != nil {
-			return systemFailure(err)
+			return nil, systemFailure(err)
 		}
 		defer sw.Close()
 		trace = sw.span
@@ -172,20 +182,20 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 
 	lock, err := runlock.Acquire(runner.LocksDir(g.stateDir))
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	defer lock.Release()
 	log = log.With("run", lock.ID)
 
 	exec, err := newExecutor(ctx, g, log, lock.ID)
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	defer exec.Close()
 	runner.Reap(g.stateDir, log)
 	mat, err := o.materials.open(log)
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 
 	res, err := runner.Run(ctx, runner.Config{
@@ -213,26 +223,25 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		Offline:       o.materials.offline,
 		Replay:        mat.replay,
 	})
-	if res != nil {
-		report(stdout, o.output, res)
-	}
 	// Close waits for the background teardown of the last steps; a
 	// teardown that failed is an infrastructure failure of this run.
 	if cerr := exec.Close(); cerr != nil && err == nil && res != nil && res.Failed == "" {
-		return systemFailure(fmt.Errorf("sandbox teardown: %w", cerr))
+		return res, systemFailure(fmt.Errorf("sandbox teardown: %w", cerr))
 	}
 	switch {
 	case errors.Is(err, runner.ErrCancelled) || (err != nil && ctx.Err() != nil):
-		return systemFailure(errors.New("run cancelled; every sandbox it started has been removed"))
+		return res, systemFailure(errRunCancelled)
 	case err != nil:
-		return systemFailure(err)
+		return res, systemFailure(err)
 	case res.Failed != "":
-		return buildFailure(nil)
+		return res, buildFailure(nil)
 	case res.Replay != nil && !res.Replay.Reproduced:
-		return buildFailure(fmt.Errorf("the replay did not reproduce the artifacts of %s", res.Replay.Provenance))
+		return res, buildFailure(fmt.Errorf("the replay did not reproduce the artifacts of %s", res.Replay.Provenance))
 	}
-	return nil
+	return res, nil
 }
+
+var errRunCancelled = errors.New("run cancelled; every sandbox it started has been removed")
 
 func newExecutor(ctx context.Context, g *globalOptions, log hclog.Logger, runID string) (*ctrexec.Executor, error) {
 	opts := []ctrexec.Option{
@@ -291,13 +300,55 @@ func goModUpstream(flag string) (*url.URL, error) {
 	return u, nil
 }
 
-func report(w io.Writer, format string, res *runner.Result) {
-	if format == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(res)
-		return
+// runJSON is what `run --output json` prints on stdout, whatever the
+// outcome: the status and exit code first, then the result (absent when
+// the run did not start, e.g. a configuration error).
+type runJSON struct {
+	// Status is ok (exit 0), failed (exit 1: a step failed or the replay
+	// did not reproduce the artifacts), cancelled or error (exit 2).
+	Status   string `json:"status"`
+	ExitCode int    `json:"exitCode"`
+	// Error says why the run did not succeed; it shadows Result.Error,
+	// which it includes.
+	Error string `json:"error,omitempty"`
+	*runner.Result
+}
+
+func runOutcome(res *runner.Result, err error) runJSON {
+	out := runJSON{Status: "ok", Result: res}
+	if res != nil {
+		out.Error = res.Error
 	}
+	if err == nil {
+		return out
+	}
+	out.Status, out.ExitCode = "error", exitSystemFailure
+	var ee *exitError
+	if errors.As(err, &ee) {
+		out.ExitCode = ee.code
+		if ee.code == exitBuildFailure {
+			out.Status = "failed"
+		}
+		if errors.Is(ee.err, errRunCancelled) {
+			out.Status = "cancelled"
+		}
+		if ee.err != nil {
+			out.Error = ee.err.Error()
+		}
+	}
+	if out.Error == "" && res != nil && res.Failed != "" {
+		out.Error = fmt.Sprintf("step %s failed", res.Failed)
+	}
+	return out
+}
+
+func printRunJSON(w io.Writer, res *runner.Result, err error) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(runOutcome(res, err))
+}
+
+func report(w io.Writer, res *runner.Result) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STEP\tSTATUS\tEXIT\tDURATION\tDENIED")
 	for _, s := range res.Steps {
