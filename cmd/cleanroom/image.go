@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -30,14 +33,14 @@ root filesystem directory into an image archive without any registry.`,
 	return cmd
 }
 
-func withExecutor(ctx context.Context, g *globalOptions, fn func(*ctrexec.Executor) error) error {
+func withExecutor(ctx context.Context, command string, g *globalOptions, fn func(*ctrexec.Executor) error) error {
 	log, err := g.logger()
 	if err != nil {
 		return systemFailure(err)
 	}
 	e, err := newExecutor(ctx, g, log, "")
 	if err != nil {
-		return systemFailure(err)
+		return systemFailure(needsRoot(command, err))
 	}
 	defer e.Close()
 	if err := fn(e); err != nil {
@@ -68,7 +71,7 @@ mistyped file name is an error and never a pull.`,
 				}
 				refs[i] = ref
 			}
-			return withExecutor(cmd.Context(), g, func(e *ctrexec.Executor) error {
+			return withExecutor(cmd.Context(), cmd.CommandPath()[len("cleanroom "):], g, func(e *ctrexec.Executor) error {
 				for _, ref := range refs {
 					img, err := e.Resolve(cmd.Context(), ref)
 					if err != nil {
@@ -117,7 +120,7 @@ func newImageLsCommand(g *globalOptions) *cobra.Command {
 		Short: "List images in the store",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withExecutor(cmd.Context(), g, func(e *ctrexec.Executor) error {
+			return withExecutor(cmd.Context(), cmd.CommandPath()[len("cleanroom "):], g, func(e *ctrexec.Executor) error {
 				imgs, err := e.Images(cmd.Context())
 				if err != nil {
 					return err
@@ -150,7 +153,7 @@ func newImageRmCommand(g *globalOptions) *cobra.Command {
 		Short: "Remove images from the store",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withExecutor(cmd.Context(), g, func(e *ctrexec.Executor) error {
+			return withExecutor(cmd.Context(), cmd.CommandPath()[len("cleanroom "):], g, func(e *ctrexec.Executor) error {
 				for _, a := range args {
 					if err := e.RemoveImage(cmd.Context(), a); err != nil {
 						return err
@@ -177,6 +180,9 @@ step images from Debian packages (debootstrap, dpkg -x) without a registry.`,
 			if out == "" {
 				return systemFailure(fmt.Errorf("-o ARCHIVE is required"))
 			}
+			if err := checkOutputDir(out); err != nil {
+				return systemFailure(err)
+			}
 			img, err := imagepack.Image(args[0], imagepack.Options{Cmd: cmdArgs})
 			if err != nil {
 				return systemFailure(err)
@@ -202,4 +208,21 @@ step images from Debian packages (debootstrap, dpkg -x) without a registry.`,
 	cmd.Flags().StringVar(&format, "format", "oci", "archive format: oci (oci-archive:) or docker (docker-archive:)")
 	cmd.Flags().StringArrayVar(&cmdArgs, "cmd", []string{"/bin/sh"}, "image default command")
 	return cmd
+}
+
+// checkOutputDir fails early, naming the directory, when the directory an
+// output file goes into does not exist: the write itself would only report
+// its temporary file.
+func checkOutputDir(out string) error {
+	dir := filepath.Dir(out)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("-o %s: directory %s does not exist (create it first)", out, dir)
+	case err != nil:
+		return fmt.Errorf("-o %s: %w", out, err)
+	case !fi.IsDir():
+		return fmt.Errorf("-o %s: %s is not a directory", out, dir)
+	}
+	return nil
 }

@@ -94,6 +94,11 @@ func runLint(w io.Writer, o *lintOptions) error {
 		return systemFailure(err)
 	}
 	p, perr := pipeline.Load(o.file, pipeline.WithRuleCheck(checkRule))
+	if perr == nil {
+		// A missing archive fails the run before any step: the file is
+		// not runnable as it stands.
+		perr = pipeline.CheckArchives(p, nil)
+	}
 	var findings []pipeline.Finding
 	if perr == nil {
 		findings = pipeline.Lint(p, lo)

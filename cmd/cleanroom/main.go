@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"syscall"
@@ -75,4 +76,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// line is configuration.
 	fmt.Fprintln(stderr, "cleanroom:", err)
 	return exitSystemFailure
+}
+
+// geteuid is os.Geteuid, replaced in tests.
+var geteuid = os.Geteuid
+
+// needsRoot explains a permission error of a command run without root: the
+// state directory, containerd's socket and the store belong to root, and
+// "permission denied" alone does not say that sudo is the answer.
+func needsRoot(command string, err error) error {
+	if err == nil || geteuid() == 0 || !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	return fmt.Errorf("%s needs root (run it with sudo): %w", command, err)
 }

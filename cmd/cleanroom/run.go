@@ -123,6 +123,9 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	if _, err := p.Select(o.steps); err != nil {
 		return nil, systemFailure(err)
 	}
+	if err := pipeline.CheckArchives(p, o.steps); err != nil {
+		return nil, systemFailure(err)
+	}
 	o.lint.egressMode, o.lint.allow = o.egressMode, o.allow
 	lo, err := o.lint.lintOpts()
 	if err != nil {
@@ -164,6 +167,10 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	if err != nil {
 		return nil, systemFailure(err)
 	}
+	mat, err := o.materials.open(log)
+	if err != nil {
+		return nil, systemFailure(needsRoot("run", err))
+	}
 	if os.Geteuid() != 0 {
 		return nil, systemFailure(errors.New("cleanroom run needs root: it creates network namespaces and containers (run it with sudo)"))
 	}
@@ -193,10 +200,6 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	}
 	defer exec.Close()
 	runner.Reap(g.stateDir, log)
-	mat, err := o.materials.open(log)
-	if err != nil {
-		return nil, systemFailure(err)
-	}
 
 	res, err := runner.Run(ctx, runner.Config{
 		Pipeline:      p,
@@ -260,8 +263,17 @@ func newExecutor(ctx context.Context, g *globalOptions, log hclog.Logger, runID 
 	return ctrexec.New(cctx, opts...)
 }
 
-// checkRule validates an egress rule with the proxy's own grammar.
+// checkRule validates an egress rule with the proxy's own grammar. A rule
+// written as a URL gets the host to write instead: the grammar's own
+// message ("invalid port") would not say what is wrong.
 func checkRule(rule string) error {
+	if strings.Contains(rule, "://") {
+		msg := fmt.Sprintf("egress rule %q is a URL: write the host, not a URL", rule)
+		if u, err := url.Parse(strings.TrimSpace(rule)); err == nil && u.Host != "" {
+			msg += fmt.Sprintf(" (%q)", u.Host)
+		}
+		return errors.New(msg)
+	}
 	_, err := egress.ParseRule(rule)
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cleanroom-ci/cleanroom/runner"
@@ -57,5 +58,28 @@ func TestRunJSONOnConfigError(t *testing.T) {
 	}
 	if errs != "cleanroom: "+got.Error+"\n" {
 		t.Errorf("stderr %q, want the same error as the JSON", errs)
+	}
+}
+
+func TestCheckRuleURL(t *testing.T) {
+	for rule, want := range map[string]string{
+		"https://deps.example.org/x":  `egress rule "https://deps.example.org/x" is a URL: write the host, not a URL ("deps.example.org")`,
+		"http://10.0.0.5:8080/simple": `egress rule "http://10.0.0.5:8080/simple" is a URL: write the host, not a URL ("10.0.0.5:8080")`,
+	} {
+		if err := checkRule(rule); err == nil || err.Error() != want {
+			t.Errorf("checkRule(%q) = %v, want %s", rule, err, want)
+		}
+	}
+	if err := checkRule("deps.example.org"); err != nil {
+		t.Errorf("a host rule: %v", err)
+	}
+	// Through the pipeline file, the message is placed at the rule.
+	dir := t.TempDir()
+	p := filepath.Join(dir, "cleanroom.yaml")
+	os.WriteFile(p, []byte("version: 1\nimage: busybox@sha256:"+strings.Repeat("a", 64)+"\negress:\n  allow: [\"https://deps.example.org/x\"]\nsteps:\n  - name: a\n    run: \"true\"\n"), 0o644)
+	code, _, errs := cli(t, "lint", "-f", p)
+	want := "cleanroom: " + p + `:4:11: egress.allow[0]: egress rule "https://deps.example.org/x" is a URL: write the host, not a URL ("deps.example.org")` + "\n"
+	if code != 2 || errs != want {
+		t.Errorf("exit %d, stderr\n%q\nwant\n%q", code, errs, want)
 	}
 }
