@@ -155,6 +155,12 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	if out, err = filepath.Abs(out); err != nil {
 		return nil, systemFailure(err)
 	}
+	if msg := keyInWorkspace(o.sign.key, workspace); msg != "" {
+		if o.lint.strict {
+			return nil, systemFailure(errors.New(msg + " (refused with --strict)"))
+		}
+		log.Warn(msg)
+	}
 	signer, err := o.sign.signer(ctx, p, log)
 	if err != nil {
 		return nil, systemFailure(err)
