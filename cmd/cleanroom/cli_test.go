@@ -101,3 +101,32 @@ artifacts: [out/x]
 		})
 	}
 }
+
+// An audit run ends with one allowlist to paste; a name that resolves to a
+// special address stays denied and is listed as the explicit IP rule it
+// needs.
+func TestAuditRunPrintsCombinedAllowlist(t *testing.T) {
+	e := clitest.New(t, cliCfg)
+	clitest.AddHostsEntry(t, "127.0.0.1", "cache.cleanroom-ux.test")
+	e.Pipeline(`version: 1
+image: IMAGE
+egress: {mode: audit}
+steps:
+  - name: one
+    run: wget -q -O /dev/null http://cache.cleanroom-ux.test:18080/a || true
+  - name: two
+    run: wget -q -O /dev/null http://cache.cleanroom-ux.test:18080/b || true
+`)
+	r := e.Run(nil, "run")
+	if r.Code != 0 {
+		t.Fatalf("%s", r)
+	}
+	want := "audit: the egress.allow this run needs under enforce (paste into cleanroom.yaml):\n" +
+		"egress:\n" +
+		"  allow:\n" +
+		`    - "127.0.0.1:18080"  # special address, denied even in audit mode: only this explicit IP rule allows it; steps: one, two` + "\n"
+	if !strings.Contains(r.Stdout, want) {
+		t.Fatalf("stdout lacks\n%s\n%s", want, r)
+	}
+	clitest.RequireNoResidue(t, cliCfg)
+}

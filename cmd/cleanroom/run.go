@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -374,7 +377,7 @@ func report(w io.Writer, res *runner.Result) {
 		for _, d := range s.Denials {
 			denied += d.Count
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1fs\t%d\n", s.Name, s.Status, s.ExitCode, s.DurationS, denied)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\n", s.Name, s.Status, s.ExitCode, formatDuration(s.DurationS), denied)
 	}
 	tw.Flush()
 	for _, s := range res.Steps {
@@ -383,12 +386,14 @@ func report(w io.Writer, res *runner.Result) {
 			if d.Hint != "" {
 				hint = fmt.Sprintf(" (allow with %q)", d.Hint)
 			}
-			fmt.Fprintf(w, "denied egress in step %s: %s ×%d: %s%s\n", s.Name, d.Target, d.Count, d.Reason, hint)
-		}
-		if len(s.WouldNeed) > 0 {
-			fmt.Fprintf(w, "audit: step %s would need egress.allow: [%s]\n", s.Name, quoteList(s.WouldNeed))
+			target := d.Target
+			if target == "" {
+				target = "(no destination: malformed request)"
+			}
+			fmt.Fprintf(w, "denied egress in step %s: %s ×%d: %s%s\n", s.Name, target, d.Count, d.Reason, hint)
 		}
 	}
+	reportAuditAllowlist(w, res)
 	if res.Error != "" {
 		fmt.Fprintf(w, "error: %s\n", res.Error)
 	}
@@ -403,6 +408,98 @@ func report(w io.Writer, res *runner.Result) {
 		fmt.Fprintf(w, "provenance: %s\n", res.Provenance)
 	}
 	fmt.Fprintf(w, "outputs: %s\n", res.OutDir)
+}
+
+// formatDuration shows a step's duration: milliseconds under a tenth of a
+// second (where "0.0s" would hide it), else seconds with one decimal.
+func formatDuration(seconds float64) string {
+	if seconds < 0.1 {
+		return fmt.Sprintf("%dms", int(seconds*1000+0.5))
+	}
+	return fmt.Sprintf("%.1fs", seconds)
+}
+
+// auditRule is one entry of the allowlist an audit run found.
+type auditRule struct {
+	rule    string
+	steps   []string
+	special bool // a special address: only this explicit IP rule allows it
+}
+
+// auditAllowlist gathers, over every step that ran in audit mode, the
+// rules it would have needed under enforce: the hosts audit let through,
+// and the special addresses that stayed denied (loopback, private,
+// link-local…: names never reach them, only an IP/CIDR rule does; in audit
+// mode any other IP is let through, so a denied IP is a special one).
+func auditAllowlist(res *runner.Result) []auditRule {
+	byRule := map[string]*auditRule{}
+	var order []string
+	add := func(rule, step string, special bool) {
+		r, ok := byRule[rule]
+		if !ok {
+			r = &auditRule{rule: rule, special: special}
+			byRule[rule] = r
+			order = append(order, rule)
+		}
+		if len(r.steps) == 0 || r.steps[len(r.steps)-1] != step {
+			r.steps = append(r.steps, step)
+		}
+	}
+	for _, s := range res.Steps {
+		if s.Mode != pipeline.EgressAudit {
+			continue
+		}
+		for _, h := range s.WouldNeed {
+			add(h, s.Name, false)
+		}
+		for _, d := range s.Denials {
+			if d.Hint == "" {
+				continue
+			}
+			host, _ := splitRuleHost(d.Hint)
+			if _, err := netip.ParseAddr(host); err == nil {
+				add(d.Hint, s.Name, true)
+			}
+		}
+	}
+	out := make([]auditRule, 0, len(order))
+	for _, r := range order {
+		out = append(out, *byRule[r])
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].special != out[j].special {
+			return !out[i].special
+		}
+		return out[i].rule < out[j].rule
+	})
+	return out
+}
+
+// splitRuleHost is the host part of a "host:port" or "[v6]:port" hint.
+func splitRuleHost(rule string) (string, string) {
+	if h, p, err := net.SplitHostPort(rule); err == nil {
+		return h, p
+	}
+	return rule, ""
+}
+
+// reportAuditAllowlist prints, once at the end, the allowlist an audit run
+// found, ready to paste into egress.allow.
+func reportAuditAllowlist(w io.Writer, res *runner.Result) {
+	rules := auditAllowlist(res)
+	if len(rules) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "audit: the egress.allow this run needs under enforce (paste into cleanroom.yaml):")
+	fmt.Fprintln(w, "egress:")
+	fmt.Fprintln(w, "  allow:")
+	for _, r := range rules {
+		note := "steps: " + strings.Join(r.steps, ", ")
+		if r.special {
+			note = "special address, denied even in audit mode: only this explicit IP rule allows it; " + note
+		}
+		fmt.Fprintf(w, "    - %q  # %s\n", r.rule, note)
+	}
 }
 
 func quoteList(l []string) string {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cleanroom-ci/cleanroom/runner"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 
 func TestRunOutcomeJSON(t *testing.T) {
@@ -81,5 +82,45 @@ func TestCheckRuleURL(t *testing.T) {
 	want := "cleanroom: " + p + `:4:11: egress.allow[0]: egress rule "https://deps.example.org/x" is a URL: write the host, not a URL ("deps.example.org")` + "\n"
 	if code != 2 || errs != want {
 		t.Errorf("exit %d, stderr\n%q\nwant\n%q", code, errs, want)
+	}
+}
+
+func TestReportAuditAllowlistAndCosmetics(t *testing.T) {
+	res := &runner.Result{OutDir: "/o", Steps: []runner.StepResult{
+		{Name: "deps", Status: "ok", DurationS: 0.042, Mode: "audit", WouldNeed: []string{"proxy.example.org:443", "deps.example.org"},
+			Denials: []egress.Denial{
+				{Target: "cache.test:8080", Hint: "10.0.0.5:8080", Reason: "cache.test resolved to 10.0.0.5, a private address; names never reach special addresses", Count: 2},
+				{Target: "", Reason: "malformed request", Count: 1},
+			}},
+		{Name: "build", Status: "ok", DurationS: 12.34, Mode: "audit", WouldNeed: []string{"deps.example.org"}},
+		{Name: "test", Status: "ok", DurationS: 0.1, Mode: "enforce", Denials: []egress.Denial{{Target: "other.example.org:443", Hint: "other.example.org:443", Reason: "no rule matches", Count: 1}}},
+	}}
+	var b strings.Builder
+	report(&b, res)
+	want := `STEP   STATUS  EXIT  DURATION  DENIED
+deps   ok      0     42ms      3
+build  ok      0     12.3s     0
+test   ok      0     0.1s      1
+denied egress in step deps: cache.test:8080 ×2: cache.test resolved to 10.0.0.5, a private address; names never reach special addresses (allow with "10.0.0.5:8080")
+denied egress in step deps: (no destination: malformed request) ×1: malformed request
+denied egress in step test: other.example.org:443 ×1: no rule matches (allow with "other.example.org:443")
+audit: the egress.allow this run needs under enforce (paste into cleanroom.yaml):
+egress:
+  allow:
+    - "deps.example.org"  # steps: deps, build
+    - "proxy.example.org:443"  # steps: deps
+    - "10.0.0.5:8080"  # special address, denied even in audit mode: only this explicit IP rule allows it; steps: deps
+outputs: /o
+`
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestFormatDuration(t *testing.T) {
+	for s, want := range map[float64]string{0: "0ms", 0.0004: "0ms", 0.0123: "12ms", 0.0999: "100ms", 0.1: "0.1s", 1.26: "1.3s"} {
+		if got := formatDuration(s); got != want {
+			t.Errorf("formatDuration(%v) = %q, want %q", s, got, want)
+		}
 	}
 }
