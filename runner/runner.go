@@ -63,6 +63,8 @@ type Config struct {
 	Version      string
 	// Hooks for tests and tracing; may be nil.
 	Trace sandbox.TraceFunc
+	// Progress is told about long work as it happens (progress.go).
+	Progress Progress
 
 	// Inspect turns TLS inspection on for every step (--inspect); the
 	// pipeline's egress.inspect can turn it on per step.
@@ -200,7 +202,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	recorder := egress.NewJSONLRecorder(eventsFile)
 	// The egress log is published next to the artifacts: credentials in
 	// URLs (userinfo, signed-URL parameters) are removed before it is written.
-	rec := redactingRecorder{next: recorder}
+	var rec egress.Recorder = redactingRecorder{next: recorder}
+	if cfg.Progress != nil {
+		rec = redactingRecorder{next: progressRecorder{next: recorder, p: cfg.Progress}}
+	}
 
 	// While a step runs, the next one is prepared (namespace, proxy,
 	// container and task created): most of a step's start-up overlaps the
@@ -233,7 +238,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.Events = recorder.Events()
 	if runErr == nil && res.Failed == "" && len(p.Artifacts) > 0 {
+		done := cfg.begin("hashing the artifacts")
 		subjects, err := manifest.MatchArtifacts(cfg.Workspace, p.Artifacts)
+		done()
 		if err != nil {
 			res.Failed, res.Error = ArtifactsStep, err.Error()
 			cfg.Logger.Error("artifacts", "error", err)
@@ -343,7 +350,9 @@ func resolveImages(ctx context.Context, cfg Config, steps []pipeline.Step, res *
 		if _, ok := images[written]; !ok {
 			ref := p.StepImageRef(s)
 			start := time.Now()
+			done := cfg.begin(imageWork(ref) + " " + written)
 			img, err := cfg.Executor.Resolve(ctx, ref.String())
+			done()
 			if err != nil {
 				return nil, fmt.Errorf("step %q: image %s: %w", s.Name, written, err)
 			}

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/creack/pty"
 
 	"github.com/cleanroom-ci/cleanroom/internal/clitest"
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
@@ -127,6 +132,68 @@ steps:
 		`    - "127.0.0.1:18080"  # special address, denied even in audit mode: only this explicit IP rule allows it; steps: one, two` + "\n"
 	if !strings.Contains(r.Stdout, want) {
 		t.Fatalf("stdout lacks\n%s\n%s", want, r)
+	}
+	clitest.RequireNoResidue(t, cliCfg)
+}
+
+// A fetch prints a progress line on a terminal, and nothing when stderr is
+// a pipe or the log format is json.
+func TestRunFetchProgressOnTerminalOnly(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "dep-bytes") }))
+	defer srv.Close()
+	target := strings.TrimPrefix(srv.URL, "http://")
+	e := clitest.New(t, cliCfg)
+	e.Pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: get
+    run: wget -q -O dep.bin http://` + target + `/dep.bin
+`)
+	line := "fetch [get] GET http://" + target + "/dep.bin: 200, 9B in "
+	for _, tc := range []struct {
+		name string
+		tty  bool
+		args []string
+		want bool
+	}{
+		{"terminal", true, nil, true},
+		{"terminal, json logs", true, []string{"--log-format", "json"}, false},
+		{"pipe", false, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := e.Command(nil, append(tc.args, "run", "--allow", target)...)
+			var stderr clitest.LockedBuffer
+			cmd.Stderr = &stderr
+			var copied chan struct{}
+			if tc.tty {
+				ptmx, tty, err := pty.Open()
+				if err != nil {
+					t.Fatalf("open a pty: %v", err)
+				}
+				defer ptmx.Close()
+				cmd.Stderr = tty
+				copied = make(chan struct{})
+				go func() { io.Copy(&stderr, ptmx); close(copied) }()
+				defer tty.Close()
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				tty.Close() // the child holds it; EOF (EIO) on the master when it exits
+				err = cmd.Wait()
+				<-copied
+				if code := exitCode(t, err); code != 0 {
+					t.Fatalf("exit %d\n%s", code, stderr.String())
+				}
+			} else if code := exitCode(t, cmd.Run()); code != 0 {
+				t.Fatalf("exit %d\n%s", code, stderr.String())
+			}
+			if got := strings.Contains(stderr.String(), line); got != tc.want {
+				t.Fatalf("progress line %q shown: %v, want %v\n%s", line, got, tc.want, stderr.String())
+			}
+			if !tc.want && strings.Contains(stderr.String(), "fetch [") {
+				t.Fatalf("progress output without a terminal:\n%s", stderr.String())
+			}
+		})
 	}
 	clitest.RequireNoResidue(t, cliCfg)
 }

@@ -72,8 +72,18 @@ mistyped file name is an error and never a pull.`,
 				refs[i] = ref
 			}
 			return withExecutor(cmd.Context(), cmd.CommandPath()[len("cleanroom "):], g, func(e *ctrexec.Executor) error {
-				for _, ref := range refs {
+				progress := g.progress()
+				for i, ref := range refs {
+					done := func() {}
+					if progress != nil {
+						work := "pulling"
+						if ref != args[i] || strings.HasPrefix(ref, "oci-archive:") || strings.HasPrefix(ref, "docker-archive:") {
+							work = "importing"
+						}
+						done = progress.Begin(work + " " + args[i])
+					}
 					img, err := e.Resolve(cmd.Context(), ref)
+					done()
 					if err != nil {
 						return err
 					}

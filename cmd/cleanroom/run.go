@@ -227,6 +227,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 		Logger:        log,
 		BuilderID:     o.builderID,
 		Trace:         trace,
+		Progress:      g.progress(),
 		Version:       version,
 		Inspect:       o.materials.inspect,
 		Store:         mat.store,
