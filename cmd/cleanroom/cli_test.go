@@ -197,3 +197,28 @@ steps:
 	}
 	clitest.RequireNoResidue(t, cliCfg)
 }
+
+// A run with its own --state-dir leaves no mount in it: the directory can
+// be removed afterwards.
+func TestStateDirElsewhereLeavesNoMount(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	cfg := clitest.Config{Namespace: cliCfg.Namespace, StateDir: state}
+	e := clitest.New(t, cfg)
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: a\n    run: \"true\"\n")
+	if r := e.Run(nil, "run"); r.Code != 0 {
+		t.Fatalf("%s", r)
+	}
+	clitest.RequireNoResidue(t, cfg)
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], state) {
+			t.Errorf("left mounted: %s", f[4])
+		}
+	}
+	if err := os.RemoveAll(state); err != nil {
+		t.Errorf("remove the state dir: %v", err)
+	}
+}

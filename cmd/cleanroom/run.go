@@ -30,6 +30,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	"github.com/cleanroom-ci/cleanroom/sandbox/netns"
 )
 
 type runOptions struct {
@@ -96,7 +97,7 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	f.StringArrayVar(&o.steps, "step", nil, "run only this step (repeatable)")
 	f.StringArrayVar(&o.allow, "allow", nil, "extra egress rule for every step, e.g. deps.example.org or 10.0.0.5:8080 (repeatable)")
 	f.StringVar(&o.egressMode, "egress-mode", "", "enforce (deny what is not allowed) or audit (also allow hosts not on the allowlist and record them; special addresses, smuggling and SNI mismatches stay denied); default: the pipeline's")
-	f.StringVar(&o.goproxy, "goproxy-upstream", "", "module proxy behind the steps' GOPROXY endpoint (default: the first entry of `go env GOPROXY`); its host must be allowed")
+	f.StringVar(&o.goproxy, "goproxy-upstream", "", "module proxy `URL` behind the steps' GOPROXY endpoint (default: the first proxy in \"go env GOPROXY\"); its host must be allowed")
 	f.StringVarP(&o.output, "output", "o", "text", "result format on stdout: text or json")
 	f.StringArrayVar(&o.secrets, "secret", nil, "pass this variable from cleanroom's own environment to every step; its value is masked in logs and never recorded (repeatable)")
 	o.lint.addFlags(cmd, false)
@@ -240,6 +241,9 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	// teardown that failed is an infrastructure failure of this run.
 	if cerr := exec.Close(); cerr != nil && err == nil && res != nil && res.Failed == "" {
 		return res, systemFailure(fmt.Errorf("sandbox teardown: %w", cerr))
+	}
+	if rerr := netns.ReleaseDir(runner.NetNSDir(g.stateDir)); rerr != nil {
+		log.Warn("state directory", "error", rerr)
 	}
 	switch {
 	case errors.Is(err, runner.ErrCancelled) || (err != nil && ctx.Err() != nil):
