@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -8,12 +9,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/creack/pty"
 
 	"github.com/cleanroom-ci/cleanroom/internal/clitest"
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
+	"github.com/cleanroom-ci/cleanroom/sandbox/imagepack"
 )
 
 // These tests drive the built binary (internal/clitest) where a message or
@@ -221,4 +225,47 @@ func TestStateDirElsewhereLeavesNoMount(t *testing.T) {
 	if err := os.RemoveAll(state); err != nil {
 		t.Errorf("remove the state dir: %v", err)
 	}
+}
+
+// `image import` killed in the middle leaves a lease (and the snapshots it
+// holds) labelled with its run, which the next run reaps.
+func TestInterruptedImageImportIsReaped(t *testing.T) {
+	e := clitest.New(t, cliCfg)
+	root := filepath.Join(t.TempDir(), "rootfs")
+	os.MkdirAll(root, 0o755)
+	big := make([]byte, 48<<20)
+	rand.Read(big) // incompressible: the import takes a while
+	if err := os.WriteFile(filepath.Join(root, "blob"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, err := imagepack.Image(root, imagepack.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(t.TempDir(), "big.tar")
+	if err := imagepack.WriteOCIArchive(archive, img, "cleanroom.test/big:latest"); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := e.Command(nil, "image", "import", archive)
+	var out clitest.LockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	clitest.WaitFor(t, time.Minute, func() bool {
+		l, _ := exec.Command("ctr", "--address", clitest.Address, "-n", cliCfg.Namespace, "leases", "ls", "-q").Output()
+		return strings.TrimSpace(string(l)) != ""
+	})
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	cmd.Wait()
+	if left := clitest.Residue(t, cliCfg); len(left) == 0 {
+		t.Fatalf("the import finished before it was killed; nothing to reap\n%s", out.String())
+	}
+
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: a\n    run: \"true\"\n")
+	if r := e.Run(nil, "run"); r.Code != 0 {
+		t.Fatalf("%s", r)
+	}
+	clitest.RequireNoResidue(t, cliCfg)
 }

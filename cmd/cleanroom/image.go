@@ -14,6 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cleanroom-ci/cleanroom/internal/runlock"
+	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
 	"github.com/cleanroom-ci/cleanroom/sandbox/imagepack"
@@ -34,11 +36,28 @@ root filesystem directory into an image archive without any registry.`,
 }
 
 func withExecutor(ctx context.Context, command string, g *globalOptions, fn func(*ctrexec.Executor) error) error {
+	return withRunExecutor(ctx, command, g, false, fn)
+}
+
+// withRunExecutor is withExecutor; asRun makes the command a run of its
+// own (a run lock, its leases labelled with it), so that what an
+// interrupted import leaves is reaped by the next run, and what dead runs
+// left is reaped first.
+func withRunExecutor(ctx context.Context, command string, g *globalOptions, asRun bool, fn func(*ctrexec.Executor) error) error {
 	log, err := g.logger()
 	if err != nil {
 		return systemFailure(err)
 	}
-	e, err := newExecutor(ctx, g, log, "")
+	runID := ""
+	if asRun {
+		lock, err := runlock.Acquire(runner.LocksDir(g.stateDir))
+		if err != nil {
+			return systemFailure(needsRoot(command, err))
+		}
+		defer lock.Release()
+		runID = lock.ID
+	}
+	e, err := newExecutor(ctx, g, log, runID)
 	if err != nil {
 		return systemFailure(needsRoot(command, err))
 	}
@@ -71,7 +90,7 @@ mistyped file name is an error and never a pull.`,
 				}
 				refs[i] = ref
 			}
-			return withExecutor(cmd.Context(), cmd.CommandPath()[len("cleanroom "):], g, func(e *ctrexec.Executor) error {
+			return withRunExecutor(cmd.Context(), "image import", g, true, func(e *ctrexec.Executor) error {
 				progress := g.progress()
 				for i, ref := range refs {
 					done := func() {}
