@@ -71,3 +71,22 @@ func TestPlural(t *testing.T) {
 		}
 	}
 }
+
+func TestHelpTexts(t *testing.T) {
+	_, out, _ := cli(t, "verify", "--help")
+	if !strings.Contains(out, "Usage:\n  cleanroom verify ARTIFACT... [flags]\n") {
+		t.Errorf("verify usage line:\n%s", out)
+	}
+	// The prose wraps: every line of the description fits a terminal (the
+	// policy example and the command examples are code, kept whole).
+	desc, _, _ := strings.Cut(out, "A policy file")
+	for _, l := range strings.Split(desc, "\n") {
+		if len(l) > 80 {
+			t.Errorf("verify --help line of %d characters: %q", len(l), l)
+		}
+	}
+	_, out, _ = cli(t, "run", "--help")
+	if !strings.Contains(out, `--goproxy-upstream URL `) || !strings.Contains(out, `(default: the first proxy in "go env GOPROXY")`) {
+		t.Errorf("--goproxy-upstream help:\n%s", out)
+	}
+}

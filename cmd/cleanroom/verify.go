@@ -46,7 +46,7 @@ Forms:
   cleanroom verify ARTIFACT... --provenance-bundle FILE --key PUB
   cleanroom verify ARTIFACT... --provenance-bundle FILE --trusted-root FILE \
       --certificate-identity ID --certificate-oidc-issuer URL
-  cleanroom verify ARTIFACT... --provenance FILE    (unsigned: no signature check)
+  cleanroom verify ARTIFACT... --provenance FILE   # unsigned: no signature
 
 A policy file (YAML) can require more:
 
