@@ -109,7 +109,10 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 }
 
 // runPipeline runs the pipeline and returns its result (nil when the run
-// did not start) and an *exitError when it did not succeed.
+// did not start) and an *exitError when it did not succeed. It is long on
+// purpose: the checks that need no root or daemon come first, in the order
+// a user fixes them, then the run's lifecycle; split up, that order would
+// be harder to see.
 func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.Result, error) {
 	log, err := g.logger()
 	if err != nil {
