@@ -9,9 +9,10 @@ EX=examples/hello
 echo "==> building the step image from Debian's busybox-static"
 go run ./internal/cmd/mkbusybox -o "$EX/images/builder.tar"
 
-# A signing key for the demo, made fresh each time (cosign-compatible).
-KEYS=$EX/.keys
-rm -rf "$KEYS" && mkdir -p "$KEYS"
+# A signing key for the demo, made fresh each time (cosign-compatible). It
+# lives outside the workspace ($EX), which every step can read.
+KEYS=$(mktemp -d "${TMPDIR:-/tmp}/cleanroom-demo-keys.XXXXXX")
+trap 'rm -rf "$KEYS"' EXIT
 export COSIGN_PASSWORD=demo-password
 (cd "$KEYS" && "$OLDPWD/$BIN" keygen >/dev/null)
 

@@ -76,6 +76,8 @@ type Config struct {
 	Version      string
 	// Hooks for tests and tracing; may be nil.
 	Trace sandbox.TraceFunc
+	// Progress is told about long work as it happens (progress.go).
+	Progress Progress
 
 	// Inspect turns TLS inspection on for every step (--inspect); the
 	// pipeline's egress.inspect can turn it on per step.
@@ -239,7 +241,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// URLs (userinfo, signed-URL parameters) are removed before it is written.
 	// Secret values (and their encodings) a step spells into host names or
 	// URLs are masked too.
-	rec := redactingRecorder{next: recorder, mask: newMasker(cfg.Secrets)}
+	var next egress.Recorder = recorder
+	if cfg.Progress != nil {
+		next = progressRecorder{next: recorder, p: cfg.Progress}
+	}
+	rec := redactingRecorder{next: next, mask: newMasker(cfg.Secrets)}
 
 	// While a step runs, the next one is prepared (namespace, proxy,
 	// container and task created): most of a step's start-up overlaps the
@@ -272,7 +278,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.Events = recorder.Events()
 	if runErr == nil && res.Failed == "" && len(p.Artifacts) > 0 {
+		done := cfg.begin("hashing the artifacts")
 		subjects, err := collectArtifacts(ctx, cfg, p.Artifacts)
+		done()
 		if err != nil {
 			res.Failed, res.Error = ArtifactsStep, err.Error()
 			cfg.Logger.Error("artifacts", "error", err)
@@ -382,7 +390,9 @@ func resolveImages(ctx context.Context, cfg Config, steps []pipeline.Step, res *
 		if _, ok := images[written]; !ok {
 			ref := p.StepImageRef(s)
 			start := time.Now()
+			done := cfg.begin(imageWork(ref) + " " + written)
 			img, err := cfg.Executor.Resolve(ctx, ref.String())
+			done()
 			if err != nil {
 				return nil, fmt.Errorf("step %q: image %s: %w", s.Name, written, err)
 			}

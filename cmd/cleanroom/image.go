@@ -3,12 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cleanroom-ci/cleanroom/internal/runlock"
+	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
 	"github.com/cleanroom-ci/cleanroom/sandbox/imagepack"
@@ -28,14 +35,31 @@ root filesystem directory into an image archive without any registry.`,
 	return cmd
 }
 
-func withExecutor(ctx context.Context, g *globalOptions, fn func(*ctrexec.Executor) error) error {
+func withExecutor(ctx context.Context, command string, g *globalOptions, fn func(*ctrexec.Executor) error) error {
+	return withRunExecutor(ctx, command, g, false, fn)
+}
+
+// withRunExecutor is withExecutor; asRun makes the command a run of its
+// own (a run lock, its leases labelled with it), so that what an
+// interrupted import leaves is reaped by the next run, and what dead runs
+// left is reaped first.
+func withRunExecutor(ctx context.Context, command string, g *globalOptions, asRun bool, fn func(*ctrexec.Executor) error) error {
 	log, err := g.logger()
 	if err != nil {
 		return systemFailure(err)
 	}
-	e, err := newExecutor(ctx, g, log, "")
+	runID := ""
+	if asRun {
+		lock, err := runlock.Acquire(runner.LocksDir(g.stateDir))
+		if err != nil {
+			return systemFailure(needsRoot(command, err))
+		}
+		defer lock.Release()
+		runID = lock.ID
+	}
+	e, err := newExecutor(ctx, g, log, runID)
 	if err != nil {
-		return systemFailure(err)
+		return systemFailure(needsRoot(command, err))
 	}
 	defer e.Close()
 	if err := fn(e); err != nil {
@@ -48,19 +72,37 @@ func newImageImportCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "import ARCHIVE|REF...",
 		Short: "Import image archives or pull registry images into the store",
+		Long: `Import reads an argument as an archive when it names a file or starts with
+oci-archive: or docker-archive:, and as a registry reference to pull only when
+it names its registry host (HOST[:PORT]/PATH[:TAG][@DIGEST]), so that a
+mistyped file name is an error and never a pull.`,
 		Example: `  cleanroom image import images/builder.tar
   cleanroom image import docker-archive:build/app.tar
-  cleanroom image import 127.0.0.1:5000/builder:1`,
+  cleanroom image import 127.0.0.1:5000/builder:1
+  cleanroom image import docker.io/library/busybox:1.36`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withExecutor(cmd.Context(), g, func(e *ctrexec.Executor) error {
-				for _, a := range args {
-					ref, err := pipeline.ParseImageRef(a)
-					if err != nil {
-						// A bare path is an OCI archive.
-						ref = pipeline.ImageRef{Kind: pipeline.OCIArchive, Ref: a}
+			refs := make([]string, len(args))
+			for i, a := range args {
+				ref, err := importRef(a)
+				if err != nil {
+					return systemFailure(err)
+				}
+				refs[i] = ref
+			}
+			return withRunExecutor(cmd.Context(), "image import", g, true, func(e *ctrexec.Executor) error {
+				progress := g.progress()
+				for i, ref := range refs {
+					done := func() {}
+					if progress != nil {
+						work := "pulling"
+						if ref != args[i] || strings.HasPrefix(ref, "oci-archive:") || strings.HasPrefix(ref, "docker-archive:") {
+							work = "importing"
+						}
+						done = progress.Begin(work + " " + args[i])
 					}
-					img, err := e.Resolve(cmd.Context(), ref.String())
+					img, err := e.Resolve(cmd.Context(), ref)
+					done()
 					if err != nil {
 						return err
 					}
@@ -72,6 +114,34 @@ func newImageImportCommand(g *globalOptions) *cobra.Command {
 	}
 }
 
+// importRef turns an `image import` argument into a reference for
+// Executor.Resolve. An existing file is an OCI archive; a registry reference
+// must name its registry host, because a short name ("nope.tar", "builder")
+// is far more often a mistyped path than an image on Docker Hub.
+func importRef(arg string) (string, error) {
+	ref, err := pipeline.ParseImageRef(arg)
+	if err == nil && ref.Kind != pipeline.Registry {
+		if _, err := os.Stat(ref.Ref); err != nil {
+			return "", fmt.Errorf("image import %s: %s: no such file", arg, ref.Ref)
+		}
+		return ref.String(), nil
+	}
+	if fi, serr := os.Stat(arg); serr == nil && !fi.IsDir() {
+		return pipeline.ImageRef{Kind: pipeline.OCIArchive, Ref: arg}.String(), nil
+	}
+	if err == nil && registryHost(ref.Name) {
+		return ref.String(), nil
+	}
+	return "", fmt.Errorf("image import %s: no such file; a registry image is pulled only when written with its registry host, e.g. docker.io/library/busybox:1.36 or 127.0.0.1:5000/builder:1", arg)
+}
+
+// registryHost reports whether a repository name starts with a registry
+// host, by the rule ParseImageRef (and docker) use.
+func registryHost(name string) bool {
+	first, _, ok := strings.Cut(name, "/")
+	return ok && (strings.ContainsAny(first, ".:") || first == "localhost")
+}
+
 func newImageLsCommand(g *globalOptions) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
@@ -79,7 +149,7 @@ func newImageLsCommand(g *globalOptions) *cobra.Command {
 		Short: "List images in the store",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withExecutor(cmd.Context(), g, func(e *ctrexec.Executor) error {
+			return withExecutor(cmd.Context(), cmd.CommandPath()[len("cleanroom "):], g, func(e *ctrexec.Executor) error {
 				imgs, err := e.Images(cmd.Context())
 				if err != nil {
 					return err
@@ -112,7 +182,7 @@ func newImageRmCommand(g *globalOptions) *cobra.Command {
 		Short: "Remove images from the store",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withExecutor(cmd.Context(), g, func(e *ctrexec.Executor) error {
+			return withExecutor(cmd.Context(), cmd.CommandPath()[len("cleanroom "):], g, func(e *ctrexec.Executor) error {
 				for _, a := range args {
 					if err := e.RemoveImage(cmd.Context(), a); err != nil {
 						return err
@@ -139,6 +209,9 @@ step images from Debian packages (debootstrap, dpkg -x) without a registry.`,
 			if out == "" {
 				return systemFailure(fmt.Errorf("-o ARCHIVE is required"))
 			}
+			if err := checkOutputDir(out); err != nil {
+				return systemFailure(err)
+			}
 			img, err := imagepack.Image(args[0], imagepack.Options{Cmd: cmdArgs})
 			if err != nil {
 				return systemFailure(err)
@@ -164,4 +237,21 @@ step images from Debian packages (debootstrap, dpkg -x) without a registry.`,
 	cmd.Flags().StringVar(&format, "format", "oci", "archive format: oci (oci-archive:) or docker (docker-archive:)")
 	cmd.Flags().StringArrayVar(&cmdArgs, "cmd", []string{"/bin/sh"}, "image default command")
 	return cmd
+}
+
+// checkOutputDir fails early, naming the directory, when the directory an
+// output file goes into does not exist: the write itself would only report
+// its temporary file.
+func checkOutputDir(out string) error {
+	dir := filepath.Dir(out)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("-o %s: directory %s does not exist (create it first)", out, dir)
+	case err != nil:
+		return fmt.Errorf("-o %s: %w", out, err)
+	case !fi.IsDir():
+		return fmt.Errorf("-o %s: %s is not a directory", out, dir)
+	}
+	return nil
 }

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -42,6 +44,9 @@ func (o *lintOptions) addFlags(cmd *cobra.Command, standalone bool) {
 
 func (o *lintOptions) lintOpts() (pipeline.LintOptions, error) {
 	lo := pipeline.LintOptions{Disabled: o.disable, Release: o.release, EgressMode: o.egressMode, ExtraAllow: o.allow}
+	if err := pipeline.CheckRuleIDs(o.disable); err != nil {
+		return lo, fmt.Errorf("--lint-disable: %w", err)
+	}
 	if o.userContent != "" {
 		f, err := os.Open(o.userContent)
 		if err != nil {
@@ -94,6 +99,11 @@ func runLint(w io.Writer, o *lintOptions) error {
 		return systemFailure(err)
 	}
 	p, perr := pipeline.Load(o.file, pipeline.WithRuleCheck(checkRule))
+	if perr == nil {
+		// A missing archive fails the run before any step: the file is
+		// not runnable as it stands.
+		perr = pipeline.CheckArchives(p, nil)
+	}
 	var findings []pipeline.Finding
 	if perr == nil {
 		findings = pipeline.Lint(p, lo)
@@ -110,10 +120,14 @@ func runLint(w io.Writer, o *lintOptions) error {
 	case "json":
 		writeLintJSON(w, o.file, perr, findings)
 	case "sarif":
-		if perr != nil {
-			return systemFailure(perr)
+		code := exitOK
+		switch {
+		case perr != nil:
+			code = exitSystemFailure
+		case o.strict && len(findings) > 0:
+			code = exitBuildFailure
 		}
-		if err := writeSARIF(w, findings); err != nil {
+		if err := writeSARIF(w, o.file, perr, findings, code); err != nil {
 			return systemFailure(err)
 		}
 	default:
@@ -153,42 +167,109 @@ func writeLintJSON(w io.Writer, file string, perr error, findings []pipeline.Fin
 	enc.Encode(map[string]any{"file": file, "valid": perr == nil, "errors": problems, "warnings": findings})
 }
 
-// writeSARIF writes findings as SARIF 2.1.0, the format code-scanning UIs
-// import.
-func writeSARIF(w io.Writer, findings []pipeline.Finding) error {
+// docsURL is where the rules are documented, absolute as SARIF's helpUri
+// must be.
+const docsURL = "https://github.com/cleanroom-ci/cleanroom/blob/main/docs/lint.md#"
+
+// sarifErrorRule is the SARIF rule of a pipeline file that does not parse
+// or validate: the problems are reported as results, so that a code-scanning
+// UI shows them where they are instead of rejecting the upload.
+const sarifErrorRule = "invalid-pipeline"
+
+// writeSARIF writes findings, or the problems that made the file invalid,
+// as SARIF 2.1.0, the format code-scanning UIs import. exitCode is the exit
+// code lint returns, recorded in the invocation.
+func writeSARIF(w io.Writer, file string, perr error, findings []pipeline.Finding, exitCode int) error {
 	type msg struct {
 		Text string `json:"text"`
 	}
-	var rules []map[string]any
+	rules := []map[string]any{{
+		"id": sarifErrorRule, "name": "InvalidPipeline",
+		"shortDescription":     msg{"the pipeline file does not parse or validate; cleanroom run refuses it"},
+		"help":                 msg{"Fix: correct the field named in the message (FILE:LINE:COLUMN: FIELD: message)"},
+		"helpUri":              "https://github.com/cleanroom-ci/cleanroom/blob/main/README.md",
+		"defaultConfiguration": map[string]string{"level": "error"},
+	}}
 	for _, r := range pipeline.Rules() {
 		rules = append(rules, map[string]any{
 			"id": r.ID, "name": r.Name,
 			"shortDescription":     msg{r.Summary},
 			"help":                 msg{"Fix: " + r.Fix},
-			"helpUri":              pipeline.DocsBase + strings.ToLower(r.ID),
+			"helpUri":              docsURL + strings.ToLower(r.ID),
 			"defaultConfiguration": map[string]string{"level": "warning"},
 		})
 	}
+	location := func(file string, line, col int) []any {
+		// A problem with the file as a whole (it cannot be read) points at
+		// its first line.
+		region := map[string]int{"startLine": max(line, 1)}
+		if col > 0 {
+			region["startColumn"] = col
+		}
+		pl := map[string]any{"artifactLocation": map[string]string{"uri": sarifURI(file)}, "region": region}
+		return []any{map[string]any{"physicalLocation": pl}}
+	}
 	results := []map[string]any{}
+	var list pipeline.ErrorList
+	switch {
+	case errors.As(perr, &list):
+		for _, e := range list {
+			m := e.Msg
+			if e.Field != "" {
+				m = e.Field + ": " + m
+			}
+			results = append(results, map[string]any{"ruleId": sarifErrorRule, "ruleIndex": 0, "level": "error",
+				"message": msg{m}, "locations": location(e.File, e.Line, e.Column)})
+		}
+	case perr != nil:
+		results = append(results, map[string]any{"ruleId": sarifErrorRule, "ruleIndex": 0, "level": "error",
+			"message": msg{perr.Error()}, "locations": location(file, 0, 0)})
+	}
+	index := map[string]int{}
+	for i, r := range rules {
+		index[r["id"].(string)] = i
+	}
 	for _, f := range findings {
 		results = append(results, map[string]any{
-			"ruleId": f.ID, "level": "warning",
-			"message": msg{f.Message + ". Fix: " + f.Fix},
-			"locations": []any{map[string]any{"physicalLocation": map[string]any{
-				"artifactLocation": map[string]string{"uri": f.File},
-				"region":           map[string]int{"startLine": f.Line, "startColumn": f.Column},
-			}}},
+			"ruleId": f.ID, "ruleIndex": index[f.ID], "level": "warning",
+			"message":   msg{f.Message + ". Fix: " + f.Fix},
+			"locations": location(f.File, f.Line, f.Column),
 		})
+	}
+	invocation := map[string]any{"executionSuccessful": perr == nil, "exitCode": exitCode}
+	if perr != nil {
+		invocation["toolExecutionNotifications"] = []any{map[string]any{"level": "error", "message": msg{"the pipeline file is invalid; its problems are the results with ruleId " + sarifErrorRule}}}
 	}
 	doc := map[string]any{
 		"version": "2.1.0",
 		"$schema": "https://json.schemastore.org/sarif-2.1.0.json",
 		"runs": []any{map[string]any{
-			"tool":    map[string]any{"driver": map[string]any{"name": "cleanroom", "version": version, "rules": rules}},
-			"results": results,
+			"tool": map[string]any{"driver": map[string]any{"name": "cleanroom", "version": sarifVersion(version),
+				"informationUri": "https://github.com/cleanroom-ci/cleanroom", "rules": rules}},
+			"invocations": []any{invocation},
+			"results":     results,
 		}},
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(doc)
+}
+
+// sarifURI makes a file path a URI reference as SARIF wants it: a relative
+// path with forward slashes, or a file: URI for an absolute path (a
+// relative reference starting with "/" would not combine with a uriBaseId).
+func sarifURI(path string) string {
+	if filepath.IsAbs(path) {
+		return (&url.URL{Scheme: "file", Path: filepath.ToSlash(path)}).String()
+	}
+	return (&url.URL{Path: filepath.ToSlash(path)}).String()
+}
+
+// sarifVersion starts the version with a number, as SARIF consumers compare
+// versions: a development build ("dev", a commit) becomes 0.0.0-<it>.
+func sarifVersion(v string) string {
+	if v != "" && v[0] >= '0' && v[0] <= '9' {
+		return v
+	}
+	return "0.0.0-" + v
 }

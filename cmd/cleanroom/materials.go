@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -62,8 +64,8 @@ func (o *materialsOptions) open(log hclog.Logger) (*materialsSetup, error) {
 	}
 	needStore := o.offline || o.replay != "" || o.cacheMode == pipeline.EgressCachePrefer
 	if o.replay != "" {
-		if m.replay, err = runner.LoadReplay(o.replay); err != nil {
-			return nil, fmt.Errorf("--replay: %w", err)
+		if m.replay, err = loadReplay("--replay", o.replay); err != nil {
+			return nil, err
 		}
 		if n := len(m.replay.Tunnels); n > 0 {
 			log.Warn("the recorded run has opaque TLS tunnels (recorded without egress.inspect); a replay cannot serve them", "count", n, "first", m.replay.Tunnels[0])
@@ -152,17 +154,17 @@ command fails after exporting the others.`,
 		Example: `  cleanroom export-materials .cleanroom/provenance.intoto.json /media/usb/materials`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := runner.LoadReplay(args[0])
+			r, err := loadReplay("export-materials", args[0])
 			if err != nil {
 				return systemFailure(err)
 			}
 			st, err := store.Open(cache, store.Options{})
 			if err != nil {
-				return systemFailure(err)
+				return systemFailure(needsRoot("export-materials", err))
 			}
 			rep, err := runner.ExportMaterials(st, r, args[1])
 			printJSONOrText(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
-				fmt.Fprintf(w, "exported %d bodies (%d bytes) to %s\n", rep.Exported, rep.Bytes, args[1])
+				fmt.Fprintf(w, "exported %s (%d bytes) to %s\n", plural(rep.Exported, "body", "bodies"), rep.Bytes, args[1])
 				for _, m := range rep.Missing {
 					fmt.Fprintf(w, "missing: %s\n", m)
 				}
@@ -194,11 +196,11 @@ match is refused. Index entries come along for the bodies imported.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := store.Open(cache, store.Options{})
 			if err != nil {
-				return systemFailure(err)
+				return systemFailure(needsRoot("import-materials", err))
 			}
 			rep, err := runner.ImportMaterials(st, args[0])
 			printJSONOrText(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
-				fmt.Fprintf(w, "imported %d bodies (%d bytes) and %d index entries into %s\n", rep.Imported, rep.Bytes, rep.Entries, st.Dir())
+				fmt.Fprintf(w, "imported %s (%d bytes) and %s into %s\n", plural(rep.Imported, "body", "bodies"), rep.Bytes, plural(rep.Entries, "index entry", "index entries"), st.Dir())
 			})
 			if err != nil {
 				return systemFailure(err)
@@ -219,4 +221,31 @@ func printJSONOrText(w io.Writer, format string, v any, text func(io.Writer)) {
 		return
 	}
 	text(w)
+}
+
+// plural renders a count with its noun: "1 body", "2 bodies".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// loadReplay reads the provenance of a run to replay. A file that is not
+// a statement at all (a pipeline file passed by mistake, say) is told what
+// is expected rather than shown a JSON syntax error.
+func loadReplay(what, path string) (*runner.Replay, error) {
+	r, err := runner.LoadReplay(path)
+	if err == nil {
+		return r, nil
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return nil, fmt.Errorf("%s: %w", what, pe)
+	}
+	const want = "expects a provenance file (provenance.intoto.json, which a run writes to its --out directory)"
+	if b, rerr := os.ReadFile(path); rerr == nil && !bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) {
+		return nil, fmt.Errorf("%s %s: not a provenance file: %s %s", what, path, what, want)
+	}
+	return nil, fmt.Errorf("%s %s: %s: %w", what, path, want, err)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/hashicorp/go-hclog"
@@ -17,6 +18,8 @@ type globalOptions struct {
 	stateDir  string
 	address   string
 	namespace string
+	// errOut is the command's stderr (os.Stderr, or a test's buffer).
+	errOut io.Writer
 }
 
 func newRootCommand() *cobra.Command {
@@ -35,6 +38,9 @@ infrastructure failure (system failure).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			g.errOut = cmd.ErrOrStderr()
+		},
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
@@ -66,10 +72,17 @@ func (g *globalOptions) logger() (hclog.Logger, error) {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       "cleanroom",
 		Level:      level,
-		Output:     os.Stderr,
+		Output:     g.stderr(),
 		JSONFormat: json,
 		Color:      hclog.AutoColor,
 	}), nil
+}
+
+func (g *globalOptions) stderr() io.Writer {
+	if g.errOut != nil {
+		return g.errOut
+	}
+	return os.Stderr
 }
 
 func newVersionCommand() *cobra.Command {

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -27,6 +30,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	"github.com/cleanroom-ci/cleanroom/sandbox/netns"
 )
 
 type runOptions struct {
@@ -78,7 +82,18 @@ artifacts matched by the pipeline's "artifacts" globs).`,
   cleanroom run --egress-mode audit`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runPipeline(cmd.Context(), g, o, cmd.OutOrStdout())
+			if o.output != "text" && o.output != "json" {
+				return systemFailure(fmt.Errorf("--output %q: use text or json", o.output))
+			}
+			// The result is printed after the run has cleaned up, so a
+			// reader that goes away early cannot cut the teardown short.
+			res, err := runPipeline(cmd.Context(), g, o)
+			if o.output == "json" {
+				printRunJSON(cmd.OutOrStdout(), res, err)
+			} else if res != nil {
+				report(cmd.OutOrStdout(), res)
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -88,7 +103,7 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	f.StringArrayVar(&o.steps, "step", nil, "run only this step (repeatable)")
 	f.StringArrayVar(&o.allow, "allow", nil, "extra egress rule for every step, e.g. deps.example.org or 10.0.0.5:8080 (repeatable)")
 	f.StringVar(&o.egressMode, "egress-mode", "", "enforce (deny what is not allowed) or audit (also allow hosts not on the allowlist and record them; special addresses, smuggling and SNI mismatches stay denied); default: the pipeline's")
-	f.StringVar(&o.goproxy, "goproxy-upstream", "", "module proxy behind the steps' GOPROXY endpoint (default: the first entry of `go env GOPROXY`); its host must be allowed")
+	f.StringVar(&o.goproxy, "goproxy-upstream", "", "module proxy `URL` behind the steps' GOPROXY endpoint (default: the first proxy in \"go env GOPROXY\"); its host must be allowed")
 	f.StringVarP(&o.output, "output", "o", "text", "result format on stdout: text or json")
 	f.StringArrayVar(&o.secrets, "secret", nil, "pass this variable from cleanroom's own environment to every step; its value is masked in logs and never recorded (repeatable)")
 	f.BoolVar(&o.reuseWorkspace, "reuse-workspace", false, "run the steps in the workspace directory itself instead of a fresh copy (fast incremental builds; files of earlier runs are visible, and the provenance records the workspace as reused, which `verify --policy` with freshWorkspace refuses)")
@@ -104,52 +119,57 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	return cmd
 }
 
-func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io.Writer) error {
+// runPipeline runs the pipeline and returns its result (nil when the run
+// did not start) and an *exitError when it did not succeed. It is long on
+// purpose: the checks that need no root or daemon come first, in the order
+// a user fixes them, then the run's lifecycle; split up, that order would
+// be harder to see.
+func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.Result, error) {
 	log, err := g.logger()
 	if err != nil {
-		return systemFailure(err)
-	}
-	if o.output != "text" && o.output != "json" {
-		return systemFailure(fmt.Errorf("--output %q: use text or json", o.output))
+		return nil, systemFailure(err)
 	}
 	p, err := pipeline.Load(o.file, pipeline.WithRuleCheck(checkRule))
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	for _, r := range o.allow {
 		if err := checkRule(r); err != nil {
-			return systemFailure(fmt.Errorf("--allow %q: %w", r, err))
+			return nil, systemFailure(fmt.Errorf("--allow %q: %w", r, err))
 		}
 	}
 	for _, r := range o.requireInspection {
 		if err := checkRule(r); err != nil {
-			return systemFailure(fmt.Errorf("--require-inspection %q: %w", r, err))
+			return nil, systemFailure(fmt.Errorf("--require-inspection %q: %w", r, err))
 		}
 	}
 	if _, err := p.Select(o.steps); err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
+	}
+	if err := pipeline.CheckArchives(p, o.steps); err != nil {
+		return nil, systemFailure(err)
 	}
 	o.lint.egressMode, o.lint.allow = o.egressMode, o.allow
 	lo, err := o.lint.lintOpts()
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	findings := pipeline.Lint(p, lo)
 	for _, f := range findings {
 		log.Warn("lint: "+f.Message, "id", f.ID, "at", fmt.Sprintf("%s:%d:%d", f.File, f.Line, f.Column), "fix", f.Fix, "docs", f.DocURL)
 	}
 	if o.lint.strict && len(findings) > 0 {
-		return systemFailure(fmt.Errorf("%d lint warning(s) with --strict; see `cleanroom lint`", len(findings)))
+		return nil, systemFailure(fmt.Errorf("%d lint warning(s) with --strict; see `cleanroom lint`", len(findings)))
 	}
 	workspace := o.workdir
 	if workspace == "" {
 		workspace = p.Dir
 	}
 	if workspace, err = filepath.Abs(workspace); err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	if fi, err := os.Stat(workspace); err != nil || !fi.IsDir() {
-		return systemFailure(fmt.Errorf("workspace %s is not a directory", workspace))
+		return nil, systemFailure(fmt.Errorf("workspace %s is not a directory", workspace))
 	}
 	out := o.out
 	defaultOut := filepath.Join(workspace, ".cleanroom")
@@ -157,13 +177,19 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		out = defaultOut
 	}
 	if out, err = filepath.Abs(out); err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
+	}
+	if msg := keyInWorkspace(o.sign.key, workspace); msg != "" {
+		if o.lint.strict {
+			return nil, systemFailure(errors.New(msg + " (refused with --strict)"))
+		}
+		log.Warn(msg)
 	}
 	// Inside the workspace only the default is accepted: it is excluded
 	// from the fresh copy, masked in a reused workspace and opened without
 	// following a symlink. Any other directory there is the steps' to shape.
 	if rel, err := filepath.Rel(workspace, out); err == nil && out != defaultOut && !strings.HasPrefix(rel, "..") {
-		return systemFailure(fmt.Errorf("--out %s is inside the workspace %s: use a directory outside it, or the default (%s)", out, workspace, defaultOut))
+		return nil, systemFailure(fmt.Errorf("--out %s is inside the workspace %s: use a directory outside it, or the default (%s)", out, workspace, defaultOut))
 	}
 	sizes := map[string]*int64{}
 	var wsSize, logLimit, artLimit int64
@@ -175,17 +201,17 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		}
 		n, err := pipeline.ParseSize(raw)
 		if err != nil || n <= 0 {
-			return systemFailure(fmt.Errorf("%s %q: want a size such as 512MiB, or none", flag, raw))
+			return nil, systemFailure(fmt.Errorf("%s %q: want a size such as 512MiB, or none", flag, raw))
 		}
 		*sizes[flag] = n
 	}
 	signer, err := o.sign.signer(ctx, p, log)
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	secrets, err := secretsFromEnv(o.secrets)
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	if len(secrets) > 0 {
 		// Everything the runner logs passes through the same masking as
@@ -196,10 +222,14 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 	}
 	upstream, err := goModUpstream(o.goproxy)
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
+	}
+	mat, err := o.materials.open(log)
+	if err != nil {
+		return nil, systemFailure(needsRoot("run", err))
 	}
 	if os.Geteuid() != 0 {
-		return systemFailure(errors.New("cleanroom run needs root: it creates network namespaces and containers (run it with sudo)"))
+		return nil, systemFailure(errors.New("cleanroom run needs root: it creates network namespaces and containers (run it with sudo)"))
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
@@ -208,7 +238,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 	if o.trace != "" {
 		sw, err := newSpanWriter(o.trace)
 		if err != nil {
-			return systemFailure(err)
+			return nil, systemFailure(err)
 		}
 		defer sw.Close()
 		trace = sw.span
@@ -216,21 +246,17 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 
 	lock, err := runlock.Acquire(runner.LocksDir(g.stateDir))
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	defer lock.Release()
 	log = log.With("run", lock.ID)
 
 	exec, err := newExecutor(ctx, g, log, lock.ID)
 	if err != nil {
-		return systemFailure(err)
+		return nil, systemFailure(err)
 	}
 	defer exec.Close()
 	runner.Reap(g.stateDir, log)
-	mat, err := o.materials.open(log)
-	if err != nil {
-		return systemFailure(err)
-	}
 
 	res, err := runner.Run(ctx, runner.Config{
 		Pipeline:          p,
@@ -253,6 +279,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		Logger:            log,
 		BuilderID:         o.builderID,
 		Trace:             trace,
+		Progress:          g.progress(),
 		Version:           version,
 		Inspect:           o.materials.inspect,
 		RequireInspection: o.requireInspection,
@@ -262,26 +289,28 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions, stdout io
 		Offline:           o.materials.offline,
 		Replay:            mat.replay,
 	})
-	if res != nil {
-		report(stdout, o.output, res)
-	}
 	// Close waits for the background teardown of the last steps; a
 	// teardown that failed is an infrastructure failure of this run.
 	if cerr := exec.Close(); cerr != nil && err == nil && res != nil && res.Failed == "" {
-		return systemFailure(fmt.Errorf("sandbox teardown: %w", cerr))
+		return res, systemFailure(fmt.Errorf("sandbox teardown: %w", cerr))
+	}
+	if rerr := netns.ReleaseDir(runner.NetNSDir(g.stateDir)); rerr != nil {
+		log.Warn("state directory", "error", rerr)
 	}
 	switch {
 	case errors.Is(err, runner.ErrCancelled) || (err != nil && ctx.Err() != nil):
-		return systemFailure(errors.New("run cancelled; every sandbox it started has been removed"))
+		return res, systemFailure(errRunCancelled)
 	case err != nil:
-		return systemFailure(err)
+		return res, systemFailure(err)
 	case res.Failed != "":
-		return buildFailure(nil)
+		return res, buildFailure(nil)
 	case res.Replay != nil && !res.Replay.Reproduced:
-		return buildFailure(fmt.Errorf("the replay did not reproduce the artifacts of %s", res.Replay.Provenance))
+		return res, buildFailure(fmt.Errorf("the replay did not reproduce the artifacts of %s", res.Replay.Provenance))
 	}
-	return nil
+	return res, nil
 }
+
+var errRunCancelled = errors.New("run cancelled; every sandbox it started has been removed")
 
 func newExecutor(ctx context.Context, g *globalOptions, log hclog.Logger, runID string) (*ctrexec.Executor, error) {
 	opts := []ctrexec.Option{
@@ -300,8 +329,17 @@ func newExecutor(ctx context.Context, g *globalOptions, log hclog.Logger, runID 
 	return ctrexec.New(cctx, opts...)
 }
 
-// checkRule validates an egress rule with the proxy's own grammar.
+// checkRule validates an egress rule with the proxy's own grammar. A rule
+// written as a URL gets the host to write instead: the grammar's own
+// message ("invalid port") would not say what is wrong.
 func checkRule(rule string) error {
+	if strings.Contains(rule, "://") {
+		msg := fmt.Sprintf("egress rule %q is a URL: write the host, not a URL", rule)
+		if u, err := url.Parse(strings.TrimSpace(rule)); err == nil && u.Host != "" {
+			msg += fmt.Sprintf(" (%q)", u.Host)
+		}
+		return errors.New(msg)
+	}
 	_, err := egress.ParseRule(rule)
 	return err
 }
@@ -340,13 +378,55 @@ func goModUpstream(flag string) (*url.URL, error) {
 	return u, nil
 }
 
-func report(w io.Writer, format string, res *runner.Result) {
-	if format == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(res)
-		return
+// runJSON is what `run --output json` prints on stdout, whatever the
+// outcome: the status and exit code first, then the result (absent when
+// the run did not start, e.g. a configuration error).
+type runJSON struct {
+	// Status is ok (exit 0), failed (exit 1: a step failed or the replay
+	// did not reproduce the artifacts), cancelled or error (exit 2).
+	Status   string `json:"status"`
+	ExitCode int    `json:"exitCode"`
+	// Error says why the run did not succeed; it shadows Result.Error,
+	// which it includes.
+	Error string `json:"error,omitempty"`
+	*runner.Result
+}
+
+func runOutcome(res *runner.Result, err error) runJSON {
+	out := runJSON{Status: "ok", Result: res}
+	if res != nil {
+		out.Error = res.Error
 	}
+	if err == nil {
+		return out
+	}
+	out.Status, out.ExitCode = "error", exitSystemFailure
+	var ee *exitError
+	if errors.As(err, &ee) {
+		out.ExitCode = ee.code
+		if ee.code == exitBuildFailure {
+			out.Status = "failed"
+		}
+		if errors.Is(ee.err, errRunCancelled) {
+			out.Status = "cancelled"
+		}
+		if ee.err != nil {
+			out.Error = ee.err.Error()
+		}
+	}
+	if out.Error == "" && res != nil && res.Failed != "" {
+		out.Error = fmt.Sprintf("step %s failed", res.Failed)
+	}
+	return out
+}
+
+func printRunJSON(w io.Writer, res *runner.Result, err error) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(runOutcome(res, err))
+}
+
+func report(w io.Writer, res *runner.Result) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STEP\tSTATUS\tEXIT\tDURATION\tDENIED")
 	for _, s := range res.Steps {
@@ -354,7 +434,7 @@ func report(w io.Writer, format string, res *runner.Result) {
 		for _, d := range s.Denials {
 			denied += d.Count
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1fs\t%d\n", s.Name, s.Status, s.ExitCode, s.DurationS, denied)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\n", s.Name, s.Status, s.ExitCode, formatDuration(s.DurationS), denied)
 	}
 	tw.Flush()
 	for _, s := range res.Steps {
@@ -363,12 +443,14 @@ func report(w io.Writer, format string, res *runner.Result) {
 			if d.Hint != "" {
 				hint = fmt.Sprintf(" (allow with %q)", d.Hint)
 			}
-			fmt.Fprintf(w, "denied egress in step %s: %s ×%d: %s%s\n", s.Name, d.Target, d.Count, d.Reason, hint)
-		}
-		if len(s.WouldNeed) > 0 {
-			fmt.Fprintf(w, "audit: step %s would need egress.allow: [%s]\n", s.Name, quoteList(s.WouldNeed))
+			target := d.Target
+			if target == "" {
+				target = "(no destination: malformed request)"
+			}
+			fmt.Fprintf(w, "denied egress in step %s: %s ×%d: %s%s\n", s.Name, target, d.Count, d.Reason, hint)
 		}
 	}
+	reportAuditAllowlist(w, res)
 	if res.Error != "" {
 		fmt.Fprintf(w, "error: %s\n", res.Error)
 	}
@@ -383,6 +465,98 @@ func report(w io.Writer, format string, res *runner.Result) {
 		fmt.Fprintf(w, "provenance: %s\n", res.Provenance)
 	}
 	fmt.Fprintf(w, "outputs: %s\n", res.OutDir)
+}
+
+// formatDuration shows a step's duration: milliseconds under a tenth of a
+// second (where "0.0s" would hide it), else seconds with one decimal.
+func formatDuration(seconds float64) string {
+	if seconds < 0.1 {
+		return fmt.Sprintf("%dms", int(seconds*1000+0.5))
+	}
+	return fmt.Sprintf("%.1fs", seconds)
+}
+
+// auditRule is one entry of the allowlist an audit run found.
+type auditRule struct {
+	rule    string
+	steps   []string
+	special bool // a special address: only this explicit IP rule allows it
+}
+
+// auditAllowlist gathers, over every step that ran in audit mode, the
+// rules it would have needed under enforce: the hosts audit let through,
+// and the special addresses that stayed denied (loopback, private,
+// link-local…: names never reach them, only an IP/CIDR rule does; in audit
+// mode any other IP is let through, so a denied IP is a special one).
+func auditAllowlist(res *runner.Result) []auditRule {
+	byRule := map[string]*auditRule{}
+	var order []string
+	add := func(rule, step string, special bool) {
+		r, ok := byRule[rule]
+		if !ok {
+			r = &auditRule{rule: rule, special: special}
+			byRule[rule] = r
+			order = append(order, rule)
+		}
+		if len(r.steps) == 0 || r.steps[len(r.steps)-1] != step {
+			r.steps = append(r.steps, step)
+		}
+	}
+	for _, s := range res.Steps {
+		if s.Mode != pipeline.EgressAudit {
+			continue
+		}
+		for _, h := range s.WouldNeed {
+			add(h, s.Name, false)
+		}
+		for _, d := range s.Denials {
+			if d.Hint == "" {
+				continue
+			}
+			host, _ := splitRuleHost(d.Hint)
+			if _, err := netip.ParseAddr(host); err == nil {
+				add(d.Hint, s.Name, true)
+			}
+		}
+	}
+	out := make([]auditRule, 0, len(order))
+	for _, r := range order {
+		out = append(out, *byRule[r])
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].special != out[j].special {
+			return !out[i].special
+		}
+		return out[i].rule < out[j].rule
+	})
+	return out
+}
+
+// splitRuleHost is the host part of a "host:port" or "[v6]:port" hint.
+func splitRuleHost(rule string) (string, string) {
+	if h, p, err := net.SplitHostPort(rule); err == nil {
+		return h, p
+	}
+	return rule, ""
+}
+
+// reportAuditAllowlist prints, once at the end, the allowlist an audit run
+// found, ready to paste into egress.allow.
+func reportAuditAllowlist(w io.Writer, res *runner.Result) {
+	rules := auditAllowlist(res)
+	if len(rules) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "audit: the egress.allow this run needs under enforce (paste into cleanroom.yaml):")
+	fmt.Fprintln(w, "egress:")
+	fmt.Fprintln(w, "  allow:")
+	for _, r := range rules {
+		note := "steps: " + strings.Join(r.steps, ", ")
+		if r.special {
+			note = "special address, denied even in audit mode: only this explicit IP rule allows it; " + note
+		}
+		fmt.Fprintf(w, "    - %q  # %s\n", r.rule, note)
+	}
 }
 
 func quoteList(l []string) string {

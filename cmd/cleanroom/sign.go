@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -81,6 +83,32 @@ func (o *signOptions) signer(ctx context.Context, p *pipeline.Pipeline, log hclo
 		return sign.NewKeylessSigner(ctx, opts)
 	}
 	return nil, nil
+}
+
+// keyInWorkspace returns a message when the signing key file lies inside
+// the workspace: every step can read the workspace, so a build (or a
+// dependency it runs) can copy the key out, and an encrypted cosign.key
+// can then be attacked offline. "" when the key is elsewhere.
+func keyInWorkspace(key, workspace string) string {
+	if key == "" {
+		return ""
+	}
+	abs, err := filepath.Abs(key)
+	if err != nil {
+		return ""
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	ws := workspace
+	if real, err := filepath.EvalSymlinks(ws); err == nil {
+		ws = real
+	}
+	rel, err := filepath.Rel(ws, abs)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return ""
+	}
+	return fmt.Sprintf("--sign-key %s lies inside the workspace %s, which every step can read: a step could copy the key out; keep the key outside the workspace", key, workspace)
 }
 
 func newKeygenCommand() *cobra.Command {

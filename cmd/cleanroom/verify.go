@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 
 	intoto "github.com/in-toto/attestation/go/v1"
@@ -27,19 +29,26 @@ type verifyOptions struct {
 func newVerifyCommand() *cobra.Command {
 	o := &verifyOptions{}
 	cmd := &cobra.Command{
-		Use:   "verify ARTIFACT... (--provenance FILE | --provenance-bundle FILE --key PUB | --provenance-bundle FILE --certificate-identity ID --certificate-oidc-issuer URL)",
+		Use:   "verify ARTIFACT... [flags]",
 		Short: "Check a signed provenance, the artifacts against it, and an optional policy",
-		Long: `Verify checks, in order: the signature of the provenance bundle
-(provenance.sigstore.json) — with --key for key-signed runs, or for keyless runs
-the certificate chain to a trusted Fulcio, the identity (--certificate-identity
-or -regexp) and OIDC issuer (--certificate-oidc-issuer or -regexp), the
-transparency-log entry and timestamps per --trusted-root —; then that each
-artifact's sha256 is a subject of the statement; then the policy. It prints
-what went into the build: builder,
-source, images, dependencies fetched (and how many without a content digest),
-denied egress.
+		Long: `Verify checks, in order:
+  1. the signature of the provenance bundle (provenance.sigstore.json): with
+     --key for key-signed runs; for keyless runs the certificate chain to a
+     trusted Fulcio, the identity (--certificate-identity or -regexp), the
+     OIDC issuer (--certificate-oidc-issuer or -regexp), the transparency-log
+     entry and the timestamps, per --trusted-root;
+  2. that each artifact's sha256 is a subject of the statement;
+  3. the policy (--policy), each check of which is listed when it passes.
+It prints what went into the build: builder, source, images, every
+dependency fetched (URL and sha256), denied egress.
 
-A policy file (YAML) can require more; any failure exits non-zero:
+Forms:
+  cleanroom verify ARTIFACT... --provenance-bundle FILE --key PUB
+  cleanroom verify ARTIFACT... --provenance-bundle FILE --trusted-root FILE \
+      --certificate-identity ID --certificate-oidc-issuer URL
+  cleanroom verify ARTIFACT... --provenance FILE   # unsigned: no signature
+
+A policy file (YAML) can require more:
 
   builderId: https://ci.example.org/cleanroom@v1   # exact builder id
   sourceRepo: https://git.example.org/team/app      # source remote
@@ -48,7 +57,12 @@ A policy file (YAML) can require more; any failure exits non-zero:
   imagesPinned: true                                # images by digest (or archives)
   noUndeclaredFetches: true                         # every fetch declared in go.sum / package-lock.json
   noHashMismatches: true                            # and with the declared hash
-  freshWorkspace: true                              # built in a fresh copy, not --reuse-workspace`,
+  freshWorkspace: true                              # built in a fresh copy, not --reuse-workspace
+
+Exit codes: 0 verified; 1 verification failed (signature, artifact or
+policy); 2 the check could not be made (a missing or unreadable file, bad
+flags). --output json prints one object on stdout for every outcome:
+status (verified, failed, error), exitCode, error, signature and report.`,
 		Example: `  cleanroom verify out/app --provenance-bundle .cleanroom/provenance.sigstore.json --key cosign.pub
   cleanroom verify out/app --provenance-bundle provenance.sigstore.json --trusted-root trusted_root.json \
       --certificate-identity 'https://gitlab.com/group/project//.gitlab-ci.yml@refs/heads/main' \
@@ -56,40 +70,18 @@ A policy file (YAML) can require more; any failure exits non-zero:
   cleanroom verify out/app --provenance .cleanroom/provenance.intoto.json --policy release-policy.yaml --output json`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, sig, err := o.statement()
-			if err != nil {
-				return buildFailure(err)
-			}
-			var pol manifest.Policy
-			if o.policy != "" {
-				if pol, err = manifest.LoadPolicy(o.policy); err != nil {
-					return systemFailure(err)
-				}
-			}
-			report, verr := manifest.Verify(st, args, pol)
-			switch o.output {
-			case "json":
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				enc.Encode(map[string]any{"verified": verr == nil, "signature": sig, "report": report})
-			case "text":
-				if sig != nil {
-					fmt.Fprintf(cmd.OutOrStdout(), "signature:     verified, signed by %s", sig.Identity)
-					if sig.Issuer != "" {
-						fmt.Fprintf(cmd.OutOrStdout(), " (issuer %s)", sig.Issuer)
-					}
-					fmt.Fprintf(cmd.OutOrStdout(), ", transparency log: %v, timestamps: %d\n", sig.TlogVerified, len(sig.Timestamps))
-				} else {
-					fmt.Fprintln(cmd.OutOrStdout(), "signature:     not checked (--provenance given, not --provenance-bundle)")
-				}
-				fmt.Fprint(cmd.OutOrStdout(), report.Text())
-			default:
+			if o.output != "text" && o.output != "json" {
 				return systemFailure(fmt.Errorf("--output %q: use text or json", o.output))
 			}
-			if verr != nil {
-				return buildFailure(fmt.Errorf("verification failed: %w", verr))
+			sig, report, err := o.verify(args)
+			if o.output == "json" {
+				printVerifyJSON(cmd.OutOrStdout(), sig, report, err)
+				return err
 			}
-			return nil
+			if report != nil {
+				printVerifyText(cmd.OutOrStdout(), sig, report)
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&o.provenance, "provenance", "", "unsigned provenance statement (provenance.intoto.json): checks artifacts and policy only")
@@ -106,46 +98,126 @@ A policy file (YAML) can require more; any failure exits non-zero:
 	return cmd
 }
 
+// verify runs the checks. The error is an *exitError: a build failure (1)
+// when a check failed, a system failure (2) when a check could not be
+// made. A failed policy or artifact check comes with the report that lists
+// it, and its error does not repeat the list.
+func (o *verifyOptions) verify(artifacts []string) (*sign.Result, *manifest.Report, error) {
+	var pol manifest.Policy
+	if o.policy != "" {
+		var err error
+		if pol, err = manifest.LoadPolicy(o.policy); err != nil {
+			return nil, nil, systemFailure(err)
+		}
+	}
+	st, sig, err := o.statement()
+	if err != nil {
+		return nil, nil, err
+	}
+	report, verr := manifest.Verify(st, artifacts, pol)
+	if verr != nil && len(report.Failures) == 0 {
+		// Not provenance of ours at all: there is no report to show.
+		return sig, nil, buildFailure(fmt.Errorf("verification failed: %w", verr))
+	}
+	if verr != nil {
+		return sig, &report, buildFailure(fmt.Errorf("verification failed: %d check(s) failed", len(report.Failures)))
+	}
+	return sig, &report, nil
+}
+
+// verifyJSON is the one object --output json prints, whatever the outcome.
+type verifyJSON struct {
+	// Status is verified, failed (exit 1) or error (exit 2).
+	Status    string           `json:"status"`
+	ExitCode  int              `json:"exitCode"`
+	Verified  bool             `json:"verified"`
+	Error     string           `json:"error,omitempty"`
+	Signature *sign.Result     `json:"signature"`
+	Report    *manifest.Report `json:"report"`
+}
+
+func printVerifyJSON(w io.Writer, sig *sign.Result, report *manifest.Report, err error) {
+	out := verifyJSON{Status: "verified", Verified: err == nil, Signature: sig, Report: report}
+	if err != nil {
+		out.Status, out.ExitCode, out.Error = "failed", exitBuildFailure, err.Error()
+		var ee *exitError
+		if errors.As(err, &ee) && ee.code == exitSystemFailure {
+			out.Status, out.ExitCode = "error", exitSystemFailure
+		}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(out)
+}
+
+func printVerifyText(w io.Writer, sig *sign.Result, report *manifest.Report) {
+	if sig != nil {
+		fmt.Fprintf(w, "signature:     verified, signed by %s", sig.Identity)
+		if sig.Issuer != "" {
+			fmt.Fprintf(w, " (issuer %s)", sig.Issuer)
+		}
+		fmt.Fprintf(w, ", transparency log: %v, timestamps: %d\n", sig.TlogVerified, len(sig.Timestamps))
+	} else {
+		fmt.Fprintln(w, "signature:     not checked (--provenance given, not --provenance-bundle)")
+	}
+	fmt.Fprint(w, report.Text())
+}
+
 // statement returns the statement to check: from a signed bundle (after
 // verifying its signature) or, unsigned, from --provenance.
 func (o *verifyOptions) statement() (*intoto.Statement, *sign.Result, error) {
 	switch {
 	case o.provenanceBundle != "" && o.provenance != "":
-		return nil, nil, errors.New("give --provenance or --provenance-bundle, not both")
+		return nil, nil, systemFailure(errors.New("give --provenance or --provenance-bundle, not both"))
 	case o.provenance != "":
 		st, err := manifest.ReadFile(o.provenance)
-		return st, nil, err
+		if err != nil {
+			return nil, nil, readFailure("--provenance", err)
+		}
+		return st, nil, nil
 	case o.provenanceBundle == "":
-		return nil, nil, errors.New("--provenance-bundle FILE (signed) or --provenance FILE (unsigned) is required")
+		return nil, nil, systemFailure(errors.New("--provenance-bundle FILE (signed) or --provenance FILE (unsigned) is required"))
 	}
 	if o.key != "" {
 		pub, err := sign.LoadPublicKey(o.key)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--key: %w", err)
+			return nil, nil, systemFailure(fmt.Errorf("--key: %w", err))
 		}
 		o.trust.PublicKey = pub
 	}
 	if o.trustedRoot != "" {
 		tr, err := sign.LoadTrustedRoot(o.trustedRoot)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--trusted-root: %w", err)
+			return nil, nil, systemFailure(fmt.Errorf("--trusted-root: %w", err))
 		}
 		o.trust.TrustedRoot = tr
 	}
 	if o.trust.PublicKey == nil && o.trust.TrustedRoot == nil {
-		return nil, nil, errors.New("--provenance-bundle needs --key (key-signed) or --trusted-root with --certificate-identity and --certificate-oidc-issuer (keyless)")
+		return nil, nil, systemFailure(errors.New("--provenance-bundle needs --key (key-signed) or --trusted-root with --certificate-identity and --certificate-oidc-issuer (keyless)"))
 	}
 	b, err := os.ReadFile(o.provenanceBundle)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, systemFailure(fmt.Errorf("--provenance-bundle: %w", err))
 	}
 	payload, res, err := sign.VerifyAttestation(b, o.trust)
 	if err != nil {
-		return nil, nil, fmt.Errorf("provenance signature: %w", err)
+		return nil, nil, buildFailure(fmt.Errorf("verification failed: provenance signature: %w", err))
 	}
 	st, err := manifest.Unmarshal(payload)
 	if err != nil {
-		return nil, nil, fmt.Errorf("signed provenance: %w", err)
+		return nil, nil, buildFailure(fmt.Errorf("verification failed: signed provenance: %w", err))
 	}
 	return st, res, nil
+}
+
+// readFailure classifies a provenance file that could not be used: one
+// that cannot be read (missing, a directory, no permission) means the
+// check could not be made (exit 2); one that reads but is not a statement
+// fails verification (exit 1).
+func readFailure(flag string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return systemFailure(fmt.Errorf("%s: %w", flag, pe))
+	}
+	return buildFailure(fmt.Errorf("verification failed: %s: %w", flag, err))
 }

@@ -60,7 +60,7 @@ func addInternal(internal map[string]any, extra map[string]any) error {
 // checkLockfilePolicy applies noUndeclaredFetches and noHashMismatches.
 // A statement without a lockfile check fails them: the requirement cannot
 // be shown to hold.
-func checkLockfilePolicy(internal map[string]*structpb.Value, pol Policy, fail func(string, ...any)) {
+func checkLockfilePolicy(internal map[string]*structpb.Value, pol Policy, fail, pass func(string, ...any)) {
 	if !pol.NoUndeclaredFetches && !pol.NoHashMismatches {
 		return
 	}
@@ -83,8 +83,12 @@ func checkLockfilePolicy(internal map[string]*structpb.Value, pol Policy, fail f
 	}
 	if u := list("undeclared"); pol.NoUndeclaredFetches && len(u) > 0 {
 		fail("%d fetched packages are not declared in a lockfile; policy requires none: %s", len(u), abbreviate(u))
+	} else if pol.NoUndeclaredFetches {
+		pass("noUndeclaredFetches: every fetched package is declared in a lockfile")
 	}
 	if m := list("mismatches"); pol.NoHashMismatches && len(m) > 0 {
 		fail("%d fetched packages do not match the hash their lockfile declares; policy requires none: %s", len(m), abbreviate(m))
+	} else if pol.NoHashMismatches {
+		pass("noHashMismatches: every fetched package has the hash its lockfile declares")
 	}
 }

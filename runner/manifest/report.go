@@ -7,16 +7,27 @@ import (
 
 // Report is what Verify found, for a person (Text) or a program (JSON).
 type Report struct {
-	Builder       string           `json:"builder"`
-	SourceRepo    string           `json:"sourceRepo,omitempty"`
-	SourceCommit  string           `json:"sourceCommit,omitempty"`
-	FailedStep    string           `json:"failedStep,omitempty"`
-	Images        []string         `json:"images"`
-	Dependencies  int              `json:"dependencies"`
-	WithoutDigest int              `json:"withoutDigest"`
-	Denied        int              `json:"denied"`
-	Artifacts     []ArtifactResult `json:"artifacts"`
-	Failures      []string         `json:"failures"`
+	Builder       string   `json:"builder"`
+	SourceRepo    string   `json:"sourceRepo,omitempty"`
+	SourceCommit  string   `json:"sourceCommit,omitempty"`
+	FailedStep    string   `json:"failedStep,omitempty"`
+	Images        []string `json:"images"`
+	Dependencies  int      `json:"dependencies"`
+	WithoutDigest int      `json:"withoutDigest"`
+	// Fetched lists the dependencies (URL, sha256), in the statement's order.
+	Fetched   []FetchedDependency `json:"fetched"`
+	Denied    int                 `json:"denied"`
+	Artifacts []ArtifactResult    `json:"artifacts"`
+	Failures  []string            `json:"failures"`
+	// Passed lists the policy checks that held, one line each.
+	Passed []string `json:"passed"`
+}
+
+// FetchedDependency is one recorded fetch; SHA256 is empty for an opaque
+// tunnel, whose content was not seen.
+type FetchedDependency struct {
+	URI    string `json:"uri"`
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // ArtifactResult is the check of one artifact against the subjects.
@@ -51,6 +62,13 @@ func (r Report) Text() string {
 		fmt.Fprintf(&b, "  %s\n", im)
 	}
 	fmt.Fprintf(&b, "dependencies:  %d fetched, %d without digest\n", r.Dependencies, r.WithoutDigest)
+	for _, d := range r.Fetched {
+		sum := "(no digest: content not seen)"
+		if d.SHA256 != "" {
+			sum = "sha256:" + d.SHA256
+		}
+		fmt.Fprintf(&b, "  %s  %s\n", d.URI, sum)
+	}
 	fmt.Fprintf(&b, "denied egress: %d\n", r.Denied)
 	fmt.Fprintf(&b, "artifacts:     %d\n", len(r.Artifacts))
 	for _, a := range r.Artifacts {
@@ -62,6 +80,12 @@ func (r Report) Text() string {
 			note = "  (attested as " + a.Subject + ")"
 		}
 		fmt.Fprintf(&b, "  %s %s  sha256:%s%s\n", status, a.Path, a.SHA256, note)
+	}
+	if len(r.Passed) > 0 {
+		fmt.Fprintf(&b, "policy passed: %d\n", len(r.Passed))
+		for _, p := range r.Passed {
+			fmt.Fprintf(&b, "  OK   %s\n", p)
+		}
 	}
 	if r.OK() {
 		b.WriteString("result:        verified\n")

@@ -28,8 +28,11 @@ func Verify(st *intoto.Statement, artifacts []string, pol Policy) (Report, error
 		Images:    []string{},
 		Artifacts: []ArtifactResult{},
 		Failures:  []string{},
+		Fetched:   []FetchedDependency{},
+		Passed:    []string{},
 	}
 	fail := func(format string, args ...any) { r.Failures = append(r.Failures, fmt.Sprintf(format, args...)) }
+	pass := func(format string, args ...any) { r.Passed = append(r.Passed, fmt.Sprintf(format, args...)) }
 
 	if bt := prov.GetBuildDefinition().GetBuildType(); bt != BuildType {
 		fail("buildType is %q, not %q", bt, BuildType)
@@ -57,19 +60,24 @@ func Verify(st *intoto.Statement, artifacts []string, pol Policy) (Report, error
 			}
 		case KindFetch:
 			r.Dependencies++
-			if !isSHA256Hex(rd.GetDigest()["sha256"]) {
+			dep := FetchedDependency{URI: rd.GetUri()}
+			if sum := rd.GetDigest()["sha256"]; isSHA256Hex(sum) {
+				dep.SHA256 = sum
+			} else {
 				r.WithoutDigest++
 				undigested = append(undigested, rd.GetUri())
 			}
+			r.Fetched = append(r.Fetched, dep)
 		}
 	}
 
 	checkArtifacts(&r, st, artifacts, fail)
-	checkPolicy(&r, pol, undigested, unpinned, fail)
-	checkLockfilePolicy(internal, pol, fail) // lockfile.go
+	checkPolicy(&r, pol, undigested, unpinned, fail, pass)
+	checkLockfilePolicy(internal, pol, fail, pass) // lockfile.go
 	if pol.FreshWorkspace {
 		switch mode := internal["workspace"].GetStructValue().GetFields()["mode"].GetStringValue(); mode {
 		case "fresh":
+			pass("freshWorkspace: the workspace was a fresh copy")
 		case "":
 			fail("the provenance does not record how the workspace was made (internalParameters.workspace); policy requires freshWorkspace")
 		default:
@@ -109,9 +117,13 @@ func checkArtifacts(r *Report, st *intoto.Statement, artifacts []string, fail fu
 	}
 }
 
-func checkPolicy(r *Report, pol Policy, undigested, unpinned []string, fail func(string, ...any)) {
-	if pol.BuilderID != "" && r.Builder != pol.BuilderID {
-		fail("builder is %q, policy requires %q", r.Builder, pol.BuilderID)
+func checkPolicy(r *Report, pol Policy, undigested, unpinned []string, fail, pass func(string, ...any)) {
+	if pol.BuilderID != "" {
+		if r.Builder != pol.BuilderID {
+			fail("builder is %q, policy requires %q", r.Builder, pol.BuilderID)
+		} else {
+			pass("builderId: builder is %q", r.Builder)
+		}
 	}
 	if pol.SourceRepo != "" {
 		switch {
@@ -121,16 +133,30 @@ func checkPolicy(r *Report, pol Policy, undigested, unpinned []string, fail func
 			fail("source repository is %q, policy requires %q", r.SourceRepo, pol.SourceRepo)
 		case r.SourceCommit == "":
 			fail("no source commit recorded for %q", r.SourceRepo)
+		default:
+			pass("sourceRepo: source is %s at %s", r.SourceRepo, r.SourceCommit)
 		}
 	}
-	if pol.NoDeniedEgress && r.Denied > 0 {
-		fail("%d egress connections were denied; policy requires none", r.Denied)
+	if pol.NoDeniedEgress {
+		if r.Denied > 0 {
+			fail("%d egress connections were denied; policy requires none", r.Denied)
+		} else {
+			pass("noDeniedEgress: no egress connection was denied")
+		}
 	}
-	if pol.AllDependenciesDigested && len(undigested) > 0 {
-		fail("%d dependencies have no digest; policy requires all: %s", len(undigested), abbreviate(undigested))
+	if pol.AllDependenciesDigested {
+		if len(undigested) > 0 {
+			fail("%d dependencies have no digest; policy requires all: %s", len(undigested), abbreviate(undigested))
+		} else {
+			pass("allDependenciesDigested: all %d dependencies have a sha256", r.Dependencies)
+		}
 	}
-	if pol.ImagesPinned && len(unpinned) > 0 {
-		fail("%d images are not pinned by digest; policy requires all: %s", len(unpinned), abbreviate(unpinned))
+	if pol.ImagesPinned {
+		if len(unpinned) > 0 {
+			fail("%d images are not pinned by digest; policy requires all: %s", len(unpinned), abbreviate(unpinned))
+		} else {
+			pass("imagesPinned: all %d images are pinned by digest or are archives", len(r.Images))
+		}
 	}
 }
 

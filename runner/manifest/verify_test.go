@@ -68,6 +68,40 @@ func TestVerifyOK(t *testing.T) {
 	}
 }
 
+// The report lists every dependency with its digest and, under a policy,
+// each check that held.
+func TestVerifyListsDependenciesAndPassedChecks(t *testing.T) {
+	st, paths := verifyFixture(t, func(in *Input) {
+		in.Dependencies = append(in.Dependencies, Dependency{Step: "build", URL: "sumdb.example.org:443"})
+	})
+	pol := strictPolicy
+	pol.AllDependenciesDigested = false
+	r, err := Verify(st, paths, pol)
+	if err != nil {
+		t.Fatalf("Verify: %v\n%s", err, r.Text())
+	}
+	text := r.Text()
+	for _, want := range []string{
+		"dependencies:  3 fetched, 1 without digest\n" +
+			"  https://goproxy.example.org/golang.org/x/sys/@v/v0.50.0.zip  sha256:" + hexOf("sys") + "\n" +
+			"  https://objects.example.com/blob.tgz?X-Amz-Signature=REDACTED&v=2  sha256:" + hexOf("blob") + "\n" +
+			"  sumdb.example.org:443  (no digest: content not seen)\n",
+		"policy passed: 4\n" +
+			"  OK   builderId: builder is \"https://ci.example.com/cleanroom@v1\"\n" +
+			"  OK   sourceRepo: source is https://github.com/example/app.git at " + strings.Repeat("ab", 20) + "\n" +
+			"  OK   noDeniedEgress: no egress connection was denied\n" +
+			"  OK   imagesPinned: all 2 images are pinned by digest or are archives\n" +
+			"result:        verified\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text lacks\n%s\ngot:\n%s", want, text)
+		}
+	}
+	if len(r.Fetched) != 3 || r.Fetched[2].SHA256 != "" || r.Fetched[0].SHA256 != hexOf("sys") {
+		t.Errorf("fetched = %+v", r.Fetched)
+	}
+}
+
 // A copy under another name verifies by digest and reports the name.
 func TestVerifyRenamedArtifact(t *testing.T) {
 	st, paths := verifyFixture(t, nil)

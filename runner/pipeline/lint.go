@@ -72,6 +72,8 @@ var DefaultUserContentHosts = []string{
 }
 
 var rules = []Rule{
+	{"CR000", "bad-suppression", "a `# cleanroom-lint: ignore=` comment names no known rule, so it suppresses nothing",
+		"name the rule by id or name: # cleanroom-lint: ignore=CR012 (see the rule list in docs/lint.md)", nil}, // check set in init: it reads rules
 	{"CR001", "image-not-pinned", "a registry image is referenced by tag, not by digest: the tag can be moved to other content",
 		"pin it: name@sha256:<digest> (cleanroom prints the digest it resolved in the summary and provenance)", lintImagePinned},
 	{"CR002", "broad-wildcard", "an egress wildcard covers a whole top-level or public suffix: anyone can register a name under it",
@@ -98,11 +100,14 @@ var rules = []Rule{
 		"use https://, or verify a pinned sha256 of what you fetch", lintPlainHTTP},
 }
 
+func init() { rules[0].check = lintSuppressions }
+
 type linter struct {
 	p        *Pipeline
 	opts     LintOptions
 	findings []Finding
 	rule     Rule
+	supp     []suppression // lint_place.go
 }
 
 // Lint checks a parsed pipeline for insecure set-ups. Findings are warnings:
@@ -145,6 +150,20 @@ func (l *linter) report(field, detail string) {
 				pos = sp
 			}
 		}
+	}
+	l.reportAt(field, pos, detail)
+}
+
+// reportMatch adds a finding for script[start:end], where script is the
+// value of field, at the line and column of the match in the file.
+func (l *linter) reportMatch(field, script string, start, end int) {
+	l.reportAt(field, l.matchPos(field, script, start, end), strings.TrimSpace(script[start:end]))
+}
+
+// reportAt adds a finding at pos unless an ignore comment covers it.
+func (l *linter) reportAt(field string, pos Pos, detail string) {
+	if l.rule.ID != "CR000" && l.suppressed(l.rule, pos.Line) {
+		return
 	}
 	msg := l.rule.Summary
 	if detail != "" {
@@ -357,22 +376,16 @@ var (
 
 func lintFetchExecute(l *linter) {
 	l.scripts(func(field, script string) {
-		for _, re := range fetchExecRE {
-			if m := re.FindString(script); m != "" {
-				l.report(field, strings.TrimSpace(m))
-				return
-			}
+		for _, m := range scriptMatches(script, fetchExecRE) {
+			l.reportMatch(field, script, m[0], m[1])
 		}
 	})
 }
 
 func lintTLSOff(l *linter) {
 	l.scripts(func(field, script string) {
-		for _, re := range tlsOffRE {
-			if m := re.FindString(script); m != "" {
-				l.report(field, strings.TrimSpace(m))
-				return
-			}
+		for _, m := range scriptMatches(script, tlsOffRE) {
+			l.reportMatch(field, script, m[0], m[1])
 		}
 	})
 	insecureEnv := map[string]func(string) bool{
@@ -393,16 +406,15 @@ func lintTLSOff(l *linter) {
 
 func lintPlainHTTP(l *linter) {
 	l.scripts(func(field, script string) {
-		for _, m := range plainHTTPRE.FindAllStringSubmatch(script, -1) {
-			host := m[1]
+		for _, m := range plainHTTPRE.FindAllStringSubmatchIndex(script, -1) {
+			host := script[m[2]:m[3]]
 			if h, _, err := splitHostPortLoose(host); err == nil {
 				host = h
 			}
 			if host == "localhost" || strings.HasPrefix(host, "127.") || host == "[::1]" || host == "::1" {
 				continue
 			}
-			l.report(field, m[0])
-			return
+			l.reportMatch(field, script, m[0], m[1])
 		}
 	})
 }

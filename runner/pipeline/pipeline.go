@@ -135,6 +135,9 @@ type Pipeline struct {
 	Digest string
 
 	positions map[string]Pos
+	// source is the file's content, for the linter: to place a finding on
+	// the line inside a multi-line value, and to read suppression comments.
+	source []byte
 }
 
 // Pos is a place in the pipeline file.
@@ -261,6 +264,7 @@ func Parse(name string, data []byte, opts ...Option) (*Pipeline, error) {
 		return nil, errs
 	}
 	p.applyDefaults()
+	p.source = data
 	return p, nil
 }
 

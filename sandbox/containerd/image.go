@@ -16,6 +16,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
@@ -45,6 +46,20 @@ func (e *Executor) Resolve(ctx context.Context, ref string) (sandbox.Image, erro
 	ctx = e.nsctx(ctx)
 	e.imageMu.Lock()
 	defer e.imageMu.Unlock()
+	if e.runID != "" {
+		// The import or pull, and the unpack, hold their content and
+		// snapshots under a lease of this run (the client uses a lease
+		// already in the context instead of its own, unlabelled one), so
+		// that an interrupted one leaves nothing the next run's reaper
+		// does not remove.
+		lctx, done, err := e.client.WithLease(ctx, leases.WithExpiration(24*time.Hour),
+			leases.WithLabels(map[string]string{sandbox.LabelManaged: "true", sandbox.LabelRun: e.runID}))
+		if err != nil {
+			return sandbox.Image{}, fmt.Errorf("image %s: create lease: %w", ref, err)
+		}
+		defer done(context.WithoutCancel(ctx))
+		ctx = lctx
+	}
 	switch {
 	case strings.HasPrefix(ref, OCIArchive):
 		return e.importArchive(ctx, ref, strings.TrimPrefix(ref, OCIArchive))

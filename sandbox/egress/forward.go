@@ -14,6 +14,12 @@ import (
 	"time"
 )
 
+// httpsWithoutConnect answers a client that sent an https:// URL as a
+// plain proxy request. Steps always get HTTPS_PROXY, so the cause is a
+// client that cannot CONNECT (busybox wget is one), not a missing setting.
+const httpsWithoutConnect = "https:// URLs must be tunnelled with CONNECT, and this client sent the https:// URL as a plain proxy request: " +
+	"it cannot CONNECT (busybox wget cannot; HTTPS_PROXY is already set); use a client that tunnels, such as curl or GNU wget"
+
 // handleForward serves an absolute-form request (HTTP_PROXY): check, then
 // send it to the checked address and stream the answer back. It reports
 // whether the client connection may be reused.
@@ -24,7 +30,7 @@ func (p *Proxy) handleForward(cc *clientConn, bw *bufio.Writer, info headInfo, r
 	switch {
 	case strings.EqualFold(u.Scheme, "https"):
 		return p.reject(bw, ev, req.Method, http.StatusBadRequest,
-			"https:// URLs must be tunnelled with CONNECT (set HTTPS_PROXY, not only HTTP_PROXY)", true)
+			httpsWithoutConnect, true)
 	case !strings.EqualFold(u.Scheme, "http"):
 		return p.reject(bw, ev, req.Method, http.StatusBadRequest, fmt.Sprintf("unsupported URL scheme %q", clip(u.Scheme)), true)
 	case u.User != nil:

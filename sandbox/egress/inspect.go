@@ -167,7 +167,10 @@ func handshakeRefusal(target string, err error) string {
 	switch {
 	case strings.Contains(msg, "unknown certificate authority"), strings.Contains(msg, "bad certificate"),
 		strings.Contains(msg, "certificate unknown"), strings.Contains(msg, "unsupported certificate"),
-		strings.Contains(msg, "access denied"):
+		strings.Contains(msg, "access denied"),
+		// Some clients (OpenSSL builds among them) answer a certificate
+		// they reject with a bad_record_mac alert rather than a CA alert.
+		strings.Contains(msg, "bad record MAC"):
 		hint = "the client does not trust the run's inspection CA: it pins certificates or ignores SSL_CERT_FILE/the system bundle; point it at $SSL_CERT_FILE or set egress.inspect: false for this step"
 	case errors.Is(err, io.EOF), strings.Contains(msg, "connection reset"):
 		hint = "the client hung up during the handshake, which is how many clients reject a certificate they do not trust (pinning, or a CA bundle of their own); point it at $SSL_CERT_FILE or set egress.inspect: false for this step"
