@@ -162,6 +162,12 @@ type SandboxedStep struct {
 	// Cache is its egress.cache mode ("" is record).
 	Inspect bool
 	Cache   string
+	// Attach, when set, runs once the namespace and its proxy are up
+	// (proxy is the proxy's address inside the namespace) and before the
+	// sandbox is created: it may open more listeners in ns, whose traffic
+	// must leave through the proxy. What it returns is closed at teardown,
+	// before the proxy stops.
+	Attach func(ns *netns.Namespace, proxy string) (io.Closer, error)
 }
 
 // Sandboxed runs one script: a fresh network namespace with the egress
@@ -181,19 +187,20 @@ func Sandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (StepResul
 // executor can prepare) sandbox exist, ready to start. The pipeline engine
 // prepares the next step while the current one runs.
 type preparedSandbox struct {
-	env     SandboxEnv
-	st      SandboxedStep
-	log     hclog.Logger
-	sr      StepResult
-	ns      *netns.Namespace
-	proxy   *egress.Proxy
-	ln      net.Listener
-	served  chan struct{}
-	masked  *maskWriter
-	rec     *stepRecorder
-	spec    sandbox.Spec
-	box     sandbox.Prepared // nil: the executor runs spec in one go
-	cleaned bool
+	env      SandboxEnv
+	st       SandboxedStep
+	log      hclog.Logger
+	sr       StepResult
+	ns       *netns.Namespace
+	proxy    *egress.Proxy
+	ln       net.Listener
+	served   chan struct{}
+	masked   *maskWriter
+	rec      *stepRecorder
+	spec     sandbox.Spec
+	box      sandbox.Prepared // nil: the executor runs spec in one go
+	attached io.Closer
+	cleaned  bool
 }
 
 // result is what is known of the step before it ran (name, image,
@@ -257,6 +264,11 @@ func prepareSandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (p 
 	p.served = make(chan struct{})
 	go func() { p.proxy.Serve(p.ln); close(p.served) }()
 	port := p.ln.Addr().(*net.TCPAddr).Port
+	if st.Attach != nil {
+		if p.attached, err = st.Attach(p.ns, p.ln.Addr().String()); err != nil {
+			return p, fmt.Errorf("step %q: %w", st.Name, err)
+		}
+	}
 	if env.Trace != nil {
 		env.Trace("netns+proxy", start, time.Now(), "step", st.Name)
 	}
@@ -311,6 +323,9 @@ func (p *preparedSandbox) cleanup(ctx context.Context) {
 	p.cleaned = true
 	if p.box != nil {
 		p.box.Discard()
+	}
+	if p.attached != nil {
+		p.attached.Close()
 	}
 	if p.proxy != nil && p.ln != nil {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -165,7 +165,8 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // ServerRule is the egress rule for the GitLab instance at serverURL
 // (CI_SERVER_URL): its host and port, the scheme's default port when none
 // is written. An IP-literal host becomes an IP rule, which is the only way
-// the proxy allows a loopback or private address.
+// the proxy allows a loopback or private address ("localhost" becomes
+// 127.0.0.1 for the same reason).
 func ServerRule(serverURL string) (string, error) {
 	u, err := url.Parse(serverURL)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
@@ -179,6 +180,9 @@ func ServerRule(serverURL string) (string, error) {
 		}
 	}
 	host := u.Hostname()
+	if r, ok := loopbackRule(host, port); ok {
+		return r, nil
+	}
 	rule := net.JoinHostPort(host, port)
 	r, err := egress.ParseRule(rule)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	"github.com/cleanroom-ci/cleanroom/sandbox/netns"
 )
 
 // Backend is the sandbox backend of one driver call: the executor, plus
@@ -627,6 +628,12 @@ func (d *Driver) stageStep(st *JobState, stage string, kind Kind, args []string,
 	if timeout < time.Minute {
 		timeout = time.Minute
 	}
+	var attach func(*netns.Namespace, string) (io.Closer, error)
+	if kind == KindHelper {
+		if targets := loopbackTargets(allow); len(targets) > 0 {
+			attach = attachRelay(targets)
+		}
+	}
 	return runner.SandboxedStep{
 		Name:         stage,
 		ID:           sandboxID(runID, st.JobID, stage),
@@ -644,6 +651,7 @@ func (d *Driver) stageStep(st *JobState, stage string, kind Kind, args []string,
 		},
 		Timeout: timeout,
 		Output:  d.stdout(),
+		Attach:  attach,
 	}
 }
 
