@@ -241,10 +241,13 @@ func (d *Driver) Prepare(ctx context.Context) error {
 	}
 	jobImage, err := ImageAllowed(p.AllowedImages, image)
 	if err != nil {
-		return &BuildError{Err: err}
+		// As GitLab's own Docker and Kubernetes executors do with an
+		// image outside allowed_images ("disallowed image"): a system
+		// failure, so the job may be retried on another runner.
+		return err
 	}
-	if len(resp.Services) > 0 {
-		return buildErrorf("the job declares services:, which cleanroom does not run: a stage's only network is its egress proxy, so there is nothing a service container could be reached on")
+	if err := refuseJobFeatures(resp); err != nil {
+		return err
 	}
 	requestedRaw, _ := resp.Var(EgressRequestVariable)
 	requested := ParseEgressRequest(requestedRaw)
@@ -327,6 +330,21 @@ func (d *Driver) Prepare(ctx context.Context) error {
 	fmt.Fprintf(w, "cleanroom: egress of the helper stages: %s\n", describeAllow(helperAllow))
 	if len(resp.Secrets(p.RunnerOnly)) > 0 {
 		fmt.Fprintf(w, "cleanroom: runner-only variables are kept out of every stage: %s\n", strings.Join(presentKeys(resp, p.RunnerOnly), ", "))
+	}
+	return nil
+}
+
+// refuseJobFeatures fails a job asking for what cleanroom never does, as
+// the job's fault (not retried), naming the keyword and why.
+func refuseJobFeatures(resp *Response) error {
+	if len(resp.Services) > 0 {
+		return buildErrorf("services: are not supported by this runner (cleanroom): a stage's only network is its egress proxy, so a service container could never be reached; remove services: from the job or run it on another runner")
+	}
+	for _, h := range resp.Hooks {
+		if len(h.Script) == 0 {
+			continue
+		}
+		return buildErrorf("hooks:%s is not supported by this runner (cleanroom): gitlab-runner runs it inside get_sources, the stage that can reach GitLab with the job token, and cleanroom never runs the job's code there; move the commands to before_script", h.Name)
 	}
 	return nil
 }
@@ -462,7 +480,12 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 	for _, v := range resp.Secrets(d.Policy.RunnerOnly) {
 		secretValues = append(secretValues, v.Value)
 	}
-	rewritten, err := RewriteScript(string(script), d.Policy.RunnerOnly, secretValues)
+	var rewritten string
+	if kind == KindUser {
+		rewritten, err = RewriteScript(string(script), d.Policy.RunnerOnly, secretValues)
+	} else {
+		rewritten, err = RewriteHelperScript(string(script), helperDroppedKeys(resp, d.Policy.RunnerOnly), secretValues)
+	}
 	if err != nil {
 		return buildErrorf("stage %s not run: %v", stage, err)
 	}
@@ -501,6 +524,11 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 		return buildErrorf("stage %s not run: %v", stage, err)
 	} else if m != nil {
 		step.Mounts = append(step.Mounts, *m)
+	}
+	if touchesRepository(stage) {
+		if err := clearAfterJobStages(job, st); err != nil {
+			return err
+		}
 	}
 	rec0 := StageRecord{Stage: stage, Kind: kind, Image: step.Image.Ref, Digest: step.Image.Digest, Allow: step.Allow, Status: "running", Started: d.timeNow().UTC()}
 	if err := job.appendStage(rec0); err != nil {
@@ -628,7 +656,11 @@ func (d *Driver) stageStep(st *JobState, stage string, kind Kind, args []string,
 	if timeout < time.Minute {
 		timeout = time.Minute
 	}
+	var env []string
 	var attach func(*netns.Namespace, string) (io.Closer, error)
+	if kind != KindUser {
+		env = helperGitEnv
+	}
 	if kind == KindHelper {
 		if targets := loopbackTargets(allow); len(targets) > 0 {
 			attach = attachRelay(targets)
@@ -639,6 +671,7 @@ func (d *Driver) stageStep(st *JobState, stage string, kind Kind, args []string,
 		ID:           sandboxID(runID, st.JobID, stage),
 		Image:        sandbox.Image{Ref: img.Ref, Name: img.Name, Digest: img.Digest},
 		Args:         args,
+		Env:          env,
 		Allow:        append([]string{}, allow...),
 		Workspace:    st.BuildsDir,
 		WorkspaceDir: st.BuildsDir,

@@ -279,9 +279,13 @@ func TestPrepareRefusals(t *testing.T) {
 		want   string
 		build  bool
 	}{
-		{"image not allowed", func(r map[string]any) { r["image"] = map[string]any{"name": "evil.example.com/x:1"} }, "not allowed", true},
+		// As GitLab's Docker executor does with a disallowed image.
+		{"image not allowed", func(r map[string]any) { r["image"] = map[string]any{"name": "evil.example.com/x:1"} }, "not allowed", false},
 		{"no image", func(r map[string]any) { r["image"] = map[string]any{} }, "no image", true},
-		{"services", func(r map[string]any) { r["services"] = []any{map[string]any{"name": "postgres"}} }, "services", true},
+		{"services", func(r map[string]any) { r["services"] = []any{map[string]any{"name": "postgres"}} }, "services: are not supported", true},
+		{"job hook", func(r map[string]any) {
+			r["hooks"] = []any{map[string]any{"name": "pre_get_sources_script", "script": []string{"curl $CI_API_V4_URL"}}}
+		}, "hooks:pre_get_sources_script is not supported", true},
 		{"egress beyond maximum", func(r map[string]any) {
 			r["variables"] = append(r["variables"].([]map[string]any), map[string]any{"key": EgressRequestVariable, "value": "evil.example.com"})
 		}, "egress.maximum", true},
@@ -333,8 +337,9 @@ func TestRunRoutesStages(t *testing.T) {
 		if strings.Contains(r.script, tokenValue) || strings.Contains(r.script, "vault-secret-value-123") || strings.Contains(r.script, "VAULT_ID_TOKEN") {
 			t.Errorf("%s: the script a sandbox got carries a runner-only variable:\n%s", r.step.Name, r.script)
 		}
-		if !strings.Contains(r.script, "export MY_SETTING=on") {
-			t.Errorf("%s: ordinary variables must stay:\n%s", r.step.Name, r.script)
+		// The job's own variables reach the job's stages only.
+		if kept := strings.Contains(r.script, "export MY_SETTING=on"); kept != (Route(r.step.Name) == KindUser) {
+			t.Errorf("%s: MY_SETTING kept = %v:\n%s", r.step.Name, kept, r.script)
 		}
 		for _, kv := range r.step.Env {
 			if strings.Contains(kv, tokenValue) || strings.HasPrefix(kv, "CUSTOM_ENV_") {

@@ -41,6 +41,7 @@ type Response struct {
 	Services    []json.RawMessage `json:"services"`
 	Artifacts   []Artifact        `json:"artifacts"`
 	Credentials []Credential      `json:"credentials"`
+	Hooks       []Hook            `json:"hooks"`
 
 	// definition holds the raw job-definition fields, hashed for the
 	// provenance (see Definition).
@@ -70,6 +71,14 @@ type Artifact struct {
 	Exclude      []string `json:"exclude"`
 	When         string   `json:"when"`
 	ArtifactType string   `json:"artifact_type"`
+}
+
+// Hook is one entry of the job's hooks: keyword
+// (pre_get_sources_script, post_get_sources_script), commands the runner
+// writes into get_sources.
+type Hook struct {
+	Name   string   `json:"name"`
+	Script []string `json:"script"`
 }
 
 // Credential is a registry login GitLab hands the job (for its own

@@ -32,21 +32,52 @@ import (
 // rewrite.
 var ErrSecretInScript = errors.New("the stage script still contains the value of a runner-only variable after rewriting")
 
+// ErrEnvFileInHelper is returned when a helper stage's script would
+// still read the GITLAB_ENV file after rewriting.
+var ErrEnvFileInHelper = errors.New("the helper stage script reads the GITLAB_ENV file in a way cleanroom does not recognise; it is not run, since that file is written by the job's own stages")
+
 // RewriteScript removes the statements that set any of keys from a
 // generated stage script, then checks that none of secretValues remains.
 // Scripts without such statements are returned unchanged.
 func RewriteScript(script string, keys, secretValues []string) (string, error) {
+	return rewrite(script, keys, secretValues, false)
+}
+
+// RewriteHelperScript is RewriteScript for a stage that can reach GitLab
+// (get_sources, cache, artifacts): besides the statements setting keys
+// (there: every job variable the helper has no use for, see
+// HelperVariableAllowed), it removes the loop that exports each line of
+// the GITLAB_ENV file, which the job's own stages write. What a job
+// defines or writes thus never becomes the helper's environment
+// (GIT_CONFIG_*, GIT_SSH_COMMAND, PATH, LD_PRELOAD, BASH_ENV, …).
+func RewriteHelperScript(script string, keys, secretValues []string) (string, error) {
+	out, err := rewrite(script, keys, secretValues, true)
+	if err != nil {
+		return "", err
+	}
+	if strings.Contains(out, envFileLoop) {
+		return "", ErrEnvFileInHelper
+	}
+	return out, nil
+}
+
+// envFileLoop is how gitlab-runner's bash writer reads GITLAB_ENV
+// (SourceEnv): `while read -r line; do export "$line"; done < FILE`.
+const envFileLoop = `do export "$line"; done`
+
+func rewrite(script string, keys, secretValues []string, dropEnvFile bool) (string, error) {
 	out := script
-	if len(keys) > 0 {
+	if len(keys) > 0 || dropEnvFile {
+		strip := func(code string) (string, bool) { return stripStatements(code, keys, dropEnvFile) }
 		words := findEvalWords(script)
 		if len(words) == 0 {
 			// Not the usual shape: treat the whole script as the body.
-			out, _ = stripStatements(script, keys)
+			out, _ = strip(script)
 		} else {
 			var b strings.Builder
 			last := 0
 			for _, w := range words {
-				body, changed := stripStatements(w.body, keys)
+				body, changed := strip(w.body)
 				if !changed {
 					continue
 				}
@@ -96,7 +127,7 @@ func findEvalWords(s string) []evalWord {
 // the `printf '%s' WORD > "…/KEY"` that writes a file variable. The
 // removal runs to the end of WORD and then of its line, so a value spread
 // over several lines goes with it.
-func stripStatements(code string, keys []string) (string, bool) {
+func stripStatements(code string, keys []string, dropEnvFile bool) (string, bool) {
 	var b strings.Builder
 	changed := false
 	i := 0
@@ -110,6 +141,11 @@ func stripStatements(code string, keys []string) (string, bool) {
 		if end, ok := matchSecretStatement(code, i, keys); ok {
 			changed = true
 			i = end
+			continue
+		}
+		if dropEnvFile && isEnvFileLoop(code[i:lineEnd]) {
+			changed = true
+			i = min(lineEnd+1, len(code))
 			continue
 		}
 		next := min(lineEnd+1, len(code))
@@ -166,6 +202,12 @@ func matchSecretStatement(code string, i int, keys []string) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// isEnvFileLoop reports whether a line is the GITLAB_ENV loop.
+func isEnvFileLoop(line string) bool {
+	line = strings.TrimSpace(line)
+	return strings.HasPrefix(line, "while read -r line; ") && strings.Contains(line, envFileLoop+" <")
 }
 
 // lineEndAfter returns the index just past the newline ending the line
