@@ -43,6 +43,12 @@ The admin policy is read from --policy, else $` + policyEnv + `, else
 ` + gitlab.DefaultPolicyPath + `.`,
 	}
 	cmd.PersistentFlags().StringVar(&o.policy, "policy", "", "admin policy file (default: $"+policyEnv+" or "+gitlab.DefaultPolicyPath+")")
+	cmd.PersistentPreRun = func(*cobra.Command, []string) {
+		// gitlab-runner reads the driver's output through pipes; when it
+		// dies mid-stage a write must fail (EPIPE), not kill the driver
+		// before it has torn the stage's sandbox down.
+		signal.Ignore(syscall.SIGPIPE)
+	}
 
 	cmd.AddCommand(&cobra.Command{
 		Use:   "config",

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -256,11 +258,14 @@ func (d *Driver) Prepare(ctx context.Context) error {
 		return &BuildError{Err: err}
 	}
 	serverURL, _ := resp.Var("CI_SERVER_URL")
-	serverRule, err := ServerRule(serverURL)
-	if err != nil {
-		return err
+	helperAllow := append([]string{}, p.HelperAllow...)
+	if serverURL != "" {
+		serverRule, err := ServerRule(serverURL)
+		if err != nil {
+			return err
+		}
+		helperAllow = append([]string{serverRule}, helperAllow...)
 	}
-	helperAllow := append([]string{serverRule}, p.HelperAllow...)
 	helperImage, err := parseImage(p.HelperImage)
 	if err != nil {
 		return err
@@ -328,6 +333,11 @@ func (d *Driver) Prepare(ctx context.Context) error {
 	fmt.Fprintf(w, "cleanroom: helper image %s (%s)\n", p.HelperImage, himg.Digest)
 	fmt.Fprintf(w, "cleanroom: egress of the job's stages: %s\n", describeAllow(allow))
 	fmt.Fprintf(w, "cleanroom: egress of the helper stages: %s\n", describeAllow(helperAllow))
+	if serverURL == "" {
+		// gitlab-runner's own synthetic jobs ([runners.experimental.
+		// boot_verify]) name no instance; they fetch nothing either.
+		fmt.Fprintln(w, "cleanroom: the job names no GitLab instance (CI_SERVER_URL is empty, as in gitlab-runner's boot_verify probe): the helper stages reach only helper.allow")
+	}
 	if len(resp.Secrets(p.RunnerOnly)) > 0 {
 		fmt.Fprintf(w, "cleanroom: runner-only variables are kept out of every stage: %s\n", strings.Join(presentKeys(resp, p.RunnerOnly), ", "))
 	}
@@ -506,9 +516,15 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 	defer lock.Release()
 	defer backend.Close()
 
+	var provErr error
 	if IsProvenancePoint(stage) {
 		if err := d.provenanceIfDue(ctx, backend, job, st, resp); err != nil {
-			return buildErrorf("cleanroom: provenance: %v", err)
+			provErr = buildErrorf("provenance: %v", err)
+			// cleanup_file_variables removes the job's secrets from the
+			// builds directory: it runs even so, and the job still fails.
+			if stage != StageCleanupFileVariables {
+				return provErr
+			}
 		}
 	}
 
@@ -519,7 +535,16 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 	defer events.Close()
 	rec := egress.NewJSONLRecorder(events)
 
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	step := d.stageStep(st, stage, kind, args, hostScript, lock.ID)
+	// gitlab-runner reads the stage's output from a pipe: when it is gone
+	// (killed, crashed), nobody will ever read the job log again, and the
+	// stage is stopped rather than left running until its deadline.
+	step.Output = &runnerGoneWriter{w: step.Output, gone: func() {
+		log.Warn("the job log's reader (gitlab-runner) is gone; stopping the stage")
+		cancel()
+	}}
 	if m, err := provenanceMount(job, st); err != nil {
 		return buildErrorf("stage %s not run: %v", stage, err)
 	} else if m != nil {
@@ -535,8 +560,6 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 		return err
 	}
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	done := make(chan struct{})
 	defer close(done)
 	go d.forwardSignals(sigs, done, cancel, backend, step.ID, log)
@@ -573,6 +596,9 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 	case runErr != nil:
 		return runErr
 	}
+	if provErr != nil {
+		return provErr
+	}
 	switch sr.Status {
 	case "ok":
 		return nil
@@ -585,7 +611,33 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 	case "timeout":
 		return &BuildError{ExitCode: sr.ExitCode, Err: fmt.Errorf("stage %s ran past the job's deadline and was killed", stage)}
 	}
+	if kind != KindUser && (sr.ExitCode == 126 || sr.ExitCode == 127) {
+		// No job code runs in a helper stage: a command that cannot be
+		// found or run there is the helper image's fault, and a system
+		// failure lets GitLab retry the job.
+		return fmt.Errorf("stage %s: the helper image %s cannot run the stage's commands (exit %d: not found or not executable); check helper.image (it needs bash or sh, git and CA certificates) and helper.gitlab_runner", stage, st.Helper.Ref, sr.ExitCode)
+	}
 	return &BuildError{ExitCode: sr.ExitCode}
+}
+
+// runnerGoneWriter passes output on until a write fails with EPIPE (the
+// reader is gone), then calls gone once and discards the rest.
+type runnerGoneWriter struct {
+	w    io.Writer
+	once sync.Once
+	gone func()
+	dead atomic.Bool
+}
+
+func (r *runnerGoneWriter) Write(p []byte) (int, error) {
+	if r.dead.Load() {
+		return len(p), nil
+	}
+	if _, err := r.w.Write(p); err != nil && errors.Is(err, syscall.EPIPE) {
+		r.dead.Store(true)
+		r.once.Do(r.gone)
+	}
+	return len(p), nil
 }
 
 // forwardSignals turns the runner's SIGTERM into the stage's: the stage's

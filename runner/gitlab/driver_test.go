@@ -289,7 +289,9 @@ func TestPrepareRefusals(t *testing.T) {
 		{"egress beyond maximum", func(r map[string]any) {
 			r["variables"] = append(r["variables"].([]map[string]any), map[string]any{"key": EgressRequestVariable, "value": "evil.example.com"})
 		}, "egress.maximum", true},
-		{"no server url", func(r map[string]any) { r["variables"] = []map[string]any{} }, "CI_SERVER_URL", false},
+		{"bad server url", func(r map[string]any) {
+			r["variables"] = []map[string]any{{"key": "CI_SERVER_URL", "value": "ftp://gitlab.example.com"}}
+		}, "CI_SERVER_URL", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
@@ -447,6 +449,101 @@ func TestRunExitCodes(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(h.state().ProjectDir, OutDir)); err == nil {
 		t.Error("a failed job got a provenance")
+	}
+}
+
+// A helper stage that cannot find its commands (a broken helper image:
+// bash or git missing) is the runner's failure, retried by GitLab; a job
+// stage's exit 127 stays the job's.
+func TestHelperCommandNotFoundIsSystemFailure(t *testing.T) {
+	h := newHarness(t)
+	if err := h.d.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.result = func(stage string, _ runner.SandboxedStep) (runner.StepResult, error) {
+		return runner.StepResult{Status: "failed", ExitCode: 127}, nil
+	}
+	if err := h.run("get_sources"); h.d.Contract.ExitCode(err) != 2 || !strings.Contains(err.Error(), "helper image") {
+		t.Fatalf("get_sources exit 127: %v", err)
+	}
+	if err := h.run("build_script"); h.d.Contract.ExitCode(err) != 1 {
+		t.Fatalf("build_script exit 127: %v", err)
+	}
+}
+
+// gitlab-runner's boot_verify probe is a synthetic job with no image, no
+// project and no CI_SERVER_URL: with images.default it prepares, and its
+// helper stages reach only helper.allow.
+func TestPrepareBootVerifyProbe(t *testing.T) {
+	h := newHarness(t)
+	h.d.Policy.DefaultImage = "oci-archive:/srv/images/job.tar"
+	h.resp = map[string]any{
+		"id": int64(9223372036854710000), "token": "boot-verify",
+		"job_info":  map[string]any{"name": "boot-verify", "stage": "boot-verify"},
+		"variables": []map[string]any{{"key": "GIT_STRATEGY", "value": "none", "public": true}, {"key": "GIT_CHECKOUT", "value": "false", "public": true}},
+		"steps":     []map[string]any{{"name": "script", "script": []string{"echo boot verify"}, "timeout": 270, "when": "on_success"}},
+	}
+	h.writeResponse()
+	if err := h.d.Prepare(context.Background()); err != nil {
+		t.Fatalf("boot_verify probe: %v", err)
+	}
+	if !strings.Contains(h.out.String(), "boot_verify") {
+		t.Errorf("prepare output:\n%s", h.out.String())
+	}
+}
+
+// A job that deleted its own project directory still gets its file
+// variables cleaned up; the provenance (no artifacts) is written, and the
+// error text says what failed once.
+func TestProvenanceWithoutProjectDir(t *testing.T) {
+	h := newHarness(t)
+	if err := h.d.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, stage := range []string{"prepare_script", "get_sources", "build_script"} {
+		if err := h.run(stage); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := h.state()
+	os.RemoveAll(st.ProjectDir)
+	if err := h.run("cleanup_file_variables"); err != nil {
+		t.Fatalf("cleanup_file_variables: %v", err)
+	}
+	if last := h.runs[len(h.runs)-1]; last.step.Name != "cleanup_file_variables" {
+		t.Fatalf("cleanup_file_variables did not run: %+v", last.step.Name)
+	}
+	if _, err := os.Stat(filepath.Join(st.ProjectDir, OutDir, ProvenanceFile)); err != nil {
+		t.Errorf("no provenance: %v", err)
+	}
+	if strings.Contains(h.out.String(), "add .cleanroom/") != true {
+		t.Errorf("the hint is due when artifacts:paths lacks .cleanroom/:\n%s", h.out.String())
+	}
+}
+
+// A job that deleted its project dir and whose provenance cannot be
+// written (the builds dir replaced by a file) still runs
+// cleanup_file_variables, then fails.
+func TestCleanupFileVariablesRunsWhenProvenanceFails(t *testing.T) {
+	h := newHarness(t)
+	if err := h.d.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, stage := range []string{"prepare_script", "get_sources", "build_script"} {
+		if err := h.run(stage); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := h.state()
+	os.RemoveAll(st.ProjectDir)
+	os.MkdirAll(filepath.Dir(st.ProjectDir), 0o755)
+	os.Symlink("/etc", st.ProjectDir)
+	err := h.run("cleanup_file_variables")
+	if err == nil || h.d.Contract.ExitCode(err) != 1 || strings.Count(err.Error(), "provenance") != 1 {
+		t.Fatalf("want one build failure naming the provenance, got %v", err)
+	}
+	if last := h.runs[len(h.runs)-1]; last.step.Name != "cleanup_file_variables" {
+		t.Fatalf("cleanup_file_variables did not run")
 	}
 }
 
@@ -613,6 +710,11 @@ func TestJobSucceeded(t *testing.T) {
 		{[]StageRecord{rec("build_script", "ok"), rec("upload_artifacts_on_failure", "ok")}, false},
 		{[]StageRecord{rec("get_sources", "ok")}, false},
 		{[]StageRecord{rec("build_script", "ok"), rec("step_release", "cancelled")}, false},
+		// get_sources failed: the runner skips the job's script and goes
+		// on to cleanup_file_variables.
+		{[]StageRecord{rec("prepare_script", "ok"), rec("get_sources", "failed")}, false},
+		{[]StageRecord{rec("prepare_script", "ok"), rec("get_sources", "failed"), rec("get_sources", "ok"), rec("build_script", "ok")}, true},
+		{[]StageRecord{rec("prepare_script", "ok"), rec("get_sources", "ok"), rec("restore_cache", "failed"), rec("build_script", "ok")}, false},
 	} {
 		if got := jobSucceeded(tc.records); got != tc.want {
 			t.Errorf("%+v: %v", tc.records, got)

@@ -93,9 +93,41 @@ func (d *Driver) provenanceIfDue(ctx context.Context, b Backend, job *jobDir, st
 	if err := os.WriteFile(job.file(provenanceMark), nil, 0o600); err != nil {
 		return err
 	}
-	fmt.Fprintf(d.stdout(), "cleanroom: provenance written to %s (%d artifacts attested); add %s/ to artifacts:paths to keep it\n",
-		path.Join(st.ProjectDir, OutDir, ProvenanceFile), len(subjects), OutDir)
+	hint := ""
+	if !keepsOutDir(resp.Artifacts) {
+		hint = fmt.Sprintf("; add %s/ to artifacts:paths to keep it", OutDir)
+	}
+	fmt.Fprintf(d.stdout(), "cleanroom: provenance written to %s (%d artifacts attested)%s\n",
+		path.Join(st.ProjectDir, OutDir, ProvenanceFile), len(subjects), hint)
 	return nil
+}
+
+// keepsOutDir reports whether an archive artifact uploaded on success
+// lists the provenance directory (or a parent of it).
+func keepsOutDir(arts []Artifact) bool {
+	for _, a := range arts {
+		if (a.ArtifactType != "" && a.ArtifactType != "archive") || (a.When != "" && a.When != "on_success" && a.When != "always") {
+			continue
+		}
+		for _, p := range a.Paths {
+			if isOutDirPath(p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isOutDirPath reports whether an artifacts:paths entry names the
+// provenance directory itself (".cleanroom/", "./.cleanroom", a glob in
+// it), or the whole project directory.
+func isOutDirPath(p string) bool {
+	g, ok := cleanGlob(p)
+	if !ok {
+		q := strings.TrimSpace(p)
+		return q == "." || q == "./"
+	}
+	return g == OutDir || strings.HasPrefix(g, OutDir+"/") || g == "*" || g == "**"
 }
 
 // provenanceMount keeps the written provenance read-only for the stages
@@ -191,15 +223,20 @@ const ProvenanceBundleFile = "provenance.sigstore.json"
 // stage whose call died leaves "running"), and no failure-only stage ran.
 func jobSucceeded(records []StageRecord) bool {
 	last := map[string]string{}
+	main := false
 	for _, r := range records {
 		if IsFailurePostStage(r.Stage) {
 			return false
 		}
-		if IsJobScript(r.Stage) {
+		if IsJobScript(r.Stage) || feedsBuildInput(r.Stage) {
 			last[r.Stage] = r.Status
 		}
+		main = main || (IsJobScript(r.Stage) && r.Stage != StagePrepareScript)
 	}
-	if len(last) == 0 {
+	// The job's own script must have run: after a failed get_sources the
+	// runner goes straight to the clean-up stages, and what is in the
+	// builds directory then was built by nothing.
+	if !main {
 		return false
 	}
 	for _, s := range last {
@@ -208,6 +245,13 @@ func jobSucceeded(records []StageRecord) bool {
 		}
 	}
 	return true
+}
+
+// feedsBuildInput reports whether a stage brings the build's inputs in:
+// its last attempt must have succeeded for the build to be what the
+// provenance says.
+func feedsBuildInput(stage string) bool {
+	return stage == StageGetSources || stage == StageRestoreCache || stage == StageDownloadArtifacts
 }
 
 // provenanceInput maps the job onto the manifest's plain input.
@@ -338,6 +382,19 @@ func userVariableNames(resp *Response) []string {
 // warning, as in GitLab; a match that resolves outside the project
 // directory is an error (the job planted a symlink to a host file).
 func matchJobArtifacts(st *JobState, arts []Artifact) ([]manifest.Subject, []string, error) {
+	if _, err := os.Lstat(st.ProjectDir); errors.Is(err, fs.ErrNotExist) {
+		// GIT_STRATEGY: none with a script that made nothing, or a job
+		// that removed its own directory: nothing to attest.
+		var warnings []string
+		for _, a := range arts {
+			for _, p := range a.Paths {
+				if !isOutDirPath(p) {
+					warnings = append(warnings, fmt.Sprintf("artifact path %q matched no files (the project directory does not exist)", p))
+				}
+			}
+		}
+		return nil, warnings, nil
+	}
 	if err := checkProjectDir(st); err != nil {
 		return nil, nil, err
 	}
@@ -357,6 +414,11 @@ func matchJobArtifacts(st *JobState, arts []Artifact) ([]manifest.Subject, []str
 			}
 		}
 		for _, p := range a.Paths {
+			if isOutDirPath(p) {
+				// The provenance itself: written after this match, never
+				// one of its own subjects.
+				continue
+			}
 			g, ok := cleanGlob(p)
 			if !ok {
 				warnings = append(warnings, fmt.Sprintf("artifact path %q is outside the project directory; not attested", p))
