@@ -5,7 +5,7 @@ BIN     := bin/cleanroom
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build setup demo demo-go demo-agent test unit integration sigstore lint fuzz clean bench
+.PHONY: build setup demo demo-go demo-agent test unit integration gitlab-runner sigstore lint fuzz clean bench
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cleanroom
@@ -37,10 +37,30 @@ unit:
 	$(GO) test -race -count=1 -timeout 15m ./cmd/... ./runner/... ./sandbox/... ./sign/... ./internal/...
 
 # End-to-end tests through the built CLI, the attack suite (which writes
-# docs/attack-suite.md) and the fault tests.
-integration: build
+# docs/attack-suite.md) and the fault tests. The GitLab tests also drive
+# the real gitlab-runner when its binary sits beside the checkout
+# (GITLAB_RUNNER_XZ, an xz-compressed linux/amd64 build); without it they
+# say SKIP.
+GITLAB_RUNNER_XZ  ?= ../shared/tools/gitlab-runner-19.4.0-linux-amd64.xz
+GITLAB_RUNNER_BIN ?= $(CURDIR)/bin/gitlab-runner-19.4.0
+
+integration: build gitlab-runner
+	@if [ -x "$(GITLAB_RUNNER_BIN)" ]; then \
+		echo "integration: real gitlab-runner $(GITLAB_RUNNER_BIN)"; \
+		export GITLAB_RUNNER_BIN="$(GITLAB_RUNNER_BIN)"; \
+	else \
+		echo "SKIP: the real gitlab-runner tests: $(GITLAB_RUNNER_XZ) not found (only the contract harness runs)"; \
+	fi; \
 	CLEANROOM_BIN=$(CURDIR)/$(BIN) CLEANROOM_ATTACK_REPORT=$(CURDIR)/docs/attack-suite.md \
 		$(GO) test -count=1 -timeout 30m ./integration/...
+
+# Decompress the real gitlab-runner (when present) into bin/, once.
+gitlab-runner:
+	@if [ -f "$(GITLAB_RUNNER_XZ)" ] && [ ! -x "$(GITLAB_RUNNER_BIN)" ]; then \
+		mkdir -p "$$(dirname "$(GITLAB_RUNNER_BIN)")" && \
+		xz -dc "$(GITLAB_RUNNER_XZ)" > "$(GITLAB_RUNNER_BIN).tmp" && \
+		chmod 0755 "$(GITLAB_RUNNER_BIN).tmp" && mv "$(GITLAB_RUNNER_BIN).tmp" "$(GITLAB_RUNNER_BIN)"; \
+	fi
 
 # Signing end to end in a module of its own (keeps Fulcio, the timestamp
 # authority and Rekor out of the product's module graph): real Fulcio and TSA

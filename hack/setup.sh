@@ -24,6 +24,8 @@ command -v git >/dev/null || need+=(git)
 # Each run's fresh workspace is an ext4 filesystem on a loop file.
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v mount >/dev/null || need+=(mount)
+# xz decompresses the real gitlab-runner the GitLab tests drive.
+command -v xz >/dev/null || need+=(xz-utils)
 command -v curl >/dev/null || need+=(curl ca-certificates)
 # The agent's web page test drives a headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
