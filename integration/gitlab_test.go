@@ -20,6 +20,7 @@ package integration
 
 import (
 	"archive/tar"
+	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -1191,153 +1192,485 @@ func newFakeRegistry(t *testing.T, archive, user, pass string) *fakeRegistry {
 	return reg
 }
 
-// TestGitLabRunSingle drives the real gitlab-runner (run-single) against
-// the fake GitLab, when GITLAB_RUNNER_BIN names one. Without it the test
-// is skipped, loudly: it never counts as a pass.
-func TestGitLabRunSingle(t *testing.T) {
+// The real gitlab-runner, driven through `run-single` against a fake
+// GitLab API on loopback, with cleanroom as its custom executor. These
+// tests need GITLAB_RUNNER_BIN (make test sets it when the binary sits
+// beside the checkout); without it they are skipped with a SKIP: line,
+// never counted as a pass.
+
+// realRunner returns the gitlab-runner binary to drive, or skips loudly.
+func realRunner(t *testing.T) string {
+	t.Helper()
 	bin := os.Getenv("GITLAB_RUNNER_BIN")
 	if bin == "" {
-		fmt.Println("SKIP: TestGitLabRunSingle: GITLAB_RUNNER_BIN is not set; the real gitlab-runner was NOT exercised (only the contract harness ran)")
-		t.Skip("SKIP: GITLAB_RUNNER_BIN is not set; set it to a gitlab-runner binary to run the real run-single test")
+		fmt.Printf("SKIP: %s: GITLAB_RUNNER_BIN is not set; the real gitlab-runner was NOT exercised (only the contract harness ran)\n", t.Name())
+		t.Skip("SKIP: GITLAB_RUNNER_BIN is not set; set it to a gitlab-runner binary to run the real-runner tests")
 	}
-	e := newGLEnv(t)
-	api := newRunSingleAPI(t, e)
-	// The runner's own helper commands (artifacts-uploader) come from the
-	// same binary, mounted into the helper stages.
-	policy, _ := os.ReadFile(e.policyPath)
-	policy = bytes.Replace(policy, []byte("helper:\n"), []byte("helper:\n  gitlab_runner: "+bin+"\n"), 1)
-	os.WriteFile(e.policyPath, policy, 0o644)
-
-	self, _ := filepath.Abs(binary)
-	args := []string{"run-single",
-		"--url", api.URL + "/", "--token", "glrt-test", "--executor", "custom",
-		"--builds-dir", e.buildsRoot, "--cache-dir", e.cacheRoot, "--shell", "bash",
-		"--max-builds", "1", "--wait-timeout", "60",
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("GITLAB_RUNNER_BIN=%s: %v", bin, err)
 	}
-	for _, c := range []string{"config", "prepare", "run", "cleanup"} {
-		args = append(args, "--custom-"+c+"-exec", self)
-		for _, a := range append(baseArgs(), "gitlab", c) {
-			args = append(args, "--custom-"+c+"-args", a)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "CLEANROOM_GITLAB_POLICY="+e.policyPath)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("gitlab-runner run-single: %v\n%s\ntrace:\n%s", err, out, api.trace())
-	}
-	state, exitCode := api.final()
-	if state != "success" {
-		t.Fatalf("job state %q (exit %d)\nrunner:\n%s\ntrace:\n%s", state, exitCode, out, api.trace())
-	}
-	if !strings.Contains(api.trace(), "cleanroom: job image") || strings.Contains(api.trace(), api.sigstore) {
-		t.Fatalf("trace:\n%s", api.trace())
-	}
-	requireNoResidue(t)
+	return bin
 }
 
-// runSingleAPI is the part of the GitLab API gitlab-runner run-single
-// uses: job request, job updates, trace patches, artifact uploads.
-type runSingleAPI struct {
+// gitlabAPI is the part of the GitLab API gitlab-runner uses: job
+// requests, job updates, trace patches, artifact uploads and downloads,
+// and (through the fake GitLab's handler) the repository over HTTP.
+type gitlabAPI struct {
 	*httptest.Server
-	sigstore string
-	mu       sync.Mutex
-	served   bool
-	traceBuf bytes.Buffer
-	state    string
-	exitCode int
+	gl *fakeGitLab
+	mu sync.Mutex
+	// queue holds the payloads still to hand out.
+	queue [][]byte
+	jobs  map[int64]*apiJob
+	// cancelWhen cancels a job once its trace contains the string.
+	cancelWhen map[int64]string
+	requests   []string
 }
 
-func newRunSingleAPI(t *testing.T, e *glEnv) *runSingleAPI {
-	a := &runSingleAPI{sigstore: "eyJhbGciOiJSUzI1NiJ9.e30." + randHex(t, 16)}
-	gl := e.gl
-	var job []byte
+// apiJob is what the fake GitLab received about one job.
+type apiJob struct {
+	trace         bytes.Buffer
+	state         string
+	failureReason string
+	exitCode      int
+	artifacts     []byte // the archive uploaded
+}
+
+func newGitLabAPI(t *testing.T, e *glEnv) *gitlabAPI {
+	t.Helper()
+	a := &gitlabAPI{gl: e.gl, jobs: map[int64]*apiJob{}, cancelWhen: map[int64]string{}}
+	jobID := func(path string) int64 {
+		parts := strings.Split(strings.TrimPrefix(path, "/api/v4/jobs/"), "/")
+		id, _ := strconv.ParseInt(parts[0], 10, 64)
+		return id
+	}
 	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
+		a.requests = append(a.requests, r.Method+" "+r.URL.Path)
 		switch {
 		case r.Method == http.MethodPost && r.URL.Path == "/api/v4/jobs/request":
-			if a.served {
+			if len(a.queue) == 0 {
 				w.WriteHeader(http.StatusNoContent)
 				return
 			}
-			a.served = true
+			job := a.queue[0]
+			a.queue = a.queue[1:]
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusCreated)
 			w.Write(job)
 		case r.Method == http.MethodPatch && strings.HasSuffix(r.URL.Path, "/trace"):
+			j := a.job(jobID(r.URL.Path))
 			b, _ := io.ReadAll(r.Body)
-			a.traceBuf.Write(b)
-			w.Header().Set("Range", fmt.Sprintf("0-%d", a.traceBuf.Len()))
-			w.Header().Set("Job-Status", "running")
+			j.trace.Write(b)
+			w.Header().Set("Range", fmt.Sprintf("0-%d", j.trace.Len()))
+			w.Header().Set("X-GitLab-Trace-Update-Interval", "1")
+			status := "running"
+			if m, ok := a.cancelWhen[jobID(r.URL.Path)]; ok && strings.Contains(j.trace.String(), m) {
+				status = "canceling"
+			}
+			w.Header().Set("Job-Status", status)
 			w.WriteHeader(http.StatusAccepted)
 		case r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/api/v4/jobs/"):
 			var u struct {
-				State    string `json:"state"`
-				ExitCode int    `json:"exit_code"`
+				State         string `json:"state"`
+				FailureReason string `json:"failure_reason"`
+				ExitCode      int    `json:"exit_code"`
 			}
 			json.NewDecoder(r.Body).Decode(&u)
+			j := a.job(jobID(r.URL.Path))
 			if u.State != "" && u.State != "running" {
-				a.state, a.exitCode = u.State, u.ExitCode
+				j.state, j.failureReason, j.exitCode = u.State, u.FailureReason, u.ExitCode
+			}
+			if m, ok := a.cancelWhen[jobID(r.URL.Path)]; ok && strings.Contains(j.trace.String(), m) && j.state == "" {
+				w.Header().Set("Job-Status", "canceling")
 			}
 			w.WriteHeader(http.StatusOK)
 		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/artifacts"):
-			io.Copy(io.Discard, r.Body)
+			j := a.job(jobID(r.URL.Path))
+			f, _, err := r.FormFile("file")
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			j.artifacts, _ = io.ReadAll(f)
 			w.WriteHeader(http.StatusCreated)
+			fmt.Fprint(w, "{}")
+		case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/artifacts"):
+			j := a.job(jobID(r.URL.Path))
+			if len(j.artifacts) == 0 {
+				http.NotFound(w, r)
+				return
+			}
+			w.Header().Set("Content-Type", "application/zip")
+			w.Write(j.artifacts)
+		case strings.HasPrefix(r.URL.Path, "/api/v4/"):
+			// The probes of the tests (a job trying the API).
+			fmt.Fprintln(w, "fake gitlab:", r.URL.Path)
 		default:
-			gl.Config.Handler.ServeHTTP(w, r)
+			a.gl.Config.Handler.ServeHTTP(w, r)
 		}
 	}))
 	t.Cleanup(a.Close)
-	id := jobIDs.Add(1)
-	vars := []jobVar{
-		{Key: "CI_JOB_ID", Value: strconv.FormatInt(id, 10), Public: true},
-		{Key: "CI_PROJECT_URL", Value: gl.URL + "/group/project", Public: true},
-		{Key: "CI_SERVER_URL", Value: a.URL, Public: true},
-		{Key: "CI_JOB_URL", Value: gl.URL + "/group/project/-/jobs/" + strconv.FormatInt(id, 10), Public: true},
-		{Key: "CI_COMMIT_SHA", Value: gl.sha, Public: true},
-		{Key: "CI_JOB_TOKEN", Value: gl.token, Masked: true},
-		{Key: "SIGSTORE_ID_TOKEN", Value: a.sigstore, Masked: true},
+	return a
+}
+
+// job returns the record of a job; a.mu must be held.
+func (a *gitlabAPI) job(id int64) *apiJob {
+	j, ok := a.jobs[id]
+	if !ok {
+		j = &apiJob{}
+		a.jobs[id] = j
 	}
-	var err error
-	job, err = json.Marshal(map[string]any{
-		"id": id, "token": gl.token, "allow_git_fetch": true,
-		"job_info": map[string]any{"id": id, "name": "build", "stage": "test", "project_id": 77, "project_name": "project"},
-		"git_info": map[string]any{"repo_type": "git", "repo_url": "http://gitlab-ci-token:" + gl.token + "@" + gl.hostPort() + "/group/project.git",
+	return j
+}
+
+func (a *gitlabAPI) saw(substr string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range a.requests {
+		if strings.Contains(r, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+// result is a copy of what the API received about job id.
+func (a *gitlabAPI) result(id int64) (trace, state, reason string, exitCode int, artifacts []byte) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	j := a.job(id)
+	return j.trace.String(), j.state, j.failureReason, j.exitCode, append([]byte(nil), j.artifacts...)
+}
+
+// rsJob is one job payload for the real runner.
+type rsJob struct {
+	id        int64
+	token     string
+	image     string
+	timeout   int
+	vars      []jobVar
+	script    []string
+	after     []string
+	artifacts []map[string]any
+	cache     []map[string]any
+	deps      []map[string]any
+	services  []any
+	hooks     []any
+}
+
+func (a *gitlabAPI) newJob(e *glEnv, script ...string) *rsJob {
+	id := jobIDs.Add(1)
+	return &rsJob{id: id, token: e.gl.token, image: "oci-archive:" + e.image, timeout: 300, script: script,
+		artifacts: []map[string]any{}, cache: []map[string]any{}, deps: []map[string]any{}, services: []any{}, hooks: []any{}}
+}
+
+// payload is the job as GitLab sends it to the runner.
+func (a *gitlabAPI) payload(t *testing.T, j *rsJob) []byte {
+	gl := a.gl
+	host := strings.TrimPrefix(a.URL, "http://")
+	project := a.URL + "/group/project"
+	vars := append([]jobVar{
+		{Key: "CI_JOB_ID", Value: strconv.FormatInt(j.id, 10), Public: true},
+		{Key: "CI_JOB_NAME", Value: "build", Public: true},
+		{Key: "CI_PROJECT_ID", Value: "77", Public: true},
+		{Key: "CI_PROJECT_PATH", Value: "group/project", Public: true},
+		{Key: "CI_PROJECT_URL", Value: project, Public: true},
+		{Key: "CI_SERVER_URL", Value: a.URL, Public: true},
+		{Key: "CI_API_V4_URL", Value: a.URL + "/api/v4", Public: true},
+		{Key: "CI_JOB_URL", Value: project + "/-/jobs/" + strconv.FormatInt(j.id, 10), Public: true},
+		{Key: "CI_COMMIT_SHA", Value: gl.sha, Public: true},
+		{Key: "CI_CONFIG_PATH", Value: ".gitlab-ci.yml", Public: true},
+		{Key: "CI_JOB_TOKEN", Value: j.token, Masked: true},
+	}, j.vars...)
+	steps := []map[string]any{{"name": "script", "script": j.script, "timeout": j.timeout, "when": "on_success", "allow_failure": false}}
+	if len(j.after) > 0 {
+		steps = append(steps, map[string]any{"name": "after_script", "script": j.after, "timeout": j.timeout, "when": "always", "allow_failure": true})
+	}
+	b, err := json.Marshal(map[string]any{
+		"id": j.id, "token": j.token, "allow_git_fetch": true,
+		"job_info": map[string]any{"id": j.id, "name": "build", "stage": "test", "project_id": 77, "project_name": "project"},
+		"git_info": map[string]any{"repo_type": "git", "repo_url": "http://gitlab-ci-token:" + j.token + "@" + host + "/group/project.git",
 			"ref": "main", "sha": gl.sha, "before_sha": "0000000000000000000000000000000000000000", "ref_type": "branch",
 			"refspecs": []string{"+refs/heads/main:refs/remotes/origin/main"}, "depth": 0},
-		"runner_info": map[string]any{"timeout": 600},
-		"variables":   vars,
-		"steps": []map[string]any{{"name": "script", "script": []string{"env | grep -c SIGSTORE_ID_TOKEN || true", "mkdir -p out", "echo hi > out/hi.txt"},
-			"timeout": 600, "when": "on_success", "allow_failure": false}},
-		"image":        map[string]any{"name": "oci-archive:" + e.image},
-		"services":     []any{},
-		"artifacts":    []map[string]any{{"name": "build", "paths": []string{"out/", ".cleanroom/"}, "when": "on_success", "artifact_type": "archive", "artifact_format": "zip"}},
-		"cache":        []any{},
+		"runner_info":  map[string]any{"timeout": j.timeout},
+		"variables":    vars,
+		"steps":        steps,
+		"image":        map[string]any{"name": j.image},
+		"services":     j.services,
+		"artifacts":    j.artifacts,
+		"cache":        j.cache,
 		"credentials":  []any{},
-		"dependencies": []any{},
+		"dependencies": j.deps,
+		"hooks":        j.hooks,
 		"features":     map[string]any{"trace_sections": true},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The helper stages must reach this API as well as the repository.
+	return b
+}
+
+// rsOutcome is what the fake GitLab received about a job.
+type rsOutcome struct {
+	trace, state, reason string
+	exitCode             int
+	artifacts            []byte
+	runner               string // gitlab-runner's own output
+}
+
+func (o rsOutcome) String() string {
+	return fmt.Sprintf("state %q failure_reason %q exit_code %d\n--- runner\n%s\n--- trace\n%s", o.state, o.reason, o.exitCode, o.runner, o.trace)
+}
+
+// runJob queues j and runs `gitlab-runner run-single` until it has
+// processed it; cleanroom is its custom executor.
+func (a *gitlabAPI) runJob(t *testing.T, e *glEnv, bin string, j *rsJob) rsOutcome {
+	t.Helper()
+	a.mu.Lock()
+	a.queue = append(a.queue, a.payload(t, j))
+	a.mu.Unlock()
+	self, _ := filepath.Abs(binary)
+	args := []string{"run-single",
+		"--url", a.URL + "/", "--token", "glrt-test", "--executor", "custom",
+		"--builds-dir", e.buildsRoot, "--cache-dir", e.cacheRoot, "--shell", "bash",
+		"--max-builds", "1", "--wait-timeout", "60",
+	}
+	for _, c := range []string{"config", "prepare", "run", "cleanup"} {
+		args = append(args, "--custom-"+c+"-exec", self)
+		for _, arg := range append(baseArgs(), "gitlab", c) {
+			args = append(args, "--custom-"+c+"-args", arg)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "CLEANROOM_GITLAB_POLICY="+e.policyPath)
+	out, err := cmd.CombinedOutput()
+	o := rsOutcome{runner: string(out)}
+	o.trace, o.state, o.reason, o.exitCode, o.artifacts = a.result(j.id)
+	if err != nil {
+		t.Fatalf("gitlab-runner run-single: %v\n%s", err, o)
+	}
+	t.Logf("job %d: %s / %s / %d", j.id, o.state, o.reason, o.exitCode)
+	return o
+}
+
+// zipFiles lists an artifacts archive's files and their contents.
+func zipFiles(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatalf("artifacts are not a zip archive (%d bytes): %v", len(b), err)
+	}
+	out := map[string]string{}
+	for _, f := range zr.File {
+		if f.FileInfo().IsDir() {
+			continue
+		}
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(rc)
+		rc.Close()
+		out[f.Name] = string(data)
+	}
+	return out
+}
+
+// newRealRunnerEnv is a runner host for the real-runner tests: the policy
+// mounts the runner's own binary into the helper stages (artifacts and
+// cache helpers).
+func newRealRunnerEnv(t *testing.T, bin string, o policyOpts) (*glEnv, *gitlabAPI) {
+	e := newGLEnv(t)
+	e.writePolicy(o)
 	policy, _ := os.ReadFile(e.policyPath)
-	policy = bytes.Replace(policy, []byte("helper:\n"), []byte("helper:\n  allow: [\""+gl.hostPort()+"\"]\n"), 1)
-	os.WriteFile(e.policyPath, policy, 0o644)
-	return a
+	policy = bytes.Replace(policy, []byte("helper:\n"), []byte("helper:\n  gitlab_runner: "+bin+"\n"), 1)
+	if err := os.WriteFile(e.policyPath, policy, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return e, newGitLabAPI(t, e)
 }
 
-func (a *runSingleAPI) trace() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.traceBuf.String()
+// TestGitLabRunSingle: the real gitlab-runner runs two jobs through
+// cleanroom. The first clones through the helper sandbox, runs its
+// script and after_script, saves a cache and uploads its artifacts with
+// the provenance; the second restores the cache and downloads the first
+// job's artifacts. What GitLab received is checked, and nothing is left
+// behind.
+func TestGitLabRunSingle(t *testing.T) {
+	bin := realRunner(t)
+	e, api := newRealRunnerEnv(t, bin, policyOpts{})
+	sigstore := "eyJhbGciOiJSUzI1NiJ9.e30." + randHex(t, 16)
+
+	first := api.newJob(e,
+		"test \"$(cat main.txt)\" = 'source of the build'",
+		"env | grep -c SIGSTORE_ID_TOKEN || true",
+		"mkdir -p out vendor",
+		"echo hi > out/hi.txt",
+		"echo cached-by-the-first-job > vendor/cached.txt")
+	first.vars = []jobVar{{Key: "SIGSTORE_ID_TOKEN", Value: sigstore, Masked: true}}
+	first.after = []string{"echo after_script ran with status $CI_JOB_STATUS"}
+	first.artifacts = []map[string]any{{"name": "build", "paths": []string{"out/", ".cleanroom/"}, "when": "on_success", "artifact_type": "archive", "artifact_format": "zip"}}
+	first.cache = []map[string]any{{"key": "deps", "paths": []string{"vendor/"}, "when": "on_success", "policy": "pull-push"}}
+	o := api.runJob(t, e, bin, first)
+	if o.state != "success" {
+		t.Fatalf("first job: %s", o)
+	}
+	for _, want := range []string{"cleanroom: job image", "Checking out " + e.gl.sha[:8], "after_script ran with status success", "Created cache", "Uploading artifacts as \"archive\" to coordinator... 201 Created"} {
+		if !strings.Contains(o.trace, want) {
+			t.Errorf("first job's trace lacks %q:\n%s", want, o.trace)
+		}
+	}
+	for _, bad := range []string{sigstore, "add .cleanroom/ to artifacts:paths", "matched no files"} {
+		if strings.Contains(o.trace, bad) {
+			t.Errorf("first job's trace has %q:\n%s", bad, o.trace)
+		}
+	}
+	files := zipFiles(t, o.artifacts)
+	if files["out/hi.txt"] != "hi\n" {
+		t.Errorf("artifacts: %v", files)
+	}
+	st := parseGLStatement(t, []byte(files[".cleanroom/provenance.intoto.json"]))
+	want := sha256.Sum256([]byte("hi\n"))
+	if len(st.Subject) != 1 || st.Subject[0].Name != "out/hi.txt" || st.Subject[0].Digest["sha256"] != hex.EncodeToString(want[:]) {
+		t.Errorf("provenance subjects %+v", st.Subject)
+	}
+	if strings.Contains(files[".cleanroom/provenance.intoto.json"], sigstore) || strings.Contains(files[".cleanroom/provenance.intoto.json"], e.gl.token) {
+		t.Error("the provenance carries a secret")
+	}
+	requireNoResidue(t)
+
+	second := api.newJob(e, "cat out/hi.txt", "cat vendor/cached.txt")
+	second.cache = []map[string]any{{"key": "deps", "paths": []string{"vendor/"}, "when": "on_success", "policy": "pull"}}
+	second.deps = []map[string]any{{"id": first.id, "token": first.token, "name": "build", "artifacts_file": map[string]any{"filename": "artifacts.zip", "size": len(o.artifacts)}}}
+	o = api.runJob(t, e, bin, second)
+	if o.state != "success" {
+		t.Fatalf("second job: %s", o)
+	}
+	for _, want := range []string{"Successfully extracted cache", "cached-by-the-first-job", "Downloading artifacts", "\nhi\n"} {
+		if !strings.Contains(strings.ReplaceAll(o.trace, "\r", ""), want) && !strings.Contains(o.trace, strings.Trim(want, "\n")) {
+			t.Errorf("second job's trace lacks %q:\n%s", want, o.trace)
+		}
+	}
+	requireNoResidue(t)
 }
 
-func (a *runSingleAPI) final() (string, int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.state, a.exitCode
+// TestGitLabRunSingleFailures: a failing script is a script_failure with
+// its exit code; job hooks, services: and job variables that would make
+// git run a command never run anything where GitLab is reachable; an
+// image the policy refuses is a system failure (as GitLab's Docker
+// executor reports a disallowed image).
+func TestGitLabRunSingleFailures(t *testing.T) {
+	bin := realRunner(t)
+	e, api := newRealRunnerEnv(t, bin, policyOpts{})
+
+	fail := api.newJob(e, "echo about to fail", "exit 42")
+	fail.after = []string{"echo after_script ran with status $CI_JOB_STATUS"}
+	o := api.runJob(t, e, bin, fail)
+	if o.state != "failed" || o.reason != "script_failure" || o.exitCode != 42 || !strings.Contains(o.trace, "after_script ran with status failed") {
+		t.Errorf("failing job: %s", o)
+	}
+	requireNoResidue(t)
+
+	probe := func(name string) string { return "wget -q -O- " + api.URL + "/api/v4/probe-" + name + " || true" }
+	hook := api.newJob(e, "echo the script ran")
+	hook.hooks = []any{map[string]any{"name": "pre_get_sources_script", "script": []string{probe("hook")}}}
+	o = api.runJob(t, e, bin, hook)
+	if o.state != "failed" || o.reason != "script_failure" || !strings.Contains(o.trace, "hooks:pre_get_sources_script is not supported") || strings.Contains(o.trace, "the script ran") {
+		t.Errorf("job with a hook: %s", o)
+	}
+	if api.saw("probe-hook") {
+		t.Error("the job's hook reached GitLab")
+	}
+	requireNoResidue(t)
+
+	gitcfg := api.newJob(e, "echo the script ran")
+	gitcfg.vars = []jobVar{
+		{Key: "GIT_CONFIG_COUNT", Value: "2", Public: true},
+		{Key: "GIT_CONFIG_KEY_0", Value: "core.fsmonitor", Public: true},
+		{Key: "GIT_CONFIG_VALUE_0", Value: probe("fsmonitor") + "; false", Public: true},
+		{Key: "GIT_CONFIG_KEY_1", Value: "core.hooksPath", Public: true},
+		{Key: "GIT_CONFIG_VALUE_1", Value: "/tmp", Public: true},
+		{Key: "GIT_SSH_COMMAND", Value: probe("ssh"), Public: true},
+		{Key: "GIT_ASKPASS", Value: "/bin/false", Public: true},
+	}
+	o = api.runJob(t, e, bin, gitcfg)
+	if o.state != "success" || !strings.Contains(o.trace, "the script ran") {
+		t.Errorf("job with git configuration in its variables: %s", o)
+	}
+	if api.saw("probe-fsmonitor") || api.saw("probe-ssh") {
+		t.Errorf("git in the helper stage ran the job's command:\n%s", o.trace)
+	}
+	requireNoResidue(t)
+
+	svc := api.newJob(e, "echo the script ran")
+	svc.services = []any{map[string]any{"name": "postgres:16", "alias": "db"}}
+	o = api.runJob(t, e, bin, svc)
+	if o.state != "failed" || o.reason != "script_failure" || !strings.Contains(o.trace, "services: are not supported by this runner") {
+		t.Errorf("job with services: %s", o)
+	}
+	requireNoResidue(t)
+
+	refused := api.newJob(e, "echo the script ran")
+	refused.image = "oci-archive:/nonexistent/evil.tar"
+	o = api.runJob(t, e, bin, refused)
+	if o.state != "failed" || o.reason != "runner_system_failure" || !strings.Contains(o.trace, "is not allowed by the runner's policy") {
+		t.Errorf("job with a refused image: %s", o)
+	}
+	requireNoResidue(t)
+}
+
+// TestGitLabRunSingleEgressCancelTimeout: a job reaching outside its
+// allowlist is denied and the denial is in its provenance; a job
+// cancelled from GitLab mid-script still runs after_script and leaves
+// nothing; a job past its timeout fails as job_execution_timeout.
+func TestGitLabRunSingleEgressCancelTimeout(t *testing.T) {
+	bin := realRunner(t)
+	dep := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "dependency body\n") })
+	other := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "must not be fetched\n") })
+	e, api := newRealRunnerEnv(t, bin, policyOpts{defaultAllow: []string{dep.hostPort()}})
+
+	eg := api.newJob(e,
+		"mkdir -p out",
+		"wget -q -O out/dep.txt http://"+dep.hostPort()+"/dep.txt",
+		"if wget -q -O- http://"+other.hostPort()+"/other.txt; then echo 'OTHER: reached'; else echo 'OTHER: refused'; fi")
+	eg.artifacts = []map[string]any{{"name": "build", "paths": []string{"out/", ".cleanroom/"}, "when": "on_success", "artifact_type": "archive", "artifact_format": "zip"}}
+	o := api.runJob(t, e, bin, eg)
+	if o.state != "success" || !strings.Contains(o.trace, "OTHER: refused") {
+		t.Fatalf("egress job: %s", o)
+	}
+	prov := zipFiles(t, o.artifacts)[".cleanroom/provenance.intoto.json"]
+	if !strings.Contains(prov, other.hostPort()) && !strings.Contains(prov, strings.Split(other.hostPort(), ":")[1]) {
+		t.Errorf("the denied request is not in the provenance:\n%s", prov)
+	}
+	if !strings.Contains(prov, dep.hostPort()+"/dep.txt") {
+		t.Errorf("the allowed fetch is not in the provenance:\n%s", prov)
+	}
+	requireNoResidue(t)
+
+	cancelled := api.newJob(e, "echo started-and-waiting", "sleep 300", "echo never")
+	cancelled.after = []string{"echo after_script ran with status $CI_JOB_STATUS"}
+	api.mu.Lock()
+	api.cancelWhen[cancelled.id] = "started-and-waiting"
+	api.mu.Unlock()
+	start := time.Now()
+	o = api.runJob(t, e, bin, cancelled)
+	if o.state != "canceled" && o.reason != "job_canceled" {
+		t.Errorf("cancelled job: %s", o)
+	}
+	if strings.Contains(o.trace, "\nnever") || time.Since(start) > 3*time.Minute {
+		t.Errorf("the cancelled script went on (%s): %s", time.Since(start), o)
+	}
+	requireNoResidue(t)
+
+	slow := api.newJob(e, "echo sleeping", "sleep 300")
+	slow.timeout = 8
+	o = api.runJob(t, e, bin, slow)
+	if o.state != "failed" || o.reason != "job_execution_timeout" {
+		t.Errorf("job past its timeout: %s", o)
+	}
+	requireNoResidue(t)
 }
