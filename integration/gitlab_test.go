@@ -1404,7 +1404,11 @@ func (a *gitlabAPI) payload(t *testing.T, j *rsJob) []byte {
 		"credentials":  []any{},
 		"dependencies": j.deps,
 		"hooks":        j.hooks,
-		"features":     map[string]any{"trace_sections": true},
+		// As a current GitLab announces them; the runner maps any other
+		// reason to unknown_failure.
+		"features": map[string]any{"trace_sections": true, "failure_reasons": []string{
+			"script_failure", "runner_system_failure", "job_execution_timeout", "image_pull_failure", "unknown_failure",
+			"runner_configuration_error", "runner_external_dependency_failure", "runner_interrupted", "job_canceled"}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -1643,8 +1647,18 @@ func TestGitLabRunSingleEgressCancelTimeout(t *testing.T) {
 		t.Fatalf("egress job: %s", o)
 	}
 	prov := zipFiles(t, o.artifacts)[".cleanroom/provenance.intoto.json"]
-	if !strings.Contains(prov, other.hostPort()) && !strings.Contains(prov, strings.Split(other.hostPort(), ":")[1]) {
-		t.Errorf("the denied request is not in the provenance:\n%s", prov)
+	st := parseGLStatement(t, []byte(prov))
+	otherHost, otherPort, _ := strings.Cut(other.hostPort(), ":")
+	denied, _ := st.Predicate.BuildDefinition.InternalParameters["egressDenied"].([]any)
+	var recorded bool
+	for _, d := range denied {
+		m, _ := d.(map[string]any)
+		if m["step"] == "build_script" && m["host"] == otherHost && fmt.Sprint(m["port"]) == otherPort {
+			recorded = true
+		}
+	}
+	if !recorded {
+		t.Errorf("the denied request to %s is not in the provenance's egressDenied:\n%s", other.hostPort(), prov)
 	}
 	if !strings.Contains(prov, dep.hostPort()+"/dep.txt") {
 		t.Errorf("the allowed fetch is not in the provenance:\n%s", prov)
@@ -1658,7 +1672,7 @@ func TestGitLabRunSingleEgressCancelTimeout(t *testing.T) {
 	api.mu.Unlock()
 	start := time.Now()
 	o = api.runJob(t, e, bin, cancelled)
-	if o.state != "canceled" && o.reason != "job_canceled" {
+	if o.state != "failed" || o.reason != "job_canceled" || !strings.Contains(o.trace, "after_script ran with status canceled") {
 		t.Errorf("cancelled job: %s", o)
 	}
 	if strings.Contains(o.trace, "\nnever") || time.Since(start) > 3*time.Minute {
