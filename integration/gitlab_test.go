@@ -575,8 +575,8 @@ func (j *glJob) cleanup() {
 
 // runnerScript shapes a stage script like gitlab-runner's bash shell
 // writer: shebang, a TERM trap, errexit and pipefail, then every job
-// variable exported (file variables written to ${CI_PROJECT_DIR}.tmp)
-// followed by the stage's commands, all inside an ANSI-C quoted eval
+// variable exported (file variables written to ${CI_PROJECT_DIR}.tmp),
+// the GITLAB_ENV file's lines exported, followed by the stage's commands, all inside an ANSI-C quoted eval
 // argument, in the current subshell form or the older `: | eval` form.
 func runnerScript(vars []jobVar, tmpDir, body string, legacy bool) string {
 	var b strings.Builder
@@ -589,6 +589,9 @@ func runnerScript(vars []jobVar, tmpDir, body string, legacy bool) string {
 		}
 		fmt.Fprintf(&b, "export %s=%s\n", v.Key, ansiC(v.Value))
 	}
+	// GITLAB_ENV: what earlier stages appended is exported in this one.
+	envFile := tmpDir + "/gitlab_runner_env"
+	fmt.Fprintf(&b, "export GITLAB_ENV=%s\nmkdir -p %q\ntouch %q\nwhile read -r line; do export \"$line\"; done < %q\n", envFile, tmpDir, envFile, envFile)
 	b.WriteString(body)
 	if !strings.HasSuffix(body, "\n") {
 		b.WriteString("\n")
@@ -967,21 +970,24 @@ sh -c 'trap "" TERM; while :; do sleep 1; done'
 	j.requireJobGone()
 }
 
-// TestGitLabPolicyRefusals: an image the policy does not allow, and an
-// egress request beyond the maximum, fail prepare as the job's fault
-// (exit 1, not retried); an egress request within it widens the job's
-// allowlist and the fetch is recorded in the provenance.
+// TestGitLabPolicyRefusals: an image the policy does not allow fails
+// prepare as a system failure (as GitLab's own executors do), an egress
+// request beyond the maximum as the job's fault (exit 1, not retried);
+// an egress request within it widens the job's allowlist and the fetch
+// is recorded in the provenance.
 func TestGitLabPolicyRefusals(t *testing.T) {
 	e := newGLEnv(t)
 	dep := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "dependency body\n") })
 	other := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
 	e.writePolicy(policyOpts{maximum: []string{dep.hostPort()}, widen: true})
 
+	// As GitLab's Docker executor does with a disallowed image: a system
+	// failure (the runner retries prepare, then reports it).
 	bad := e.newJob("oci-archive:/nonexistent/evil.tar")
 	bad.config()
 	r := bad.prepare(nil)
-	if r.code != 1 || !strings.Contains(r.stderr, "not allowed") {
-		t.Fatalf("prepare with a disallowed image: want exit 1 and a reason:\n%s", r)
+	if r.code != 2 || !strings.Contains(r.stderr, "not allowed") {
+		t.Fatalf("prepare with a disallowed image: want exit 2 and a reason:\n%s", r)
 	}
 	bad.cleanup()
 
@@ -1021,6 +1027,138 @@ wget -q -O- http://%s/other.txt && echo "OTHER: reached" || echo "OTHER: refused
 	}
 	ok.cleanup()
 	ok.requireJobGone()
+}
+
+// TestGitLabHelperStagesRunNoJobCode: nothing of the job's runs where
+// GitLab is reachable. A job hook is refused; git configuration and
+// commands in the job's variables, and what the build writes to
+// GITLAB_ENV, never reach the helper stages (git there would run them
+// with a route to GitLab: each tries to fetch a probe URL from GitLab);
+// what the job image left in the builds directory before get_sources is
+// gone. The job's own stages still get all of it.
+func TestGitLabHelperStagesRunNoJobCode(t *testing.T) {
+	e := newGLEnv(t)
+	hooked := e.newJob("oci-archive:" + e.image)
+	hooked.config()
+	resp, _ := os.ReadFile(hooked.responseFile())
+	resp = bytes.Replace(resp, []byte(`"features":`), []byte(`"hooks":[{"name":"pre_get_sources_script","script":["wget -q -O- `+e.gl.URL+`/api/v4/probe-hook"]}],"features":`), 1)
+	os.WriteFile(hooked.responseFile(), resp, 0o600)
+	if r := hooked.call("prepare"); r.code != 1 || !strings.Contains(r.stderr, "hooks:pre_get_sources_script is not supported") {
+		t.Fatalf("prepare of a job with a hook: want exit 1 and the reason:\n%s", r)
+	}
+	hooked.cleanup()
+
+	j := e.newJob("oci-archive:" + e.image)
+	probe := func(name string) string { return "wget -q -O- " + e.gl.URL + "/api/v4/probe-" + name }
+	j.setVar("GIT_CONFIG_COUNT", "1")
+	j.setVar("GIT_CONFIG_KEY_0", "core.fsmonitor")
+	j.setVar("GIT_CONFIG_VALUE_0", probe("fsmonitor")+"; false")
+	j.setVar("GIT_SSH_COMMAND", probe("ssh"))
+	j.setVar("BASH_ENV", "/dev/null")
+	j.config()
+	if r := j.prepare(nil); r.code != 0 {
+		t.Fatalf("prepare: %s", r)
+	}
+	// The job image (prepare_script) plants a repository configuration.
+	if r := j.stage("prepare_script", `mkdir -p "$CI_PROJECT_DIR/.git" && printf '[core]\n\tfsmonitor = wget -q -O- `+e.gl.URL+`/api/v4/probe-planted\n' > "$CI_PROJECT_DIR/.git/config" && echo planted`); r.code != 0 {
+		t.Fatalf("prepare_script: %s", r)
+	}
+	src := j.stage("get_sources", `echo "contents: $(ls -A "$CI_PROJECT_DIR" 2>/dev/null | tr -s '[:space:]' ' ')."
+env | grep -E '^(GIT_|BASH_ENV)' | sort
+git init -q "$CI_PROJECT_DIR"
+cd "$CI_PROJECT_DIR"
+git fetch -q "$CI_REPOSITORY_URL" main
+git checkout -q -f "$CI_COMMIT_SHA"
+git status --porcelain
+echo "Checked out $(git rev-parse HEAD)"
+`)
+	if src.code != 0 || !strings.Contains(src.stdout, "Checked out "+e.gl.sha) {
+		t.Fatalf("get_sources: %s", src)
+	}
+	for _, bad := range []string{"probe-", "GIT_SSH_COMMAND", "BASH_ENV", "contents: .git"} {
+		if strings.Contains(src.stdout, bad) {
+			t.Errorf("get_sources saw %q:\n%s", bad, src.stdout)
+		}
+	}
+	if !strings.Contains(src.stdout, "GIT_CONFIG_VALUE_0=false") {
+		t.Errorf("get_sources lacks the driver's git settings:\n%s", src.stdout)
+	}
+	// The build writes GITLAB_ENV: the job's later stages read it, the
+	// helper stages never.
+	build := j.stage("build_script", `echo "GIT_CONFIG_VALUE_0=x" | grep -q x
+env | grep -q '^GIT_SSH_COMMAND=' && echo "build sees GIT_SSH_COMMAND"
+cat >> "$GITLAB_ENV" <<'EOV'
+FROM_BUILD=yes
+GIT_CONFIG_COUNT=1
+GIT_CONFIG_KEY_0=core.fsmonitor
+EOV
+echo "GIT_CONFIG_VALUE_0=`+probe("gitlab-env")+`; false" >> "$GITLAB_ENV"
+`)
+	if build.code != 0 || !strings.Contains(build.stdout, "build sees GIT_SSH_COMMAND") {
+		t.Fatalf("build_script: %s", build)
+	}
+	after := j.stage("after_script", `echo "after: FROM_BUILD=${FROM_BUILD-unset}"`)
+	if !strings.Contains(after.stdout, "after: FROM_BUILD=yes") {
+		t.Errorf("GITLAB_ENV no longer reaches the job's own stages: %s", after)
+	}
+	up := j.stage("upload_artifacts_on_success", `echo "helper: FROM_BUILD=${FROM_BUILD-unset}"
+cd "$CI_PROJECT_DIR" && git ls-files -o >/dev/null && git status --porcelain >/dev/null && echo listed
+`)
+	if up.code != 0 || !strings.Contains(up.stdout, "helper: FROM_BUILD=unset") || !strings.Contains(up.stdout, "listed") {
+		t.Errorf("upload stage: %s", up)
+	}
+	j.stage("cleanup_file_variables", cleanupFileVariablesBody)
+	for _, p := range []string{"probe-hook", "probe-fsmonitor", "probe-ssh", "probe-planted", "probe-gitlab-env"} {
+		if e.gl.saw(p) {
+			t.Errorf("the job's %s ran where GitLab is reachable", strings.TrimPrefix(p, "probe-"))
+		}
+	}
+	j.cleanup()
+	j.requireJobGone()
+}
+
+// TestGitLabRunnerGoneMidStage: gitlab-runner killed mid-stage closes
+// the pipe it read the job log from. The driver is not killed by SIGPIPE:
+// it stops the stage, tears its sandbox down and exits.
+func TestGitLabRunnerGoneMidStage(t *testing.T) {
+	e := newGLEnv(t)
+	j := e.newJob("oci-archive:" + e.image)
+	j.runUntilBuild(1)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb lockedBuffer
+	cmd := j.start(w, &errb, "run", j.writeScript("build_script", "echo started\nwhile :; do echo tick; sleep 1; done\n"), "build_script")
+	w.Close()
+	buf := make([]byte, 4096)
+	var seen string
+	for !strings.Contains(seen, "started") {
+		n, err := r.Read(buf)
+		if err != nil {
+			t.Fatalf("reading the stage output: %v (%s)", err, errb.String())
+		}
+		seen += string(buf[:n])
+	}
+	r.Close() // the runner is gone
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(2 * time.Minute):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		t.Fatalf("the driver went on after its reader was gone:\n%s", errb.String())
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			t.Fatalf("the driver died by %v:\n%s", ws.Signal(), errb.String())
+		}
+	}
+	t.Logf("driver exited (%v) %s after the reader went away", err, time.Since(start).Round(time.Millisecond))
+	requireNoResidue(t)
+	j.cleanup()
+	j.requireJobGone()
 }
 
 // TestGitLabPrepareRetryAfterSystemFailure: a prepare that fails for a
