@@ -1781,7 +1781,8 @@ func TestGitLabRunSingleEgressCancelTimeout(t *testing.T) {
 		"if wget -q -O- http://"+other.hostPort()+"/other.txt; then echo 'OTHER: reached'; else echo 'OTHER: refused'; fi")
 	eg.artifacts = []map[string]any{{"name": "build", "paths": []string{"out/", ".cleanroom/"}, "when": "on_success", "artifact_type": "archive", "artifact_format": "zip"}}
 	o := api.runJob(t, e, bin, eg)
-	if o.state != "success" || !strings.Contains(o.trace, "OTHER: refused") {
+	if o.state != "success" || !strings.Contains(o.trace, "OTHER: refused") ||
+		!strings.Contains(o.trace, "cleanroom: egress denied in build_script: "+other.hostPort()) || !strings.Contains(o.trace, "allow with CLEANROOM_EGRESS_ALLOW") {
 		t.Fatalf("egress job: %s", o)
 	}
 	prov := zipFiles(t, o.artifacts)[".cleanroom/provenance.intoto.json"]

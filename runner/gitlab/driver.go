@@ -590,6 +590,7 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 	if err := job.appendStage(final); err != nil {
 		log.Warn("cannot record the stage's outcome", "error", err)
 	}
+	d.reportDenials(stage, kind, sr.Denials)
 	switch {
 	case errors.Is(runErr, runner.ErrCancelled):
 		return buildErrorf("stage %s was cancelled", stage)
@@ -618,6 +619,27 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 		return fmt.Errorf("stage %s: the helper image %s cannot run the stage's commands (exit %d: not found or not executable); check helper.image (it needs bash or sh, git and CA certificates) and helper.gitlab_runner", stage, st.Helper.Ref, sr.ExitCode)
 	}
 	return &BuildError{ExitCode: sr.ExitCode}
+}
+
+// reportDenials tells the job log what the stage's proxy refused, and
+// how a job could be allowed it (only a job stage's egress can be widened
+// by the job, and only within the policy's egress.maximum).
+func (d *Driver) reportDenials(stage string, kind Kind, denials []egress.Denial) {
+	for _, den := range denials {
+		target := den.Target
+		if target == "" {
+			target = "(malformed request)"
+		}
+		msg := fmt.Sprintf("cleanroom: egress denied in %s: %s (%d×): %s", stage, target, den.Count, den.Reason)
+		if den.Hint != "" {
+			if kind == KindUser {
+				msg += fmt.Sprintf("; allow with CLEANROOM_EGRESS_ALLOW=%q if the runner's egress.maximum covers it, or in egress.default", den.Hint)
+			} else {
+				msg += fmt.Sprintf("; allow with %q in the policy's helper.allow", den.Hint)
+			}
+		}
+		fmt.Fprintln(d.stdout(), msg)
+	}
 }
 
 // runnerGoneWriter passes output on until a write fails with EPIPE (the
