@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/cleanroom-ci/cleanroom/internal/runlock"
 	"github.com/cleanroom-ci/cleanroom/runner"
@@ -295,6 +296,11 @@ func (d *Driver) Prepare(ctx context.Context) error {
 	defer lock.Release()
 	defer backend.Close()
 
+	unlockImages, err := lockImages(d.StateDir, unix.LOCK_SH)
+	if err != nil {
+		return err
+	}
+	defer unlockImages()
 	img, err := d.resolve(ctx, backend, jobImage, resp.RegistryAuth)
 	if err != nil {
 		return fmt.Errorf("job image %s: %w", image, err)
@@ -302,6 +308,9 @@ func (d *Driver) Prepare(ctx context.Context) error {
 	himg, err := d.resolve(ctx, backend, helperImage, nil)
 	if err != nil {
 		return fmt.Errorf("helper image %s: %w", p.HelperImage, err)
+	}
+	if err := noteImageUse(d.StateDir, d.timeNow(), img.Name, himg.Name); err != nil {
+		return err
 	}
 
 	timeout := time.Duration(resp.RunnerInfo.Timeout) * time.Second
@@ -850,14 +859,11 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 	}
 	// Connecting reaps the containers, snapshots and leases of every dead
 	// call (this job's included), then runner.Reap their namespaces.
-	if lock, b, err := d.openBackend(ctx, log); err != nil {
+	lock, b, err := d.openBackend(ctx, log)
+	if err != nil {
 		errs = append(errs, fmt.Errorf("sandbox backend: %w", err))
-		runner.Reap(d.StateDir, log)
-	} else {
-		b.Close()
-		lock.Release()
-		runner.Reap(d.StateDir, log)
 	}
+	runner.Reap(d.StateDir, log)
 	if resp != nil && (job != nil || !jobLocked(d.StateDir, resp.ID)) {
 		if err := removeJob(d.StateDir, resp.ID, d.buildsDir(resp)); err != nil {
 			errs = append(errs, err)
@@ -869,6 +875,12 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 		self = resp.ID
 	}
 	errs = append(errs, d.sweep(self, log)...)
+	if b != nil {
+		// After the sweep: the images of swept jobs are no longer live.
+		errs = append(errs, d.removeUnusedImages(ctx, b, log)...)
+		b.Close()
+		lock.Release()
+	}
 	return errors.Join(errs...)
 }
 

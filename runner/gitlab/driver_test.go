@@ -31,6 +31,7 @@ type fakeBackend struct {
 	signals  []string
 	closed   int
 	pullErr  error
+	removed  []string
 }
 
 func (f *fakeBackend) Resolve(_ context.Context, ref string) (sandbox.Image, error) {
@@ -817,5 +818,60 @@ func TestKeylessSigningNeedsTheJobsToken(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(st.ProjectDir, OutDir, ProvenanceBundleFile)); err == nil {
 		t.Fatal("a bundle was written without a token")
+	}
+}
+
+func (f *fakeBackend) RemoveImage(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed = append(f.removed, name)
+	return nil
+}
+
+// Images the driver resolved and no job used for imageRetention are
+// removed by a later cleanup; images of jobs still on the host, and
+// recently used ones, stay.
+func TestCleanupRemovesUnusedImages(t *testing.T) {
+	h := newHarness(t)
+	t0 := time.Now()
+	h.d.now = func() time.Time { return t0 }
+	if err := h.d.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	first := h.state()
+	// Another job, still on the host (prepared, not cleaned up), uses an
+	// image last recorded as long ago.
+	liveDir := jobPath(h.d.StateDir, 5151)
+	os.MkdirAll(liveDir, 0o700)
+	b, _ := json.Marshal(JobState{JobID: 5151, Image: ImageState{Name: "live-image"}, Helper: first.Helper, Deadline: t0.Add(30 * 24 * time.Hour), ResponseFile: h.d.Contract.JobResponseFile})
+	os.WriteFile(filepath.Join(liveDir, jobFile), b, 0o644)
+	noteImageUse(h.d.StateDir, t0, "live-image")
+	if err := h.d.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.backend.removed) != 0 {
+		t.Fatalf("images used just now were removed: %v", h.backend.removed)
+	}
+
+	// Eight days later a job with another image runs; its cleanup removes
+	// the first job's image, keeps the helper (used again) and the live
+	// job's image.
+	later := t0.Add(8 * 24 * time.Hour)
+	h.d.now = func() time.Time { return later }
+	h.resp["image"] = map[string]any{"name": "oci-archive:/srv/images/other.tar"}
+	h.writeResponse()
+	if err := h.d.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.d.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(h.backend.removed, []string{first.Image.Name}) {
+		t.Fatalf("removed %v, want only %s", h.backend.removed, first.Image.Name)
+	}
+	// Removed once: its record went with it.
+	h.d.Cleanup(context.Background())
+	if len(h.backend.removed) != 1 {
+		t.Fatalf("removed again: %v", h.backend.removed)
 	}
 }
