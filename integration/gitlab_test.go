@@ -745,6 +745,14 @@ func (j *glJob) requireJobGone() {
 	t := j.e.t
 	t.Helper()
 	requireNoResidue(t)
+	// After the last job nothing of cleanroom's stays mounted, not even
+	// the namespaces' directory.
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == filepath.Join(stateDir, "netns") {
+			t.Errorf("%s is still a mount point after the last job's cleanup", f[4])
+		}
+	}
 	for _, p := range []string{j.stateDir(), j.buildsDir} {
 		if p == "" {
 			continue

@@ -881,6 +881,7 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 		b.Close()
 		lock.Release()
 	}
+	releaseNetNSDir(d.StateDir)
 	return errors.Join(errs...)
 }
 
