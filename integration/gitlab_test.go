@@ -1835,3 +1835,69 @@ func TestGitLabRunSingleEgressCancelTimeout(t *testing.T) {
 	}
 	requireNoResidue(t)
 }
+
+// TestGitLabBootVerify: gitlab-runner's start-up probe
+// ([runners.experimental.boot_verify]: a synthetic job with no image, no
+// project and no CI_SERVER_URL, run before the runner takes jobs) passes
+// on cleanroom with images.default, and leaves nothing behind.
+func TestGitLabBootVerify(t *testing.T) {
+	bin := realRunner(t)
+	e, api := newRealRunnerEnv(t, bin, policyOpts{})
+	policy, _ := os.ReadFile(e.policyPath)
+	policy = bytes.Replace(policy, []byte("images:\n"), []byte("images:\n  default: oci-archive:"+e.image+"\n"), 1)
+	os.WriteFile(e.policyPath, policy, 0o644)
+	self, _ := filepath.Abs(binary)
+	q := func(args ...string) string { b, _ := json.Marshal(args); return string(b) }
+	var custom strings.Builder
+	for _, c := range []string{"config", "prepare", "run", "cleanup"} {
+		fmt.Fprintf(&custom, "    %s_exec = %q\n    %s_args = %s\n", c, self, c, q(append(baseArgs(), "gitlab", c)...))
+	}
+	cfg := fmt.Sprintf(`concurrent = 1
+check_interval = 1
+[[runners]]
+  name = "boot-verify-test"
+  url = %q
+  token = "glrt-test"
+  executor = "custom"
+  builds_dir = %q
+  cache_dir = %q
+  shell = "bash"
+  [runners.custom]
+%s  [runners.experimental.boot_verify]
+    enabled = true
+    timeout = "3m"
+`, api.URL+"/", e.buildsRoot, e.cacheRoot, custom.String())
+	cfgPath := filepath.Join(e.dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out lockedBuffer
+	cmd := exec.Command(bin, "run", "--config", cfgPath, "--working-directory", e.dir)
+	cmd.Env = append(os.Environ(), "CLEANROOM_GITLAB_POLICY="+e.policyPath)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.After(4 * time.Minute)
+	for !strings.Contains(out.String(), "Boot-verify canary complete") {
+		select {
+		case err := <-done:
+			t.Fatalf("gitlab-runner exited during boot_verify (%v):\n%s", err, out.String())
+		case <-deadline:
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			t.Fatalf("boot_verify did not complete:\n%s", out.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGQUIT)
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	requireNoResidue(t)
+}
