@@ -30,42 +30,12 @@ func (d *Driver) Prepare(ctx context.Context) error {
 	log := d.log().With("job", resp.ID)
 	p := d.Policy
 
-	image := resp.Image.Name
-	if image == "" {
-		image = p.DefaultImage
-	}
-	if image == "" {
-		return &BuildError{Err: errNoImage}
-	}
-	jobImage, err := ImageAllowed(p.AllowedImages, image)
-	if err != nil {
-		// As GitLab's own Docker and Kubernetes executors do with an
-		// image outside allowed_images ("disallowed image"): a system
-		// failure, so the job may be retried on another runner.
-		return err
-	}
-	if err := refuseJobFeatures(resp); err != nil {
-		return err
-	}
-	requestedRaw, _ := resp.Var(EgressRequestVariable)
-	requested := ParseEgressRequest(requestedRaw)
-	allow, err := EffectiveAllow(p, requested)
-	if err != nil {
-		return &BuildError{Err: err}
-	}
-	serverURL, _ := resp.Var("CI_SERVER_URL")
-	helperAllow := append([]string{}, p.HelperAllow...)
-	if serverURL != "" {
-		serverRule, err := ServerRule(serverURL)
-		if err != nil {
-			return err
-		}
-		helperAllow = append([]string{serverRule}, helperAllow...)
-	}
-	helperImage, err := parseImage(p.HelperImage)
+	dec, err := d.decide(resp)
 	if err != nil {
 		return err
 	}
+	image, jobImage, helperImage := dec.image, dec.jobImage, dec.helperImage
+	allow, requested, helperAllow, serverURL := dec.allow, dec.requested, dec.helperAllow, dec.serverURL
 
 	job, err := openJob(d.StateDir, resp.ID, true, lockWaitRun)
 	if err != nil {
@@ -146,6 +116,60 @@ func (d *Driver) Prepare(ctx context.Context) error {
 		fmt.Fprintf(w, "cleanroom: runner-only variables are kept out of every stage: %s\n", strings.Join(presentKeys(resp, p.RunnerOnly), ", "))
 	}
 	return nil
+}
+
+// decision is what the policy makes of a job, before anything is created.
+type decision struct {
+	image                 string
+	jobImage, helperImage imageRef
+	allow, requested      []string
+	helperAllow           []string
+	serverURL             string
+}
+
+// decide checks the job against the policy: its image, what it asks for
+// that cleanroom never does, its egress request, and the helper stages'
+// egress (the GitLab instance and helper.allow).
+func (d *Driver) decide(resp *Response) (*decision, error) {
+	p := d.Policy
+	image := resp.Image.Name
+	if image == "" {
+		image = p.DefaultImage
+	}
+	if image == "" {
+		return nil, &BuildError{Err: errNoImage}
+	}
+	jobImage, err := ImageAllowed(p.AllowedImages, image)
+	if err != nil {
+		// As GitLab's own Docker and Kubernetes executors do with an
+		// image outside allowed_images ("disallowed image"): a system
+		// failure, so the job may be retried on another runner.
+		return nil, err
+	}
+	if err := refuseJobFeatures(resp); err != nil {
+		return nil, err
+	}
+	requestedRaw, _ := resp.Var(EgressRequestVariable)
+	requested := ParseEgressRequest(requestedRaw)
+	allow, err := EffectiveAllow(p, requested)
+	if err != nil {
+		return nil, &BuildError{Err: err}
+	}
+	serverURL, _ := resp.Var("CI_SERVER_URL")
+	helperAllow := append([]string{}, p.HelperAllow...)
+	if serverURL != "" {
+		serverRule, err := ServerRule(serverURL)
+		if err != nil {
+			return nil, err
+		}
+		helperAllow = append([]string{serverRule}, helperAllow...)
+	}
+	helperImage, err := parseImage(p.HelperImage)
+	if err != nil {
+		return nil, err
+	}
+	return &decision{image: image, jobImage: jobImage, helperImage: helperImage, allow: allow, requested: requested,
+		helperAllow: helperAllow, serverURL: serverURL}, nil
 }
 
 // refuseJobFeatures fails a job asking for what cleanroom never does, as

@@ -45,28 +45,7 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 	}
 	kind := Route(stage)
 
-	script, err := readScript(scriptPath)
-	if err != nil {
-		return err
-	}
-	var secretValues []string
-	for _, v := range resp.Secrets(d.Policy.RunnerOnly) {
-		secretValues = append(secretValues, v.Value)
-	}
-	var rewritten string
-	if kind == KindUser {
-		rewritten, err = RewriteScript(string(script), d.Policy.RunnerOnly, secretValues)
-	} else {
-		rewritten, err = RewriteHelperScript(string(script), helperDroppedKeys(resp, d.Policy.RunnerOnly), secretValues)
-	}
-	if err != nil {
-		return buildErrorf("stage %s not run: %v", stage, err)
-	}
-	args, err := ShellArgs(script, stageScriptPath)
-	if err != nil {
-		return err
-	}
-	hostScript, err := writeStageScript(job, stage, rewritten)
+	args, hostScript, err := d.stageScript(job, resp, scriptPath, stage, kind)
 	if err != nil {
 		return err
 	}
@@ -154,6 +133,44 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 		log.Warn("cannot record the stage's outcome", "error", err)
 	}
 	d.reportDenials(stage, kind, sr.Denials)
+	return d.stageOutcome(stage, kind, st, sr, runErr, provErr)
+}
+
+// stageScript reads the runner's script for a stage, rewrites it for the
+// sandbox it runs in (RewriteScript, or RewriteHelperScript for a stage
+// that can reach GitLab) and stores it for mounting; it returns the argv
+// that runs it and the stored file.
+func (d *Driver) stageScript(job *jobDir, resp *Response, scriptPath, stage string, kind Kind) ([]string, string, error) {
+	script, err := readScript(scriptPath)
+	if err != nil {
+		return nil, "", err
+	}
+	var secretValues []string
+	for _, v := range resp.Secrets(d.Policy.RunnerOnly) {
+		secretValues = append(secretValues, v.Value)
+	}
+	var rewritten string
+	if kind == KindUser {
+		rewritten, err = RewriteScript(string(script), d.Policy.RunnerOnly, secretValues)
+	} else {
+		rewritten, err = RewriteHelperScript(string(script), helperDroppedKeys(resp, d.Policy.RunnerOnly), secretValues)
+	}
+	if err != nil {
+		return nil, "", buildErrorf("stage %s not run: %v", stage, err)
+	}
+	args, err := ShellArgs(script, stageScriptPath)
+	if err != nil {
+		return nil, "", err
+	}
+	hostScript, err := writeStageScript(job, stage, rewritten)
+	if err != nil {
+		return nil, "", err
+	}
+	return args, hostScript, nil
+}
+
+// stageOutcome maps how a stage ended onto the contract (see ExitCode).
+func (d *Driver) stageOutcome(stage string, kind Kind, st *JobState, sr runner.StepResult, runErr, provErr error) error {
 	switch {
 	case errors.Is(runErr, runner.ErrCancelled):
 		return buildErrorf("stage %s was cancelled", stage)
