@@ -16,7 +16,10 @@ import (
 // ever would. It does nothing while any run is alive or any namespace
 // file is left, and the unmount is not lazy: if a namespace was mounted
 // under the directory in the meantime, the kernel refuses (EBUSY) and the
-// directory stays as it is.
+// directory stays as it is. One window remains: a run that has just made
+// the directory shared but not yet mounted its namespace file would mount
+// it in a directory no longer shared, which only loses the clean-up of
+// propagated copies (see sandbox/netns), never the namespace itself.
 func releaseNetNSDir(stateDir string) {
 	locks, _ := os.ReadDir(runner.LocksDir(stateDir))
 	for _, e := range locks {
