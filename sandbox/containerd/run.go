@@ -28,6 +28,10 @@ import (
 // that a cancelled run still removes everything it created.
 const teardownTimeout = 30 * time.Second
 
+// createTimeout bounds Prepare's create calls, which do not end with the
+// caller's context (see Prepare).
+const createTimeout = 2 * time.Minute
+
 // Run runs one step in a fresh container and removes the container, its
 // task and its snapshot before returning.
 func (e *Executor) Run(ctx context.Context, s sandbox.Spec, stdout, stderr io.Writer) (sandbox.Result, error) {
@@ -55,14 +59,32 @@ type prepared struct {
 // creating the task (starting the shim, runc create) is most of a step's
 // start-up, and the runner does it for the next step while the current
 // one runs. The sandbox exists from here on: Start or Discard removes it.
+//
+// A cancelled ctx never leaves a sandbox behind. The create calls run on
+// a context detached from ctx (bounded by createTimeout): a call cancelled
+// while the daemon carries it out returns an error although the container
+// or task exists, and Prepare would lose track of it. Cancellation is
+// checked between the calls instead; when ctx ends, Prepare removes what
+// it made and returns ctx's cause.
 func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr io.Writer) (_ sandbox.Prepared, err error) {
-	ctx = e.nsctx(ctx)
+	caller := e.nsctx(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(caller), createTimeout)
+	defer cancel()
+	cancelled := func() error {
+		if caller.Err() != nil {
+			return fmt.Errorf("prepare sandbox %s: %w", s.ID, context.Cause(caller))
+		}
+		return nil
+	}
+	if err := cancelled(); err != nil {
+		return nil, err
+	}
 	img, err := e.client.GetImage(ctx, s.Image.Name)
 	if err != nil {
 		return nil, fmt.Errorf("image %s is not available locally: %w", s.Image.Ref, err)
 	}
 	labels := e.labels(s)
-	p := &prepared{e: e, s: s, ctx: context.WithoutCancel(ctx)}
+	p := &prepared{e: e, s: s, ctx: context.WithoutCancel(caller)}
 	// On failure, remove what was created before returning.
 	defer func() {
 		if err != nil {
@@ -86,6 +108,19 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		}
 		return nil
 	})
+	// Deleting the container removes its snapshot; this removes one whose
+	// container was never created (NewContainer failed after making it),
+	// which the lease's release would leave to the daemon's next garbage
+	// collection.
+	p.td.push(func(tctx context.Context) error {
+		if serr := e.client.SnapshotService(snapshotter).Remove(tctx, s.ID); serr != nil && !errdefs.IsNotFound(serr) {
+			return fmt.Errorf("remove snapshot: %w", serr)
+		}
+		return nil
+	})
+	if err := cancelled(); err != nil {
+		return nil, err
+	}
 
 	t0 := time.Now()
 	p.container, err = e.client.NewContainer(lctx, s.ID,
@@ -111,6 +146,9 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 	if p.spec, err = p.container.Spec(ctx); err != nil {
 		return nil, fmt.Errorf("read spec: %w", err)
 	}
+	if err := cancelled(); err != nil {
+		return nil, err
+	}
 
 	t0 = time.Now()
 	p.task, err = p.container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(e.fifoDir())))
@@ -126,6 +164,9 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		}
 		return nil
 	})
+	if err := cancelled(); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
