@@ -322,7 +322,9 @@ func (p *preparedSandbox) cleanup(ctx context.Context) {
 	}
 	p.cleaned = true
 	if p.box != nil {
-		p.box.Discard()
+		if err := p.box.Discard(); err != nil {
+			p.log.Error("cannot remove the prepared sandbox; the next start reaps what is left", "error", err)
+		}
 	}
 	if p.attached != nil {
 		p.attached.Close()

@@ -36,6 +36,14 @@ type Executor interface {
 // Preparer is implemented by executors that can create a sandbox ahead of
 // running it, so that a step's start-up (for containerd: the shim, runc
 // create) overlaps the step before it. Run is Prepare then Start.
+//
+// Contract: Prepare returns either a Prepared or an error, never both,
+// and on error nothing it created is left. Cancelling ctx while Prepare
+// runs (SIGINT while the next step is prepared ahead) gives an error
+// wrapping ctx's cause and leaves nothing either: the implementation must
+// not lose what a create call cancelled in flight made. The Prepared's
+// teardown (Start's or Discard's) does not depend on ctx: it works after
+// ctx has ended.
 type Preparer interface {
 	Prepare(ctx context.Context, spec Spec, stdout, stderr io.Writer) (Prepared, error)
 }
