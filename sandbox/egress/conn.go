@@ -30,6 +30,7 @@ type clientConn struct {
 	id     uint64
 	conn   net.Conn
 	state  atomic.Int32
+	idleAt atomic.Int64 // UnixNano when it last became idle
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -40,11 +41,22 @@ type clientConn struct {
 
 func newClientConn(id uint64, c net.Conn) *clientConn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &clientConn{id: id, conn: c, ctx: ctx, cancel: cancel, closers: map[io.Closer]struct{}{}}
+	cc := &clientConn{id: id, conn: c, ctx: ctx, cancel: cancel, closers: map[io.Closer]struct{}{}}
+	cc.idleAt.Store(time.Now().UnixNano())
+	return cc
 }
 
 func (c *clientConn) setIdle() bool {
+	c.idleAt.Store(time.Now().UnixNano())
 	return c.state.CompareAndSwap(stateActive, stateIdle) || c.state.Load() == stateIdle
+}
+
+// idleFor is how long an idle connection has been idle (0 if active).
+func (c *clientConn) idleFor() time.Duration {
+	if c.state.Load() != stateIdle {
+		return 0
+	}
+	return time.Since(time.Unix(0, c.idleAt.Load()))
 }
 func (c *clientConn) setActive() bool { return c.state.CompareAndSwap(stateIdle, stateActive) }
 

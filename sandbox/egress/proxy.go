@@ -77,9 +77,15 @@ type Config struct {
 	// uses the system roots. ServerName is always set per upstream.
 	TLSConfig *tls.Config
 	Logger    hclog.Logger
-	// MaxConns bounds concurrent client connections (default 256); excess
-	// connections get 503 and are closed.
-	MaxConns int
+	// MaxConns bounds concurrent client connections (default 256).
+	// Connections beyond it wait for a slot rather than being refused: up
+	// to QueueConns of them (default 4 × MaxConns) for up to QueueWait
+	// each (default 30s), while idle keep-alive connections are closed to
+	// make room. Only a connection that finds the queue full, or waits
+	// out QueueWait, gets 503 and is closed.
+	MaxConns   int
+	QueueConns int
+	QueueWait  time.Duration
 	// HeaderTimeout bounds reading a request head or ClientHello (default
 	// 10s); IdleTimeout bounds keep-alive idleness and any stall while
 	// streaming (default 60s).
@@ -114,9 +120,13 @@ type Proxy struct {
 	transports transports
 
 	connSeq   atomic.Uint64
-	active    atomic.Int64 // connections counted against MaxConns
-	rejecting atomic.Int64 // 503 writers in flight
+	active    atomic.Int64  // connections counted against MaxConns
+	slots     chan struct{} // one token per connection being served
+	waiting   atomic.Int64  // connections queued for a slot
+	rejecting atomic.Int64  // 503 writers in flight
 	closing   atomic.Bool
+	stop      chan struct{} // closed by Shutdown: queued connections give up
+	stopOnce  sync.Once
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -153,6 +163,12 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 256
 	}
+	if cfg.QueueConns <= 0 {
+		cfg.QueueConns = 4 * cfg.MaxConns
+	}
+	if cfg.QueueWait <= 0 {
+		cfg.QueueWait = 30 * time.Second
+	}
 	if cfg.HeaderTimeout <= 0 {
 		cfg.HeaderTimeout = 10 * time.Second
 	}
@@ -180,6 +196,8 @@ func New(cfg Config) (*Proxy, error) {
 		gomod:     gm,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*clientConn]struct{}{},
+		slots:     make(chan struct{}, cfg.MaxConns),
+		stop:      make(chan struct{}),
 	}
 	p.transports.init(p)
 	return p, nil
@@ -227,28 +245,97 @@ func (p *Proxy) Serve(l net.Listener) error {
 			return err
 		}
 		delay = 0
-		if p.active.Add(1) > int64(p.cfg.MaxConns) {
-			p.active.Add(-1)
-			p.rejectBusy(c)
-			continue
+		select {
+		case p.slots <- struct{}{}:
+			p.admit(c)
+		default:
+			p.enqueue(c)
 		}
-		cc := p.track(c)
-		if cc == nil {
-			p.active.Add(-1)
-			c.Close()
-			continue
-		}
-		go p.serveConn(cc)
 	}
 }
 
-// rejectBusy answers a connection over the MaxConns limit with 503. The
-// answer is written from its own short-lived goroutine so that a client
+// admit serves c, which holds a slot.
+func (p *Proxy) admit(c net.Conn) {
+	p.active.Add(1)
+	cc := p.track(c)
+	if cc == nil {
+		p.release()
+		c.Close()
+		return
+	}
+	go p.serveConn(cc)
+}
+
+// release gives back the slot of a connection that has ended.
+func (p *Proxy) release() {
+	p.active.Add(-1)
+	<-p.slots
+}
+
+// enqueue makes a connection that found every slot taken wait for one,
+// in its own goroutine so that the accept loop keeps accepting: a busy
+// build (parallel downloads) gets served late rather than failed. While
+// it waits, connections idle on keep-alive for a moment are closed to
+// free their slots (a client reopens one when it needs it). A full queue,
+// or a wait past QueueWait, is answered 503.
+func (p *Proxy) enqueue(c net.Conn) {
+	if p.waiting.Add(1) > int64(p.cfg.QueueConns) {
+		p.waiting.Add(-1)
+		p.rejectBusy(c, fmt.Sprintf("and %d more are already waiting for one", p.cfg.QueueConns))
+		return
+	}
+	go func() {
+		defer p.waiting.Add(-1)
+		timeout := time.NewTimer(p.cfg.QueueWait)
+		defer timeout.Stop()
+		tick := time.NewTicker(idleEvictTick)
+		defer tick.Stop()
+		p.evictIdle()
+		for {
+			select {
+			case p.slots <- struct{}{}:
+				p.admit(c)
+				return
+			case <-tick.C:
+				p.evictIdle()
+			case <-timeout.C:
+				p.rejectBusy(c, fmt.Sprintf("none became free within %s", p.cfg.QueueWait))
+				return
+			case <-p.stop:
+				c.Close()
+				return
+			}
+		}
+	}()
+}
+
+// A keep-alive connection idle for idleEvictAfter may be closed to make
+// room for a waiting one; shorter gaps are a client between two requests
+// of a burst, which closing would only make reconnect.
+const (
+	idleEvictAfter = 200 * time.Millisecond
+	idleEvictTick  = 50 * time.Millisecond
+)
+
+// evictIdle closes one connection that has been idle long enough, if any.
+func (p *Proxy) evictIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for cc := range p.conns {
+		if cc.idleFor() >= idleEvictAfter && cc.state.CompareAndSwap(stateIdle, stateClosed) {
+			cc.conn.Close()
+			return
+		}
+	}
+}
+
+// rejectBusy answers a connection that could not get a slot with 503,
+// saying why. The answer is written from its own short-lived goroutine so that a client
 // that does not read cannot stall the accept loop; if too many of those
 // are already in flight the connection is simply closed.
-func (p *Proxy) rejectBusy(c net.Conn) {
+func (p *Proxy) rejectBusy(c net.Conn, why string) {
 	p.record(Event{Time: time.Now(), Decision: DecisionDeny, Status: http.StatusServiceUnavailable,
-		Reason: fmt.Sprintf("too many concurrent connections (limit %d)", p.cfg.MaxConns)})
+		Reason: fmt.Sprintf("too many concurrent connections (limit %d; %s)", p.cfg.MaxConns, why)})
 	if p.rejecting.Add(1) > int64(p.cfg.MaxConns) {
 		p.rejecting.Add(-1)
 		c.Close()
@@ -258,7 +345,7 @@ func (p *Proxy) rejectBusy(c net.Conn) {
 		defer p.rejecting.Add(-1)
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(time.Second))
-		msg := fmt.Sprintf("cleanroom: egress proxy of step %q is at its limit of %d concurrent connections\n", p.cfg.Step, p.cfg.MaxConns)
+		msg := fmt.Sprintf("cleanroom: egress proxy of step %q is at its limit of %d concurrent connections, %s\n", p.cfg.Step, p.cfg.MaxConns, why)
 		fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(msg), msg)
 		// Half-close and drain briefly so the client reads the 503
 		// instead of a reset caused by its own unread request.
@@ -279,6 +366,7 @@ func (p *Proxy) rejectBusy(c net.Conn) {
 // remains (returning ctx's error).
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.closing.Store(true)
+	p.stopOnce.Do(func() { close(p.stop) })
 	p.mu.Lock()
 	for l := range p.listeners {
 		l.Close()
@@ -334,7 +422,7 @@ func (p *Proxy) untrack(cc *clientConn) {
 	p.mu.Lock()
 	delete(p.conns, cc)
 	p.mu.Unlock()
-	p.active.Add(-1)
+	p.release()
 }
 
 // closeIdle closes idle connections and returns how many remain.

@@ -8,49 +8,177 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-func TestMaxConns(t *testing.T) {
-	tp := startProxy(t, Config{MaxConns: 2})
+// blockingUpstream answers /hold only when release is closed, so the
+// connections asking for it stay active (not idle) at the proxy.
+func blockingUpstream(t *testing.T) (srv *countingServer, release func()) {
+	ch := make(chan struct{})
+	var once sync.Once
+	srv = newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			select {
+			case <-ch:
+			case <-r.Context().Done():
+			}
+		}
+		io.WriteString(w, "ok")
+	})
+	release = func() { once.Do(func() { close(ch) }) }
+	t.Cleanup(release)
+	return srv, release
+}
+
+// holdActive opens n connections that each have a request for /hold in
+// flight, and waits until the proxy serves all of them.
+func holdActive(t *testing.T, tp *testProxy, pt, n int) []net.Conn {
 	var held []net.Conn
-	for range 2 {
+	for range n {
 		c, err := net.Dial("tcp", tp.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "GET http://deps.test:%d/hold HTTP/1.1\r\nHost: deps.test:%d\r\n\r\n", pt, pt)
 		held = append(held, c)
 	}
-	// Make sure both are accepted and counted before the third arrives.
 	deadline := time.Now().Add(5 * time.Second)
-	for tp.active.Load() < 2 && time.Now().Before(deadline) {
+	for tp.active.Load() < int64(n) && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
+	if tp.active.Load() != int64(n) {
+		t.Fatalf("%d connections active, want %d", tp.active.Load(), n)
+	}
+	return held
+}
+
+// fetchVia sends one GET through the proxy on a fresh connection and
+// returns the status and body.
+func fetchVia(t *testing.T, tp *testProxy, pt int, path string) (int, string) {
 	c, err := net.Dial("tcp", tp.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c, "GET http://deps.test/ HTTP/1.1\r\nHost: deps.test\r\n\r\n")
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(c, "GET http://deps.test:%d%s HTTP/1.1\r\nHost: deps.test:%d\r\nConnection: close\r\n\r\n", pt, path, pt)
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 503 || !strings.Contains(string(body), "limit of 2") {
-		t.Errorf("%d %q", resp.StatusCode, body)
+	return resp.StatusCode, string(body)
+}
+
+// Beyond MaxConns a connection waits for a slot and is then served: a
+// burst of parallel downloads is slowed down, not failed.
+func TestBackPressureWaitsForSlot(t *testing.T) {
+	up, release := blockingUpstream(t)
+	pt := port(t, up.Server)
+	tp := startProxy(t, Config{MaxConns: 2, QueueWait: 10 * time.Second}, fmt.Sprintf("deps.test:%d", pt), fmt.Sprintf("127.0.0.1:%d", pt))
+	holdActive(t, tp, pt, 2)
+
+	type result struct {
+		status int
+		body   string
 	}
-	// Releasing a slot lets a new connection in.
-	held[0].Close()
-	for tp.active.Load() > 1 && time.Now().Before(deadline) {
+	got := make(chan result, 1)
+	go func() {
+		s, b := fetchVia(t, tp, pt, "/now")
+		got <- result{s, b}
+	}()
+	select {
+	case r := <-got:
+		t.Fatalf("served while every slot was busy: %d %q", r.status, r.body)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if tp.waiting.Load() != 1 {
+		t.Errorf("waiting = %d, want 1", tp.waiting.Load())
+	}
+	release() // the held requests finish; their connections go idle and are evicted or closed
+	select {
+	case r := <-got:
+		if r.status != 200 || r.body != "ok" {
+			t.Errorf("queued connection got %d %q, want 200 ok", r.status, r.body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("queued connection never served")
+	}
+}
+
+// Idle keep-alive connections give up their slots to waiting ones.
+func TestBackPressureEvictsIdle(t *testing.T) {
+	up := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	pt := port(t, up.Server)
+	tp := startProxy(t, Config{MaxConns: 1, QueueWait: 10 * time.Second}, fmt.Sprintf("deps.test:%d", pt), fmt.Sprintf("127.0.0.1:%d", pt))
+	idle, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	fmt.Fprintf(idle, "GET http://deps.test:%d/ HTTP/1.1\r\nHost: deps.test:%d\r\n\r\n", pt, pt)
+	br := bufio.NewReader(idle)
+	idle.SetDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body) // now idle on keep-alive, holding the only slot
+
+	if s, b := fetchVia(t, tp, pt, "/"); s != 200 || b != "ok" {
+		t.Errorf("second connection got %d %q, want 200 ok", s, b)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("the idle keep-alive connection was not closed to make room")
+	}
+}
+
+// Past QueueWait, a waiting connection gets a clear 503.
+func TestBackPressureRefusesAfterWait(t *testing.T) {
+	up, release := blockingUpstream(t)
+	defer release() // before the proxy's shutdown, which waits for requests in flight
+	pt := port(t, up.Server)
+	tp := startProxy(t, Config{MaxConns: 2, QueueWait: 300 * time.Millisecond}, fmt.Sprintf("deps.test:%d", pt), fmt.Sprintf("127.0.0.1:%d", pt))
+	holdActive(t, tp, pt, 2)
+	start := time.Now()
+	s, body := fetchVia(t, tp, pt, "/now")
+	if s != 503 || !strings.Contains(body, "limit of 2 concurrent connections, none became free within 300ms") {
+		t.Errorf("%d %q", s, body)
+	}
+	if waited := time.Since(start); waited < 300*time.Millisecond {
+		t.Errorf("refused after %s, before QueueWait", waited)
+	}
+}
+
+// A connection that finds the queue full is refused at once.
+func TestBackPressureRefusesWhenQueueFull(t *testing.T) {
+	up, release := blockingUpstream(t)
+	pt := port(t, up.Server)
+	tp := startProxy(t, Config{MaxConns: 1, QueueConns: 1, QueueWait: 10 * time.Second}, fmt.Sprintf("deps.test:%d", pt), fmt.Sprintf("127.0.0.1:%d", pt))
+	holdActive(t, tp, pt, 1)
+	queued := make(chan int, 1)
+	go func() {
+		s, _ := fetchVia(t, tp, pt, "/now")
+		queued <- s
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for tp.waiting.Load() < 1 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	resp2, body2 := rawExchange(t, tp.addr, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp2.StatusCode != 400 {
-		t.Errorf("after release: %d %q", resp2.StatusCode, body2)
+	start := time.Now()
+	s, body := fetchVia(t, tp, pt, "/now")
+	if s != 503 || !strings.Contains(body, "limit of 1 concurrent connections, and 1 more are already waiting") {
+		t.Errorf("%d %q", s, body)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("refusal took %s; a full queue must refuse at once", d)
+	}
+	release()
+	if s := <-queued; s != 200 {
+		t.Errorf("queued connection got %d, want 200", s)
 	}
 }
 

@@ -9,6 +9,14 @@ import (
 	"time"
 )
 
+// spliceChunk is the most one direction of a tunnel moves between two
+// progress marks. Each chunk is one io.Copy between the raw connections,
+// which for two *net.TCPConn is splice(2) on Linux: the bytes go from
+// socket to socket through a kernel pipe and never enter the process.
+// A chunk also ends at a read deadline of half the idle timeout, so a
+// trickle marks progress in time too.
+const spliceChunk = 4 << 20
+
 // splice copies bytes both ways between the step and the upstream until
 // both directions have ended, and returns the byte counts. An EOF in one
 // direction is passed on as a half-close so protocols that rely on it keep
@@ -20,6 +28,30 @@ func splice(client, upstream net.Conn, idle time.Duration) (out, in int64) {
 	touch := func() { last.Store(time.Now().UnixNano()) }
 	touch()
 	quiet := func() bool { return time.Since(time.Unix(0, last.Load())) >= idle }
+	_ = client.SetDeadline(time.Time{})
+	_ = upstream.SetDeadline(time.Time{})
+
+	// The watchdog cuts the tunnel once neither side has moved for idle,
+	// including a direction stuck writing to a peer that does not read.
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		t := time.NewTicker(max(idle/8, 5*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if quiet() {
+					client.Close()
+					upstream.Close()
+					return
+				}
+			}
+		}
+	}()
 
 	done := make(chan error, 2)
 	pipe := func(dst, src net.Conn, n *int64) {
@@ -30,35 +62,28 @@ func splice(client, upstream net.Conn, idle time.Duration) (out, in int64) {
 			}
 			done <- err
 		}()
-		bp := copyBufs.Get().(*[]byte)
-		defer copyBufs.Put(bp)
-		buf := *bp
+		mark := max(idle/2, 5*time.Millisecond)
 		for {
-			_ = src.SetReadDeadline(time.Now().Add(idle))
-			nr, rerr := src.Read(buf)
-			if nr > 0 {
-				touch()
-				_ = dst.SetWriteDeadline(time.Now().Add(idle))
-				nw, werr := dst.Write(buf[:nr])
-				*n += int64(nw)
-				if werr != nil {
-					err = werr
-					return
-				}
+			// A read deadline interrupts splice(2) only while it waits
+			// for input, before bytes enter the pipe, so none are lost.
+			_ = src.SetReadDeadline(time.Now().Add(mark))
+			lr := &io.LimitedReader{R: src, N: spliceChunk}
+			m, cerr := io.Copy(dst, lr)
+			*n += m
+			if m > 0 {
 				touch()
 			}
-			if rerr == nil {
+			if errors.Is(cerr, os.ErrDeadlineExceeded) && !quiet() {
 				continue
 			}
-			if errors.Is(rerr, os.ErrDeadlineExceeded) && !quiet() {
-				continue
+			if cerr != nil {
+				err = cerr
+				return
 			}
-			if errors.Is(rerr, io.EOF) {
+			if lr.N > 0 { // src ended before the chunk did: EOF
 				closeWrite(dst)
 				return
 			}
-			err = rerr
-			return
 		}
 	}
 	go pipe(upstream, client, &out)
@@ -69,6 +94,8 @@ func splice(client, upstream net.Conn, idle time.Duration) (out, in int64) {
 		upstream.Close()
 	}
 	<-done
+	close(stop)
+	<-watched
 	client.Close()
 	upstream.Close()
 	return out, in
