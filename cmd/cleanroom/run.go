@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -24,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cleanroom-ci/cleanroom/internal/runlock"
+	"github.com/cleanroom-ci/cleanroom/internal/toolcache"
 	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
@@ -220,7 +220,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 			r.ResetOutput(&hclog.LoggerOptions{Output: runner.MaskingWriter(os.Stderr, secrets), Color: hclog.ColorOff})
 		}
 	}
-	upstream, err := goModUpstream(o.goproxy)
+	upstream, err := goModUpstream(o.goproxy, toolCacheDir(g.stateDir))
 	if err != nil {
 		return nil, systemFailure(err)
 	}
@@ -251,12 +251,19 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	defer lock.Release()
 	log = log.With("run", lock.ID)
 
+	// Reaping what crashed runs left (files and mounts under the state
+	// directory) needs no containerd, so it overlaps connecting to it.
+	reaped := make(chan struct{})
+	go func() {
+		defer close(reaped)
+		runner.Reap(g.stateDir, log)
+	}()
 	exec, err := newExecutor(ctx, g, log, lock.ID)
+	<-reaped
 	if err != nil {
 		return nil, systemFailure(err)
 	}
 	defer exec.Close()
-	runner.Reap(g.stateDir, log)
 
 	res, err := runner.Run(ctx, runner.Config{
 		Pipeline:          p,
@@ -348,14 +355,18 @@ func checkRule(rule string) error {
 // forwards to: the flag, or the first proxy URL in the host's `go env
 // GOPROXY`. None (no Go on the host, or GOPROXY=direct/off) disables the
 // endpoint.
-func goModUpstream(flag string) (*url.URL, error) {
+//
+// `go env` is asked once per Go installation and configuration (its answer
+// is kept under the state directory, see internal/toolcache), not on every
+// start: it costs a process start-up, about 20 ms.
+func goModUpstream(flag, cacheDir string) (*url.URL, error) {
 	raw := flag
 	if raw == "" {
 		// $GOPROXY first: it is what `go env` would report, without
 		// starting a process.
 		list := os.Getenv("GOPROXY")
 		if list == "" {
-			b, err := exec.Command("go", "env", "GOPROXY").Output()
+			b, err := toolcache.Output(cacheDir, "go", []string{"env", "GOPROXY"}, goEnvFile())
 			if err != nil {
 				return nil, nil
 			}
@@ -391,6 +402,22 @@ type runJSON struct {
 	Error string `json:"error,omitempty"`
 	*runner.Result
 }
+
+// goEnvFile is the file `go env -w` writes, on which `go env`'s answer
+// depends besides the toolchain itself.
+func goEnvFile() string {
+	if f := os.Getenv("GOENV"); f != "" {
+		return f
+	}
+	d, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(d, "go", "env")
+}
+
+// toolCacheDir is where the answers of host tools are kept between runs.
+func toolCacheDir(stateDir string) string { return filepath.Join(stateDir, "toolcache") }
 
 func runOutcome(res *runner.Result, err error) runJSON {
 	out := runJSON{Status: "ok", Result: res}

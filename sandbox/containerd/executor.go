@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/cleanroom-ci/cleanroom/internal/toolcache"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 )
 
@@ -132,7 +133,7 @@ func (e *Executor) Info(ctx context.Context) (sandbox.Info, error) {
 		Backend: "containerd",
 		Versions: map[string]string{
 			"containerd": v.Version,
-			"runc":       runcVersion(),
+			"runc":       runcVersion(filepath.Join(e.stateDir, "toolcache")),
 		},
 		Capabilities:   append([]string(nil), Capabilities...),
 		SeccompDigest:  seccompDigest(),
@@ -164,9 +165,11 @@ func (e *Executor) noteTeardownError(id string, err error) {
 	e.teardownMu.Unlock()
 }
 
-// runcVersion is asked once per process: it execs runc.
-var runcVersion = sync.OnceValue(func() string {
-	b, err := execOutput("runc", "--version")
+// runcVersion execs `runc --version` once per runc binary, not once per
+// start: the answer is kept under the state directory, keyed by the
+// binary's path, size and modification time (internal/toolcache).
+var runcVersion = func(cacheDir string) string {
+	b, err := toolcache.Output(cacheDir, "runc", []string{"--version"})
 	if err != nil {
 		return "unknown"
 	}
@@ -176,7 +179,7 @@ var runcVersion = sync.OnceValue(func() string {
 		return "unknown"
 	}
 	return v
-})
+}
 
 // fifoDir holds the named pipes that carry a task's stdout and stderr.
 func (e *Executor) fifoDir() string {

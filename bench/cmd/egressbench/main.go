@@ -2,9 +2,9 @@
 // connection and against another proxy, each side in its own process, on
 // loopback only.
 //
-//	egressbench upstream -addr-file F                  loopback origin: /bytes?n=N, /small
+//	egressbench upstream -addr-file F [-tls-addr-file F -ca-file F]   loopback origin: /bytes?n=N, /small (and over HTTPS)
 //	egressbench proxy -addr-file F -allow RULE...       cleanroom's proxy (sandbox/egress), as the runner configures it
-//	egressbench throughput -upstream A -bytes N -rounds R -o FILE NAME=PROXYADDR...
+//	egressbench throughput -upstream A [-ca F] -bytes N -rounds R -o FILE NAME=PROXYADDR...  (-ca: https, CONNECT tunnels)
 //	egressbench latency -upstream A -concurrency C -per-worker K -rounds R -o FILE NAME=PROXYADDR...
 //	egressbench rss -pid P -upstream A -proxy A -bytes N -o FILE
 //	egressbench freeport                               print a free loopback port
@@ -19,13 +19,21 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -110,6 +118,8 @@ func untilSignal() context.Context {
 func upstreamCmd(args []string) error {
 	fs := flag.NewFlagSet("upstream", flag.ExitOnError)
 	addrFile := fs.String("addr-file", "", "write the listening address here")
+	tlsAddrFile := fs.String("tls-addr-file", "", "also serve HTTPS (for CONNECT tunnels) and write its address here")
+	caFile := fs.String("ca-file", "", "with -tls-addr-file: write the server's self-signed certificate (PEM) here")
 	smallSize := fs.Int("small", 1024, "bytes of the /small body")
 	fs.Parse(args)
 	chunk := make([]byte, 256<<10)
@@ -144,14 +154,61 @@ func upstreamCmd(args []string) error {
 		return err
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	tsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second,
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}} // HTTP/1.1, as through a proxy
 	go func() {
 		<-untilSignal().Done()
 		srv.Close()
+		tsrv.Close()
 	}()
+	if *tlsAddrFile != "" {
+		cert, err := selfSigned(*caFile)
+		if err != nil {
+			return err
+		}
+		tln, err := listen(*tlsAddrFile)
+		if err != nil {
+			return err
+		}
+		tsrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+		go func() {
+			if err := tsrv.ServeTLS(tln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+				log.Fatal(err)
+			}
+		}()
+	}
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// selfSigned makes a certificate for 127.0.0.1 and writes it to caFile,
+// for the clients to trust.
+func selfSigned(caFile string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "egressbench"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if caFile != "" {
+		if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+			return tls.Certificate{}, err
+		}
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 // proxyCmd serves cleanroom's egress proxy the way runner.Sandboxed sets
@@ -202,12 +259,17 @@ func proxyCmd(args []string) error {
 	return p.Serve(ln)
 }
 
-func proxyClient(proxyAddr string) *http.Client {
+func proxyClient(proxyAddr string) *http.Client { return proxyClientTLS(proxyAddr, nil) }
+
+// proxyClientTLS is proxyClient trusting roots for https URLs, which it
+// fetches through the proxy with CONNECT.
+func proxyClientTLS(proxyAddr string, roots *x509.CertPool) *http.Client {
 	tr := &http.Transport{
 		DisableCompression:  true,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     30 * time.Second,
 		ForceAttemptHTTP2:   false,
+		TLSClientConfig:     &tls.Config{RootCAs: roots},
 	}
 	if proxyAddr != "" {
 		u := &url.URL{Scheme: "http", Host: proxyAddr}
@@ -287,9 +349,23 @@ func throughputCmd(args []string) error {
 	size := fs.Int64("bytes", 1<<30, "body size")
 	rounds := fs.Int("rounds", 3, "interleaved rounds")
 	out := fs.String("o", "", "JSON output (default stdout)")
+	caFile := fs.String("ca", "", "fetch https:// from -upstream (CONNECT tunnels through the proxies), trusting this certificate")
 	fs.Parse(args)
 	if *upstream == "" || fs.NArg() == 0 {
 		return errors.New("throughput: need -upstream and NAME=PROXYADDR cases")
+	}
+	scheme := "http"
+	var roots *x509.CertPool
+	if *caFile != "" {
+		pemBytes, err := os.ReadFile(*caFile)
+		if err != nil {
+			return err
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pemBytes) {
+			return fmt.Errorf("%s: no certificate", *caFile)
+		}
+		scheme = "https"
 	}
 	res := ThroughputResult{Bytes: *size, Rounds: *rounds, Cases: []*ThroughputCase{{Name: "direct"}}}
 	for _, a := range fs.Args() {
@@ -299,13 +375,13 @@ func throughputCmd(args []string) error {
 		}
 		res.Cases = append(res.Cases, &ThroughputCase{Name: name, Proxy: addr})
 	}
-	u := fmt.Sprintf("http://%s/bytes?n=%d", *upstream, *size)
+	u := fmt.Sprintf("%s://%s/bytes?n=%d", scheme, *upstream, *size)
 	clients := map[string]*http.Client{}
 	buf := make([]byte, 256<<10)
 	for _, c := range res.Cases {
-		clients[c.Name] = proxyClient(c.Proxy)
+		clients[c.Name] = proxyClientTLS(c.Proxy, roots)
 		// Warm up every path (connections, page faults) with a smaller body.
-		if err := fetch(clients[c.Name], fmt.Sprintf("http://%s/bytes?n=%d", *upstream, 64<<20), 64<<20, buf); err != nil {
+		if err := fetch(clients[c.Name], fmt.Sprintf("%s://%s/bytes?n=%d", scheme, *upstream, 64<<20), 64<<20, buf); err != nil {
 			return fmt.Errorf("%s: %w", c.Name, err)
 		}
 	}
