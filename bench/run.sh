@@ -58,6 +58,7 @@ done
 
 need=()
 command -v squid >/dev/null || need+=(squid)
+command -v crun >/dev/null || need+=(crun)
 [ -x /usr/bin/time ] || need+=(time)
 if [ "${#need[@]}" -gt 0 ]; then
 	log "installing ${need[*]} with apt"
@@ -74,6 +75,8 @@ if [ "${#need[@]}" -gt 0 ]; then
 	fi
 fi
 command -v squid >/dev/null || die "squid is not installed"
+command -v crun >/dev/null || die "crun is not installed"
+CRUN=$(command -v crun)
 [ -x /usr/bin/time ] || die "/usr/bin/time is not installed"
 
 # ---- workspace and clean-up ---------------------------------------------------
@@ -237,11 +240,18 @@ ctr --address "$SOCK" -n "$NS" images ls -q | grep -qx "$IMG" || die "ctr import
 
 # ctr-hardened adds what ctr can express of cleanroom's sandbox: read-only
 # root, the default seccomp profile, cleanroom's default memory and CPU
-# limits. GOPROXY=off: `cleanroom run` still execs `go env GOPROXY` as it
-# always does, but its module-proxy endpoint stays off (no upstream to name).
-GOPROXY=off "$BR" time -rounds "$STARTUP_ROUNDS" -warmup 1 -o "$OUT/startup.json" \
+# limits. The -crun cases run the same under the same runc shim with crun
+# as its OCI runtime binary (cleanroom through CLEANROOM_BENCH_OCI_BINARY,
+# ctr through --runc-binary). GOPROXY is left unset, so that `cleanroom run`
+# derives it from `go env` (cached under its state directory) as it would
+# on a developer's machine.
+env -u GOPROXY "$BR" time -rounds "$STARTUP_ROUNDS" -warmup 1 -o "$OUT/startup.json" \
 	-ratio cleanroom-1/ctr -ratio cleanroom-1/ctr-hardened -ratio cleanroom-1/runc -ratio ctr/runc \
+	-ratio cleanroom-1-crun/ctr -ratio cleanroom-1-crun/ctr-crun -ratio cleanroom-1-crun/cleanroom-1 \
 	"cleanroom-1=$CR run -f $WORK/ws1/cleanroom.yaml --trace $OUT/traces/one-{run}.jsonl" \
+	"cleanroom-1-crun=env CLEANROOM_BENCH_OCI_BINARY=$CRUN $CR run -f $WORK/ws1/cleanroom.yaml --trace $OUT/traces/onecrun-{run}.jsonl" \
+	"cleanroom-20-crun=env CLEANROOM_BENCH_OCI_BINARY=$CRUN $CR run -f $WORK/ws20/cleanroom.yaml" \
+	"ctr-crun=ctr --address $SOCK -n $NS run --rm --runc-binary $CRUN $IMG bench-ctrc-{i} true" \
 	"cleanroom-20=$CR run -f $WORK/ws20/cleanroom.yaml --trace $OUT/traces/twenty-{run}.jsonl" \
 	"cleanroom-10w=$CR run -f $WORK/ws10w/cleanroom.yaml" \
 	"ctr=ctr --address $SOCK -n $NS run --rm $IMG bench-ctr-{i} true" \
@@ -254,12 +264,16 @@ end
 # ---- 2. egress proxy ----------------------------------------------------------------
 
 begin proxy
-"$EB" upstream -addr-file "$WORK/up.addr" 2>"$OUT/logs/upstream.log" &
+"$EB" upstream -addr-file "$WORK/up.addr" -tls-addr-file "$WORK/upt.addr" -ca-file "$WORK/up-ca.pem" 2>"$OUT/logs/upstream.log" &
 pids+=($!)
 wait_file "$WORK/up.addr"
+wait_file "$WORK/upt.addr"
 UP=$(cat "$WORK/up.addr")
 UPPORT=${UP##*:}
+UPT=$(cat "$WORK/upt.addr") # the same origin over HTTPS, for CONNECT tunnels
+UPTPORT=${UPT##*:}
 RULE="127.0.0.1:$UPPORT" # an IP rule: names never reach loopback
+RULET="127.0.0.1:$UPTPORT"
 
 # Peak RSS first, on a fresh proxy process at the runner's defaults.
 "$EB" proxy -addr-file "$WORK/rss.addr" -allow "$RULE" -events "$WORK/events-rss.jsonl" 2>"$OUT/logs/proxy-rss.log" &
@@ -270,7 +284,7 @@ wait_file "$WORK/rss.addr"
 kill "$rss_pid"
 
 # The proxy under comparison, with room for 500 connections.
-"$EB" proxy -addr-file "$WORK/px.addr" -allow "$RULE" -max-conns 1024 -events "$WORK/events.jsonl" 2>"$OUT/logs/proxy.log" &
+"$EB" proxy -addr-file "$WORK/px.addr" -allow "$RULE" -allow "$RULET" -max-conns 1024 -events "$WORK/events.jsonl" 2>"$OUT/logs/proxy.log" &
 pids+=($!)
 wait_file "$WORK/px.addr"
 PX=$(cat "$WORK/px.addr")
@@ -295,7 +309,7 @@ cache deny all
 cache_mem 8 MB
 acl bench_src src 127.0.0.1/32
 acl bench_up dst 127.0.0.1/32
-acl bench_port port $UPPORT
+acl bench_port port $UPPORT $UPTPORT
 http_access allow bench_src bench_up bench_port
 http_access deny all
 icp_port 0
@@ -322,6 +336,10 @@ pids+=($!)
 "$EB" probe -proxy "$PX" -url "http://$UP/small" -timeout 10s
 
 "$EB" throughput -upstream "$UP" -bytes $((1 << 30)) -rounds "$STREAM_ROUNDS" -o "$OUT/proxy-throughput.json" \
+	"cleanroom=$PX" "squid=127.0.0.1:$SQPORT"
+# CONNECT tunnels (HTTPS without inspection): the client speaks TLS to the
+# origin through the tunnel; nothing is hashed, the proxy splices.
+"$EB" throughput -upstream "$UPT" -ca "$WORK/up-ca.pem" -bytes $((1 << 30)) -rounds "$STREAM_ROUNDS" -o "$OUT/proxy-tunnel.json" \
 	"cleanroom=$PX" "squid=127.0.0.1:$SQPORT"
 "$EB" latency -upstream "$UP" -concurrency 500 -per-worker 10 -rounds "$LATENCY_ROUNDS" -o "$OUT/proxy-latency.json" \
 	"cleanroom=$PX" "squid=127.0.0.1:$SQPORT"
