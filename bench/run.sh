@@ -240,18 +240,33 @@ ctr --address "$SOCK" -n "$NS" images ls -q | grep -qx "$IMG" || die "ctr import
 
 # ctr-hardened adds what ctr can express of cleanroom's sandbox: read-only
 # root, the default seccomp profile, cleanroom's default memory and CPU
-# limits. The -crun cases run the same under the same runc shim with crun
-# as its OCI runtime binary (cleanroom through CLEANROOM_BENCH_OCI_BINARY,
-# ctr through --runc-binary). GOPROXY is left unset, so that `cleanroom run`
-# derives it from `go env` (cached under its state directory) as it would
-# on a developer's machine.
+# limits. cleanroom-20-nogroup turns off the shared shim per run, to show
+# what it saves. The -crun cases run the same under the same runc shim
+# with crun as its OCI runtime binary (cleanroom through
+# CLEANROOM_BENCH_OCI_BINARY, ctr through --runc-binary), where crun can
+# create a container on this host at all (it refuses cgroup v1 hosts whose
+# cgroup2 hierarchy has controllers: the probe's error is reported).
+# GOPROXY is left unset, so that `cleanroom run` derives it from `go env`
+# (cached under its state directory) as it would on a developer's machine.
+crun_cases=()
+crun_ratios=()
+if crun_err=$(ctr --address "$SOCK" -n "$NS" run --rm --runc-binary "$CRUN" "$IMG" bench-crun-probe true 2>&1); then
+	crun_ratios=(-ratio cleanroom-1-crun/ctr -ratio cleanroom-1-crun/ctr-crun -ratio cleanroom-1-crun/cleanroom-1)
+	crun_cases=(
+		"cleanroom-1-crun=env CLEANROOM_BENCH_OCI_BINARY=$CRUN $CR run -f $WORK/ws1/cleanroom.yaml --trace $OUT/traces/onecrun-{run}.jsonl"
+		"cleanroom-20-crun=env CLEANROOM_BENCH_OCI_BINARY=$CRUN $CR run -f $WORK/ws20/cleanroom.yaml"
+		"ctr-crun=ctr --address $SOCK -n $NS run --rm --runc-binary $CRUN $IMG bench-ctrc-{i} true"
+	)
+else
+	printf '%s\n%s\n' "$("$CRUN" --version | head -1)" "$crun_err" >"$OUT/crun-unavailable.txt"
+	log "crun cannot run a container here; its cases are left out: $crun_err"
+fi
 env -u GOPROXY "$BR" time -rounds "$STARTUP_ROUNDS" -warmup 1 -o "$OUT/startup.json" \
 	-ratio cleanroom-1/ctr -ratio cleanroom-1/ctr-hardened -ratio cleanroom-1/runc -ratio ctr/runc \
-	-ratio cleanroom-1-crun/ctr -ratio cleanroom-1-crun/ctr-crun -ratio cleanroom-1-crun/cleanroom-1 \
+	-ratio cleanroom-20/cleanroom-20-nogroup "${crun_ratios[@]}" \
 	"cleanroom-1=$CR run -f $WORK/ws1/cleanroom.yaml --trace $OUT/traces/one-{run}.jsonl" \
-	"cleanroom-1-crun=env CLEANROOM_BENCH_OCI_BINARY=$CRUN $CR run -f $WORK/ws1/cleanroom.yaml --trace $OUT/traces/onecrun-{run}.jsonl" \
-	"cleanroom-20-crun=env CLEANROOM_BENCH_OCI_BINARY=$CRUN $CR run -f $WORK/ws20/cleanroom.yaml" \
-	"ctr-crun=ctr --address $SOCK -n $NS run --rm --runc-binary $CRUN $IMG bench-ctrc-{i} true" \
+	"cleanroom-20-nogroup=env CLEANROOM_BENCH_NO_SHIM_GROUP=1 $CR run -f $WORK/ws20/cleanroom.yaml" \
+	"${crun_cases[@]}" \
 	"cleanroom-20=$CR run -f $WORK/ws20/cleanroom.yaml --trace $OUT/traces/twenty-{run}.jsonl" \
 	"cleanroom-10w=$CR run -f $WORK/ws10w/cleanroom.yaml" \
 	"ctr=ctr --address $SOCK -n $NS run --rm $IMG bench-ctr-{i} true" \

@@ -41,6 +41,7 @@ type Executor struct {
 	stateDir  string
 	locksDir  string
 	runID     string
+	shims     shimGroup  // the run's tasks share one shim (run.go)
 	imageMu   sync.Mutex // serialises import/pull of the same image
 	closeOnce sync.Once
 
