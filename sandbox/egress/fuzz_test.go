@@ -198,6 +198,7 @@ func serveBytes(t testing.TB, p *Proxy, data []byte) []byte {
 	var panicked any
 	p.onPanic = func(r any) { panicked = r }
 	c := &memConn{r: bytes.NewReader(data), local: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}}
+	p.slots <- struct{}{} // as Serve's admit: untrack releases the slot
 	p.active.Add(1)
 	cc := p.track(c)
 	done := make(chan struct{})
