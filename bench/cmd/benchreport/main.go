@@ -959,7 +959,8 @@ func firstLine(name string, args ...string) string {
 }
 
 const reproduce = "## How to reproduce\n\n" +
-	"As root on Debian 12 with Go, in the repository: `make bench`. It runs `hack/setup.sh` when containerd does not answer, installs `squid` and `time` with apt when missing, builds cleanroom and the bench tools (`bench/cmd/benchrun`, `bench/cmd/egressbench`, `bench/cmd/benchreport`), runs every part above and writes this file; it must finish within 15 minutes on 2 cores, and says so with a non-zero exit when it does not. " +
+	"As root on Debian 12 with Go, in the repository: `make bench`. It runs `hack/setup.sh` when containerd does not answer, installs `squid`, `crun` and `time` with apt when missing, builds cleanroom and the bench tools (`bench/cmd/benchrun`, `bench/cmd/egressbench`, `bench/cmd/benchreport`), runs every part above and writes this file; it must finish within 15 minutes on 2 cores, and says so with a non-zero exit when it does not. " +
 	"It uses its own containerd namespace (`cleanroom-bench`), state directory (`/run/cleanroom-bench`) and a temporary directory, and removes them, its containers and the squid it started on exit, also when interrupted. Raw results (JSON, traces, `go test` output) stay in `bench/out/`, which git ignores.\n\n" +
+	"Two environment variables of `cleanroom` itself exist only for these measurements: `CLEANROOM_BENCH_OCI_BINARY` (the runc shim's OCI runtime binary, for crun) and `CLEANROOM_BENCH_NO_SHIM_GROUP` (a shim per step, as before the steps of a run shared one).\n\n" +
 	"Knobs (environment): `STARTUP_ROUNDS` (10), `STREAM_ROUNDS` (3), `LATENCY_ROUNDS` (5), `HASH_ROUNDS` (5), `CONC_ROUNDS` (3), `MICRO_COUNT` (5), `BENCH_CONTAINERD` (`/run/containerd/containerd.sock`). " +
 	"`benchstat bench/out/micro-egress.txt` (from golang.org/x/perf) compares micro-benchmark runs; `make bench` writes its summary to `bench/out/micro-egress.benchstat.txt` when it can install it.\n"
