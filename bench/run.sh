@@ -240,8 +240,8 @@ ctr --address "$SOCK" -n "$NS" images ls -q | grep -qx "$IMG" || die "ctr import
 
 # ctr-hardened adds what ctr can express of cleanroom's sandbox: read-only
 # root, the default seccomp profile, cleanroom's default memory and CPU
-# limits. cleanroom-20-nogroup turns off the shared shim per run, to show
-# what it saves. The -crun cases run the same under the same runc shim
+# limits. cleanroom-20-group lets the steps of a run share one runc shim,
+# to measure whether that saves time. The -crun cases run the same under the same runc shim
 # with crun as its OCI runtime binary (cleanroom through
 # CLEANROOM_BENCH_OCI_BINARY, ctr through --runc-binary), where crun can
 # create a container on this host at all (it refuses cgroup v1 hosts whose
@@ -263,9 +263,9 @@ else
 fi
 env -u GOPROXY "$BR" time -rounds "$STARTUP_ROUNDS" -warmup 1 -o "$OUT/startup.json" \
 	-ratio cleanroom-1/ctr -ratio cleanroom-1/ctr-hardened -ratio cleanroom-1/runc -ratio ctr/runc \
-	-ratio cleanroom-20/cleanroom-20-nogroup "${crun_ratios[@]}" \
+	-ratio cleanroom-20-group/cleanroom-20 "${crun_ratios[@]}" \
 	"cleanroom-1=$CR run -f $WORK/ws1/cleanroom.yaml --trace $OUT/traces/one-{run}.jsonl" \
-	"cleanroom-20-nogroup=env CLEANROOM_BENCH_NO_SHIM_GROUP=1 $CR run -f $WORK/ws20/cleanroom.yaml" \
+	"cleanroom-20-group=env CLEANROOM_BENCH_SHIM_GROUP=1 $CR run -f $WORK/ws20/cleanroom.yaml" \
 	"${crun_cases[@]}" \
 	"cleanroom-20=$CR run -f $WORK/ws20/cleanroom.yaml --trace $OUT/traces/twenty-{run}.jsonl" \
 	"cleanroom-10w=$CR run -f $WORK/ws10w/cleanroom.yaml" \

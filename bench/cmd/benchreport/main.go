@@ -318,7 +318,7 @@ func (r *report) startup() error {
 	if err := readJSON(filepath.Join(r.in, "startup.json"), &res); err != nil {
 		return err
 	}
-	names := []string{"cleanroom-1", "cleanroom-20", "cleanroom-20-nogroup", "cleanroom-10w", "ctr", "ctr-hardened", "runc", "unshare", "go-env"}
+	names := []string{"cleanroom-1", "cleanroom-20", "cleanroom-20-group", "cleanroom-10w", "ctr", "ctr-hardened", "runc", "unshare", "go-env"}
 	// crun's cases exist only where crun can run a container on this host.
 	crunRaw, _ := os.ReadFile(filepath.Join(r.in, "crun-unavailable.txt"))
 	crunErr := strings.TrimSpace(string(crunRaw))
@@ -349,7 +349,7 @@ func (r *report) startup() error {
 		perWait = append(perWait, (cs["cleanroom-10w"].SamplesMS[i]-cs["cleanroom-1"].SamplesMS[i]-5000)/9)
 	}
 	pw := stats.Summarize(perWait)
-	group, err := res.Ratio("cleanroom-20/cleanroom-20-nogroup")
+	group, err := res.Ratio("cleanroom-20-group/cleanroom-20")
 	if err != nil {
 		return err
 	}
@@ -394,23 +394,23 @@ func (r *report) startup() error {
 	r.p("%d rounds after %d warm-up round(s), %s. Wall time includes process start-up on every side. Peak RSS is `ru_maxrss` of the process and the children it waited for.\n\n", res.Rounds, res.Warmup, res.Order)
 	r.p("| case | wall, median | p25–p75 | min–max | ratio to ctr (per round) | peak RSS |\n|---|---|---|---|---|---|\n")
 	label := map[string]string{
-		"cleanroom-1":          "`cleanroom run`, 1 step",
-		"cleanroom-20":         "`cleanroom run`, 20 steps",
-		"cleanroom-10w":        "`cleanroom run`, 10 steps of `sleep 0.5`",
-		"ctr":                  "`ctr run --rm`",
-		"ctr-hardened":         "`ctr run --rm --read-only --seccomp --memory-limit 2GiB --cpus 2`",
-		"runc":                 "`runc run`",
-		"unshare":              "`unshare -mpnuif --fork true`",
-		"go-env":               "`go env GOPROXY` (what `cleanroom run` used to exec at every start; now its answer is cached)",
-		"cleanroom-1-crun":     "`cleanroom run`, 1 step, crun",
-		"cleanroom-20-crun":    "`cleanroom run`, 20 steps, crun",
-		"ctr-crun":             "`ctr run --rm --runc-binary crun`",
-		"cleanroom-20-nogroup": "`cleanroom run`, 20 steps, a shim per step (as before)",
+		"cleanroom-1":        "`cleanroom run`, 1 step",
+		"cleanroom-20":       "`cleanroom run`, 20 steps",
+		"cleanroom-10w":      "`cleanroom run`, 10 steps of `sleep 0.5`",
+		"ctr":                "`ctr run --rm`",
+		"ctr-hardened":       "`ctr run --rm --read-only --seccomp --memory-limit 2GiB --cpus 2`",
+		"runc":               "`runc run`",
+		"unshare":            "`unshare -mpnuif --fork true`",
+		"go-env":             "`go env GOPROXY` (what `cleanroom run` used to exec at every start; now its answer is cached)",
+		"cleanroom-1-crun":   "`cleanroom run`, 1 step, crun",
+		"cleanroom-20-crun":  "`cleanroom run`, 20 steps, crun",
+		"ctr-crun":           "`ctr run --rm --runc-binary crun`",
+		"cleanroom-20-group": "`cleanroom run`, 20 steps, one shim shared by the run's steps (bench knob)",
 	}
 	for _, n := range names {
 		c := cs[n]
 		rt := "—"
-		if n != "ctr" && n != "cleanroom-20" && n != "cleanroom-10w" && n != "cleanroom-20-crun" && n != "cleanroom-20-nogroup" && n != "go-env" {
+		if n != "ctr" && n != "cleanroom-20" && n != "cleanroom-10w" && n != "cleanroom-20-crun" && n != "cleanroom-20-group" && n != "go-env" {
 			rt = ratioSpread(stats.Summarize(stats.Ratios(c.SamplesMS, cs["ctr"].SamplesMS)))
 		}
 		r.p("| %s | %s | %s–%s | %s–%s | %s | %s |\n", label[n], ms(c.Stats.Median), ms(c.Stats.P25), ms(c.Stats.P75),
@@ -420,8 +420,8 @@ func (r *report) startup() error {
 	if h, err := res.Ratio("cleanroom-1/ctr-hardened"); err == nil {
 		r.p("cleanroom one-step / hardened `ctr run --rm`, per round: %s.\n\n", ratioSpread(h.Stats))
 	}
-	r.p("The steps of one run share one runc shim process (the shim's `io.containerd.runc.v2.group` annotation), so a step neither starts a shim at task create nor stops one at task delete. 20 steps of `true` with the shared shim / with a shim per step (`CLEANROOM_BENCH_NO_SHIM_GROUP=1`), per round: %s (without it: %s per run).\n\n",
-		ratioSpread(group.Stats), ms(cs["cleanroom-20-nogroup"].Stats.Median))
+	r.p("Sharing one runc shim process among the steps of a run (the shim's `io.containerd.runc.v2.group` annotation, `CLEANROOM_BENCH_SHIM_GROUP=1`; off by default) would spare each step starting a shim at task create and stopping it at task delete, but the shared shim serialises a create against its other containers' calls. 20 steps of `true` with a shared shim / with a shim per step (the default), per round: %s (shared: %s per run).\n\n",
+		ratioSpread(group.Stats), ms(cs["cleanroom-20-group"].Stats.Median))
 	r.p("%s", crunText)
 
 	// Span breakdown.
@@ -961,6 +961,6 @@ func firstLine(name string, args ...string) string {
 const reproduce = "## How to reproduce\n\n" +
 	"As root on Debian 12 with Go, in the repository: `make bench`. It runs `hack/setup.sh` when containerd does not answer, installs `squid`, `crun` and `time` with apt when missing, builds cleanroom and the bench tools (`bench/cmd/benchrun`, `bench/cmd/egressbench`, `bench/cmd/benchreport`), runs every part above and writes this file; it must finish within 15 minutes on 2 cores, and says so with a non-zero exit when it does not. " +
 	"It uses its own containerd namespace (`cleanroom-bench`), state directory (`/run/cleanroom-bench`) and a temporary directory, and removes them, its containers and the squid it started on exit, also when interrupted. Raw results (JSON, traces, `go test` output) stay in `bench/out/`, which git ignores.\n\n" +
-	"Two environment variables of `cleanroom` itself exist only for these measurements: `CLEANROOM_BENCH_OCI_BINARY` (the runc shim's OCI runtime binary, for crun) and `CLEANROOM_BENCH_NO_SHIM_GROUP` (a shim per step, as before the steps of a run shared one).\n\n" +
+	"Two environment variables of `cleanroom` itself exist only for these measurements: `CLEANROOM_BENCH_OCI_BINARY` (the runc shim's OCI runtime binary, for crun) and `CLEANROOM_BENCH_SHIM_GROUP` (the steps of a run share one runc shim).\n\n" +
 	"Knobs (environment): `STARTUP_ROUNDS` (10), `STREAM_ROUNDS` (3), `LATENCY_ROUNDS` (5), `HASH_ROUNDS` (5), `CONC_ROUNDS` (3), `MICRO_COUNT` (5), `BENCH_CONTAINERD` (`/run/containerd/containerd.sock`). " +
 	"`benchstat bench/out/micro-egress.txt` (from golang.org/x/perf) compares micro-benchmark runs; `make bench` writes its summary to `bench/out/micro-egress.benchstat.txt` when it can install it.\n"
