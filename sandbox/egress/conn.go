@@ -31,6 +31,7 @@ type clientConn struct {
 	conn   net.Conn
 	state  atomic.Int32
 	idleAt atomic.Int64 // UnixNano when it last became idle
+	served atomic.Int64 // requests answered on it
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -51,9 +52,12 @@ func (c *clientConn) setIdle() bool {
 	return c.state.CompareAndSwap(stateActive, stateIdle) || c.state.Load() == stateIdle
 }
 
-// idleFor is how long an idle connection has been idle (0 if active).
+// idleFor is how long an idle keep-alive connection has been idle: 0 if
+// it is active or has not answered a request yet. A new connection's first
+// request may simply be slow to arrive, and a client retries a request on
+// a reused connection that the server closed, but not on a new one.
 func (c *clientConn) idleFor() time.Duration {
-	if c.state.Load() != stateIdle {
+	if c.state.Load() != stateIdle || c.served.Load() == 0 {
 		return 0
 	}
 	return time.Since(time.Unix(0, c.idleAt.Load()))
@@ -115,7 +119,9 @@ func (p *Proxy) serveConn(cc *clientConn) {
 		if _, err := br.Peek(1); err != nil || !cc.setActive() {
 			return
 		}
-		if !p.serveRequest(cc, br, bw) {
+		keep := p.serveRequest(cc, br, bw)
+		cc.served.Add(1)
+		if !keep {
 			return
 		}
 	}

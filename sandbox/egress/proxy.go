@@ -313,7 +313,7 @@ func (p *Proxy) enqueue(c net.Conn) {
 // room for a waiting one; shorter gaps are a client between two requests
 // of a burst, which closing would only make reconnect.
 const (
-	idleEvictAfter = 200 * time.Millisecond
+	idleEvictAfter = 500 * time.Millisecond
 	idleEvictTick  = 50 * time.Millisecond
 )
 

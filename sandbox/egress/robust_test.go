@@ -349,3 +349,32 @@ func TestNewValidates(t *testing.T) {
 		t.Error("ParseMode accepted junk")
 	}
 }
+
+// A connection that has not sent its first request yet keeps its slot:
+// closing it would fail a client that never reused it (no retry applies).
+func TestBackPressureSparesNewConnections(t *testing.T) {
+	up := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	pt := port(t, up.Server)
+	tp := startProxy(t, Config{MaxConns: 1, QueueWait: time.Second}, fmt.Sprintf("deps.test:%d", pt), fmt.Sprintf("127.0.0.1:%d", pt))
+	fresh, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for tp.active.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if s, body := fetchVia(t, tp, pt, "/"); s != 503 || !strings.Contains(body, "none became free within 1s") {
+		t.Errorf("queued connection: %d %q, want 503 after the wait", s, body)
+	}
+	fresh.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(fresh, "GET http://deps.test:%d/ HTTP/1.1\r\nHost: deps.test:%d\r\nConnection: close\r\n\r\n", pt, pt)
+	resp, err := http.ReadResponse(bufio.NewReader(fresh), nil)
+	if err != nil {
+		t.Fatalf("the new connection was closed to make room: %v", err)
+	}
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(body) != "ok" {
+		t.Errorf("new connection got %d %q", resp.StatusCode, body)
+	}
+}
