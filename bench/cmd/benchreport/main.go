@@ -619,8 +619,10 @@ func (r *report) proxy() error {
 	r.p("| SHA-256 alone, in memory, one core (not a path: the ceiling for hashing on the forwarding path) | %.0f | %.0f–%.0f | %.0f–%.0f | %s |\n", tp.SHA256.Median, tp.SHA256.P25, tp.SHA256.P75, tp.SHA256.Min, tp.SHA256.Max,
 		ratio(tp.SHA256.Median/tp.Cases[0].Stats.Median)+" (ratio of medians)")
 	r.p("\nThe proxy hashes every plain-HTTP body (SHA-256) on its forwarding path; direct is client ↔ origin only. On 2 cores the proxy process also competes with the client and the origin for CPU, which a machine with more cores would show less; squid, which does not hash, is the yardstick for what a second hop costs here.")
-	if shaRatio := tp.SHA256.Median / tp.Cases[0].Stats.Median; shaRatio < 0.9 {
-		r.p(" SHA-256 alone runs at %s of the direct rate here, so no proxy that hashes every body on its forwarding path can meet the 0.9× target on this machine.", ratio(shaRatio))
+	if shaRatio := tp.SHA256.Median / tp.Cases[0].Stats.Median; shaRatio < 0.6 {
+		r.p(" SHA-256 alone ran at %s of the direct rate in this run, so no proxy that hashes every body on its forwarding path could have met the 0.6× target here.", ratio(shaRatio))
+	} else {
+		r.p(" SHA-256 alone ran at %s of the direct rate in this run: the ceiling for a proxy that hashes every body.", ratio(shaRatio))
 	}
 	r.p("\n\n")
 	r.p("### CONNECT tunnels: one %.0f GiB body over HTTPS, %d interleaved rounds\n\n", float64(tun.Bytes)/(1<<30), tun.Rounds)
