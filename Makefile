@@ -73,7 +73,7 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := runner/pipeline:FuzzParse runner/pipeline:FuzzParseFields \
 	sandbox/egress:FuzzParseRule sandbox/egress:FuzzNormalizeHost \
 	sandbox/egress:FuzzParseClientHello sandbox/egress:FuzzProxyRequest \
-	runner/agent/source:FuzzExtractTarball runner/agent/webhook:FuzzParse
+	agent/source:FuzzExtractTarball agent/webhook:FuzzParse
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cleanroom-ci/cleanroom/runner/agent"
+	"github.com/cleanroom-ci/cleanroom/agent"
 )
 
 type agentOptions struct {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cleanroom-ci/cleanroom/runner/agent/auth"
+	"github.com/cleanroom-ci/cleanroom/agent/auth"
 )
 
 // newAgentTokenCommand is `cleanroom agent token`: it edits the tokens file

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/internal/agenttest"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
 )
 
 // TestAgentAPI submits a job over the API, follows its log as

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/internal/agenttest"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
 )
 
 // TestAgentRestartMidJob kills the agent while a job runs (SIGKILL, as a

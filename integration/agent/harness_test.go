@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/internal/agenttest"
 	"github.com/cleanroom-ci/cleanroom/internal/clitest"
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
 	"github.com/cleanroom-ci/cleanroom/internal/testimage"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
 )
 
 // cfg keeps this package's containers and namespaces apart from the

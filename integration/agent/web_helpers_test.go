@@ -14,8 +14,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/cleanroom-ci/cleanroom/agent/auth"
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/auth"
 )
 
 // webChromium is Debian's chromium, installed by hack/setup.sh.

@@ -20,10 +20,10 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/internal/agenttest"
 	"github.com/cleanroom-ci/cleanroom/internal/clitest"
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
 )
 
 // The agent and its jobs use their own containerd namespace and state

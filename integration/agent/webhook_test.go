@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/internal/agenttest"
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
 )
 
 const gitHTTPBackend = "/usr/lib/git-core/git-http-backend"

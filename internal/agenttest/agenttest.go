@@ -22,8 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/internal/clitest"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
 )
 
 // FreePort returns a loopback port nobody listens on now.

@@ -17,8 +17,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/internal/agenttest"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
 )
 
 type measurement struct {

@@ -22,9 +22,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
+	"github.com/cleanroom-ci/cleanroom/agent/source"
 	"github.com/cleanroom-ci/cleanroom/runner"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/source"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 )
 
 // work pulls jobs while ctx lives, never holding more than Concurrency.

@@ -11,7 +11,7 @@ import (
 // TestExampleConfig keeps examples/agent/agent.yaml loadable and its
 // values what its comments say.
 func TestExampleConfig(t *testing.T) {
-	const path = "../../examples/agent/agent.yaml"
+	const path = "../examples/agent/agent.yaml"
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

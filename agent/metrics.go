@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 )
 
 // metrics are the agent's Prometheus metrics. Queue depth is read from

@@ -21,8 +21,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cleanroom-ci/cleanroom/runner/agent/auth"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
+	"github.com/cleanroom-ci/cleanroom/agent/auth"
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 

@@ -27,9 +27,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/cleanroom-ci/cleanroom/runner/agent/auth"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/webhook"
+	"github.com/cleanroom-ci/cleanroom/agent/auth"
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
+	"github.com/cleanroom-ci/cleanroom/agent/webhook"
 )
 
 // Options are what the command line adds to the configuration.

@@ -20,10 +20,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cleanroom-ci/cleanroom/runner/agent/auth"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/jobs"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/source"
-	"github.com/cleanroom-ci/cleanroom/runner/agent/webhook"
+	"github.com/cleanroom-ci/cleanroom/agent/auth"
+	"github.com/cleanroom-ci/cleanroom/agent/jobs"
+	"github.com/cleanroom-ci/cleanroom/agent/source"
+	"github.com/cleanroom-ci/cleanroom/agent/webhook"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 
