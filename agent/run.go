@@ -24,7 +24,6 @@ import (
 
 	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/agent/source"
-	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
@@ -130,7 +129,7 @@ func (a *Agent) runLogged(ctx context.Context, job *jobs.Job, dir string, logw *
 	if code != 0 {
 		out.err = stderr.message()
 	}
-	var res runner.Result
+	var res childResult
 	if json.Unmarshal(stdout.Bytes(), &res) == nil {
 		out.result = summarize(&res, outDir)
 	}
@@ -368,7 +367,7 @@ func (l *lastError) Write(p []byte) (int, error) {
 func (l *lastError) message() string { return l.last }
 
 // summarize keeps what the API and the page show of the runner's result.
-func summarize(res *runner.Result, outDir string) *jobs.Result {
+func summarize(res *childResult, outDir string) *jobs.Result {
 	out := &jobs.Result{FailedStep: res.Failed, SignedBy: res.SignedBy}
 	for _, s := range res.Steps {
 		denied := 0
