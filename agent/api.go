@@ -24,6 +24,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/agent/source"
 	"github.com/cleanroom-ci/cleanroom/agent/webhook"
+	"github.com/cleanroom-ci/cleanroom/internal/exitcode"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 
@@ -364,7 +365,7 @@ func (a *Agent) cancel(w http.ResponseWriter, r *http.Request, tok auth.Token) {
 		if queuedCancel {
 			// No agent holds it: settle it here; the queue message is
 			// acknowledged when an agent next sees it.
-			j.State, j.Finished, j.Error, j.ExitCode = jobs.StateCancelled, time.Now().UTC(), "cancelled by token "+tok.Name, 2
+			j.State, j.Finished, j.Error, j.ExitCode = jobs.StateCancelled, time.Now().UTC(), "cancelled by token "+tok.Name, exitcode.SystemFailure
 		}
 		return nil
 	})

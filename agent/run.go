@@ -24,6 +24,7 @@ import (
 
 	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/agent/source"
+	"github.com/cleanroom-ci/cleanroom/internal/exitcode"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
@@ -38,7 +39,7 @@ type outcome struct {
 }
 
 func infraFailure(err error) outcome {
-	return outcome{state: jobs.StateError, exitCode: 2, err: err.Error()}
+	return outcome{state: jobs.StateError, exitCode: exitcode.SystemFailure, err: err.Error()}
 }
 
 // run carries out one attempt: source onto disk, pipeline checked against
@@ -136,9 +137,9 @@ func (a *Agent) runLogged(ctx context.Context, job *jobs.Job, dir string, logw *
 	switch {
 	case ctx.Err() != nil:
 		out = a.interrupted(ctx)
-	case code == 0:
+	case code == exitcode.OK:
 		out.state = jobs.StateSucceeded
-	case code == 1:
+	case code == exitcode.BuildFailure:
 		out.state = jobs.StateFailed
 	default:
 		out.state = jobs.StateError
@@ -150,7 +151,7 @@ func (a *Agent) runLogged(ctx context.Context, job *jobs.Job, dir string, logw *
 	if err != nil {
 		logw.Printf("storing outputs failed: %v", err)
 		if out.state == jobs.StateSucceeded {
-			out.state, out.exitCode, out.err = jobs.StateError, 2, "storing outputs: "+err.Error()
+			out.state, out.exitCode, out.err = jobs.StateError, exitcode.SystemFailure, "storing outputs: "+err.Error()
 		}
 	}
 	out.outputs = outs
@@ -162,11 +163,11 @@ func (a *Agent) interrupted(ctx context.Context) outcome {
 	cause := context.Cause(ctx)
 	switch {
 	case errors.Is(cause, errCancelRequested):
-		return outcome{state: jobs.StateCancelled, exitCode: 2}
+		return outcome{state: jobs.StateCancelled, exitCode: exitcode.SystemFailure}
 	case errors.Is(cause, errJobTimeout):
-		return outcome{state: jobs.StateError, exitCode: 2, err: fmt.Sprintf("the job ran longer than jobs.timeout (%s) and was stopped", a.cfg.JobTimeout)}
+		return outcome{state: jobs.StateError, exitCode: exitcode.SystemFailure, err: fmt.Sprintf("the job ran longer than jobs.timeout (%s) and was stopped", a.cfg.JobTimeout)}
 	}
-	return outcome{state: jobs.StateError, exitCode: 2, err: fmt.Sprint(cause)}
+	return outcome{state: jobs.StateError, exitCode: exitcode.SystemFailure, err: fmt.Sprint(cause)}
 }
 
 // fetchSource puts the job's source at ws: a git commit fetched through

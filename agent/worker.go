@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cleanroom-ci/cleanroom/agent/jobs"
+	"github.com/cleanroom-ci/cleanroom/internal/exitcode"
 )
 
 // work pulls jobs while ctx lives, never holding more than Concurrency.
@@ -63,7 +64,7 @@ func (a *Agent) claim(ctx context.Context, d *jobs.Delivery) (*jobs.Job, error) 
 			// Finished by an agent whose ack was lost: never run twice.
 			return nil, d.Done(ctx)
 		case j.CancelRequested:
-			j.State, j.Finished, j.Error, j.ExitCode = jobs.StateCancelled, now, cancelledMessage(j), 2
+			j.State, j.Finished, j.Error, j.ExitCode = jobs.StateCancelled, now, cancelledMessage(j), exitcode.SystemFailure
 			if _, err := a.broker.Put(ctx, j, rev); errors.Is(err, jobs.ErrConflict) {
 				continue
 			} else if err != nil {
@@ -85,7 +86,7 @@ func (a *Agent) claim(ctx context.Context, d *jobs.Delivery) (*jobs.Job, error) 
 			lost := fmt.Sprintf("agent %s was lost while running attempt %d", j.Agent, j.Attempt)
 			endAttempt(&j, now, "lost: "+lost)
 			if a.cfg.OnAgentLoss == OnLossFail || j.Attempt >= a.cfg.MaxAttempts {
-				j.State, j.Finished, j.ExitCode = jobs.StateError, now, 2
+				j.State, j.Finished, j.ExitCode = jobs.StateError, now, exitcode.SystemFailure
 				j.Error = lost + "; not retried (jobs.on_agent_loss: " + a.cfg.OnAgentLoss + fmt.Sprintf(", max_attempts: %d)", a.cfg.MaxAttempts)
 				j.Agent, j.LeaseUntil = "", time.Time{}
 				if _, err := a.broker.Put(ctx, j, rev); errors.Is(err, jobs.ErrConflict) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cleanroom-ci/cleanroom/internal/exitcode"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 )
 
@@ -120,12 +121,12 @@ func runLint(w io.Writer, o *lintOptions) error {
 	case "json":
 		writeLintJSON(w, o.file, perr, findings)
 	case "sarif":
-		code := exitOK
+		code := exitcode.OK
 		switch {
 		case perr != nil:
-			code = exitSystemFailure
+			code = exitcode.SystemFailure
 		case o.strict && len(findings) > 0:
-			code = exitBuildFailure
+			code = exitcode.BuildFailure
 		}
 		if err := writeSARIF(w, o.file, perr, findings, code); err != nil {
 			return systemFailure(err)

@@ -11,14 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-)
 
-// Exit codes, the same meaning as GitLab's custom executor: a build failure
-// is the build's fault, a system failure is ours or the configuration's.
-const (
-	exitOK            = 0
-	exitBuildFailure  = 1
-	exitSystemFailure = 2
+	"github.com/cleanroom-ci/cleanroom/internal/exitcode"
 )
 
 // exitError carries an exit code through cobra.
@@ -36,8 +30,8 @@ func (e *exitError) Error() string {
 
 func (e *exitError) Unwrap() error { return e.err }
 
-func buildFailure(err error) error  { return &exitError{code: exitBuildFailure, err: err} }
-func systemFailure(err error) error { return &exitError{code: exitSystemFailure, err: err} }
+func buildFailure(err error) error  { return &exitError{code: exitcode.BuildFailure, err: err} }
+func systemFailure(err error) error { return &exitError{code: exitcode.SystemFailure, err: err} }
 
 func main() {
 	ignoreSIGPIPE()
@@ -63,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmd.SetErr(stderr)
 	err := cmd.Execute()
 	if err == nil {
-		return exitOK
+		return exitcode.OK
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
@@ -75,7 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// Flag and argument errors from cobra are usage errors: the command
 	// line is configuration.
 	fmt.Fprintln(stderr, "cleanroom:", err)
-	return exitSystemFailure
+	return exitcode.SystemFailure
 }
 
 // geteuid is os.Geteuid, replaced in tests.

@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
+	"github.com/cleanroom-ci/cleanroom/internal/exitcode"
 	"github.com/cleanroom-ci/cleanroom/internal/runlock"
 	"github.com/cleanroom-ci/cleanroom/internal/toolcache"
 	"github.com/cleanroom-ci/cleanroom/runner"
@@ -427,11 +428,11 @@ func runOutcome(res *runner.Result, err error) runJSON {
 	if err == nil {
 		return out
 	}
-	out.Status, out.ExitCode = "error", exitSystemFailure
+	out.Status, out.ExitCode = "error", exitcode.SystemFailure
 	var ee *exitError
 	if errors.As(err, &ee) {
 		out.ExitCode = ee.code
-		if ee.code == exitBuildFailure {
+		if ee.code == exitcode.BuildFailure {
 			out.Status = "failed"
 		}
 		if errors.Is(ee.err, errRunCancelled) {

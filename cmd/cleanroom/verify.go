@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cleanroom-ci/cleanroom/internal/exitcode"
 	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/sign"
 )
@@ -139,10 +140,10 @@ type verifyJSON struct {
 func printVerifyJSON(w io.Writer, sig *sign.Result, report *manifest.Report, err error) {
 	out := verifyJSON{Status: "verified", Verified: err == nil, Signature: sig, Report: report}
 	if err != nil {
-		out.Status, out.ExitCode, out.Error = "failed", exitBuildFailure, err.Error()
+		out.Status, out.ExitCode, out.Error = "failed", exitcode.BuildFailure, err.Error()
 		var ee *exitError
-		if errors.As(err, &ee) && ee.code == exitSystemFailure {
-			out.Status, out.ExitCode = "error", exitSystemFailure
+		if errors.As(err, &ee) && ee.code == exitcode.SystemFailure {
+			out.Status, out.ExitCode = "error", exitcode.SystemFailure
 		}
 	}
 	enc := json.NewEncoder(w)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/cleanroom-ci/cleanroom/internal/exitcode"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 )
 
@@ -47,8 +48,8 @@ func ContractFromEnv(getenv func(string) string) Contract {
 		return n
 	}
 	return Contract{
-		BuildFailureExitCode:  code("BUILD_FAILURE_EXIT_CODE", 1),
-		SystemFailureExitCode: code("SYSTEM_FAILURE_EXIT_CODE", 2),
+		BuildFailureExitCode:  code("BUILD_FAILURE_EXIT_CODE", exitcode.BuildFailure),
+		SystemFailureExitCode: code("SYSTEM_FAILURE_EXIT_CODE", exitcode.SystemFailure),
 		BuildExitCodeFile:     getenv("BUILD_EXIT_CODE_FILE"),
 		JobResponseFile:       getenv("JOB_RESPONSE_FILE"),
 	}
