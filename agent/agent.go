@@ -22,7 +22,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -30,6 +29,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/agent/auth"
 	"github.com/cleanroom-ci/cleanroom/agent/jobs"
 	"github.com/cleanroom-ci/cleanroom/agent/webhook"
+	"github.com/cleanroom-ci/cleanroom/internal/flock"
 )
 
 // Options are what the command line adds to the configuration.
@@ -245,18 +245,14 @@ func agentID(dataDir string) (string, error) {
 // lockDataDir makes sure one agent uses a data directory (the embedded
 // JetStream store and job workspaces are not shareable).
 func lockDataDir(dir string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(dir, "agent.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	l, err := flock.Try(filepath.Join(dir, "agent.lock"), flock.Exclusive)
+	if errors.Is(err, flock.ErrLocked) {
+		return nil, fmt.Errorf("another agent is using %s; give each agent its own data_dir", dir)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another agent is using %s; give each agent its own data_dir", dir)
-		}
-		return nil, err
-	}
-	return func() { f.Close() }, nil
+	return func() { l.Release() }, nil
 }
 
 // loadHooks reads the webhooks' secrets and checks each hook completely

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -16,9 +17,8 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/cleanroom-ci/cleanroom/internal/atomicfile"
+	"github.com/cleanroom-ci/cleanroom/internal/flock"
 )
 
 // DefaultTokensFile is where the agent and the token commands look unless
@@ -190,15 +190,11 @@ func update(path string, fn func([]Token) ([]Token, error)) error {
 	}
 	// The lock file is never removed: removing it would let a waiter lock
 	// the old inode while a newcomer locks a new one.
-	lf, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	lock, err := flock.Acquire(context.Background(), path+".lock", flock.Exclusive)
 	if err != nil {
 		return err
 	}
-	defer lf.Close()
-	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("lock %s: %w", lf.Name(), err)
-	}
-	defer unix.Flock(int(lf.Fd()), unix.LOCK_UN)
+	defer lock.Release()
 
 	toks, err := readTokens(path)
 	if err != nil {

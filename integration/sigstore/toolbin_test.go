@@ -7,10 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cleanroom-ci/cleanroom/internal/flock"
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
 )
 
@@ -78,15 +78,11 @@ func (tl tool) build(t *testing.T) (string, error) {
 	}
 	// Serialize builds across concurrent test processes (go test runs
 	// packages in parallel; two runs may share the cache).
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := flock.Acquire(context.Background(), filepath.Join(dir, ".lock"), flock.Exclusive)
 	if err != nil {
 		return "", err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", err
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	defer lock.Release()
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil // built by another process meanwhile
 	}

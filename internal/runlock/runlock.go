@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cleanroom-ci/cleanroom/internal/flock"
 )
 
 const suffix = ".lock"
@@ -24,7 +26,7 @@ const suffix = ".lock"
 type Lock struct {
 	ID   string
 	dir  string
-	file *os.File
+	lock *flock.Lock
 }
 
 // NewID returns a short random run id: 12 hex characters, safe inside
@@ -47,22 +49,25 @@ func Acquire(dir string) (*Lock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runlock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+	// O_EXCL: the file, and so the id, is this run's alone.
+	l, err := flock.TryFile(f, flock.Exclusive)
+	if err != nil {
 		return nil, fmt.Errorf("runlock: lock %s: %w", f.Name(), err)
 	}
 	fmt.Fprintf(f, "%d\n", os.Getpid())
-	return &Lock{ID: id, dir: dir, file: f}, nil
+	return &Lock{ID: id, dir: dir, lock: l}, nil
 }
 
 // Release unlocks and removes the lock file.
 func (l *Lock) Release() error {
-	if l == nil || l.file == nil {
+	if l == nil || l.lock == nil {
 		return nil
 	}
-	err := os.Remove(l.file.Name())
-	l.file.Close()
-	l.file = nil
+	// Removed while still locked: a reaper never sees the file of a run
+	// that is still going unlocked. Only this run ever locks it.
+	err := os.Remove(l.lock.File().Name())
+	l.lock.Release()
+	l.lock = nil
 	if errors.Is(err, os.ErrNotExist) {
 		err = nil
 	}
@@ -75,16 +80,7 @@ func Alive(dir, id string) bool {
 	if id == "" || strings.ContainsAny(id, "/\x00") {
 		return false
 	}
-	f, err := os.OpenFile(filepath.Join(dir, id+suffix), os.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return errors.Is(err, unix.EWOULDBLOCK)
-	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
+	return flock.Held(filepath.Join(dir, id+suffix))
 }
 
 // Dead lists the ids of lock files in dir whose run is gone.

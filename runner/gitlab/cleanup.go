@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/cleanroom-ci/cleanroom/internal/flock"
 	"github.com/cleanroom-ci/cleanroom/runner"
 )
 
@@ -64,12 +64,7 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 
 // jobLocked reports whether a live call holds a job's lock.
 func jobLocked(stateDir string, id int64) bool {
-	f, err := os.OpenFile(filepath.Join(jobPath(stateDir, id), lockFile), os.O_RDWR|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil
+	return flock.Held(filepath.Join(jobPath(stateDir, id), lockFile))
 }
 
 // sweep removes the state and builds directories of other jobs that are

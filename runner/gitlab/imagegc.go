@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/sys/unix"
 
 	"github.com/cleanroom-ci/cleanroom/internal/atomicfile"
+	"github.com/cleanroom-ci/cleanroom/internal/flock"
 )
 
 // Every job resolves its image and the helper image into the sandbox
@@ -50,20 +50,20 @@ func imagesDir(stateDir string) string { return filepath.Join(stateDir, "gitlab-
 // lockImages takes the image records' lock: shared while a prepare
 // resolves and records, exclusive (or not at all) for removal, so an
 // image is never removed between a job's resolve and its record.
-func lockImages(stateDir string, how int) (func(), error) {
+func lockImages(stateDir string, kind flock.Kind, try bool) (func(), error) {
 	dir := imagesDir(stateDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	take := func(p string, k flock.Kind) (*flock.Lock, error) { return flock.Acquire(context.Background(), p, k) }
+	if try {
+		take = flock.Try
+	}
+	l, err := take(filepath.Join(dir, "lock"), kind)
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { f.Close() }, nil
+	return func() { l.Release() }, nil
 }
 
 func imageRecordPath(stateDir, name string) string {
@@ -121,8 +121,8 @@ func (d *Driver) removeUnusedImages(ctx context.Context, b Backend, log hclog.Lo
 	if !ok {
 		return nil
 	}
-	unlock, err := lockImages(d.StateDir, unix.LOCK_EX|unix.LOCK_NB)
-	if errors.Is(err, unix.EWOULDBLOCK) {
+	unlock, err := lockImages(d.StateDir, flock.Exclusive, true)
+	if errors.Is(err, flock.ErrLocked) {
 		return nil
 	}
 	if err != nil {

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/sys/unix"
 
+	"github.com/cleanroom-ci/cleanroom/internal/flock"
 	"github.com/cleanroom-ci/cleanroom/internal/runlock"
 	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
@@ -61,7 +61,7 @@ func (d *Driver) Prepare(ctx context.Context) error {
 	defer lock.Release()
 	defer backend.Close()
 
-	unlockImages, err := lockImages(d.StateDir, unix.LOCK_SH)
+	unlockImages, err := lockImages(d.StateDir, flock.Shared, false)
 	if err != nil {
 		return err
 	}

@@ -11,9 +11,8 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/cleanroom-ci/cleanroom/internal/atomicfile"
+	"github.com/cleanroom-ci/cleanroom/internal/flock"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 
@@ -89,7 +88,7 @@ type StageRecord struct {
 // jobDir is the state directory of one job.
 type jobDir struct {
 	path string
-	lock *os.File
+	lock *flock.Lock
 }
 
 func jobsRoot(stateDir string) string { return filepath.Join(stateDir, "gitlab") }
@@ -113,37 +112,22 @@ func openJob(stateDir string, id int64, create bool, wait time.Duration) (*jobDi
 			return nil, err
 		}
 	}
-	f, err := os.OpenFile(filepath.Join(p, lockFile), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	lock, err := flock.AcquireWithin(filepath.Join(p, lockFile), flock.Exclusive, wait)
+	if errors.Is(err, flock.ErrLocked) {
+		return nil, fmt.Errorf("job %d is locked by another driver call: %w", id, err)
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("job %d has no state under %s: was prepare run (or has cleanup already removed it)?", id, jobsRoot(stateDir))
 		}
 		return nil, err
 	}
-	if err := flockWait(f, wait); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("job %d is locked by another driver call: %w", id, err)
-	}
-	return &jobDir{path: p, lock: f}, nil
-}
-
-func flockWait(f *os.File, wait time.Duration) error {
-	deadline := time.Now().Add(wait)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return &jobDir{path: p, lock: lock}, nil
 }
 
 func (j *jobDir) close() {
 	if j != nil && j.lock != nil {
-		j.lock.Close()
+		j.lock.Release()
 		j.lock = nil
 	}
 }

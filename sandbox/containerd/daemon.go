@@ -14,7 +14,8 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/sys/unix"
+
+	"github.com/cleanroom-ci/cleanroom/internal/flock"
 )
 
 // DefaultAddress is where Debian's containerd listens.
@@ -30,7 +31,7 @@ var ErrNoContainerd = errors.New("containerd is not running and not installed: i
 // where no system daemon runs.
 type privateDaemon struct {
 	dir     string
-	users   *os.File
+	users   *flock.Lock
 	started bool
 	log     hclog.Logger
 }
@@ -91,12 +92,8 @@ func (d *privateDaemon) start(ctx context.Context, bin string) error {
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return err
 	}
-	users, err := os.OpenFile(filepath.Join(d.dir, "users.lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	users, err := flock.Acquire(context.Background(), filepath.Join(d.dir, "users.lock"), flock.Shared)
 	if err != nil {
-		return err
-	}
-	if err := unix.Flock(int(users.Fd()), unix.LOCK_SH); err != nil {
-		users.Close()
 		return err
 	}
 	d.users = users
@@ -151,15 +148,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 }
 
 func (d *privateDaemon) lockStart() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(d.dir, "start.lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	l, err := flock.Acquire(context.Background(), filepath.Join(d.dir, "start.lock"), flock.Exclusive)
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { f.Close() }, nil
+	return func() { l.Release() }, nil
 }
 
 // stop ends this run's use of the private daemon and stops the daemon when
@@ -168,21 +161,18 @@ func (d *privateDaemon) stop() {
 	if d == nil || d.users == nil {
 		return
 	}
-	d.users.Close() // drop our shared lock
+	d.users.Release() // drop our shared lock
 	d.users = nil
 	release, err := d.lockStart()
 	if err != nil {
 		return
 	}
 	defer release()
-	users, err := os.OpenFile(filepath.Join(d.dir, "users.lock"), os.O_RDWR|unix.O_CLOEXEC, 0)
+	users, err := flock.Try(filepath.Join(d.dir, "users.lock"), flock.Exclusive)
 	if err != nil {
-		return
-	}
-	defer users.Close()
-	if unix.Flock(int(users.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
 		return // someone else still uses it
 	}
+	defer users.Release()
 	b, err := os.ReadFile(filepath.Join(d.dir, "containerd.pid"))
 	if err != nil {
 		return

@@ -22,8 +22,8 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
 
+	"github.com/cleanroom-ci/cleanroom/internal/flock"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 )
 
@@ -163,26 +163,11 @@ func (e *Executor) lockImage(ctx context.Context, name string) (func(), error) {
 		dir = e.stateDir
 	}
 	sum := sha256.Sum256([]byte(e.ns + "\x00" + name))
-	f, err := os.OpenFile(filepath.Join(dir, "image-"+hex.EncodeToString(sum[:12])+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	l, err := flock.Acquire(ctx, filepath.Join(dir, "image-"+hex.EncodeToString(sum[:12])+".lock"), flock.Exclusive)
 	if err != nil {
 		return nil, err
 	}
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return func() { l.Release() }, nil
 }
 
 func (e *Executor) unpack(ctx context.Context, img containerd.Image) error {

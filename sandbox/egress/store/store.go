@@ -31,6 +31,7 @@
 package store
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -47,8 +48,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/cleanroom-ci/cleanroom/internal/flock"
 )
 
 // DefaultDir is where the runner keeps the store unless told otherwise. It
@@ -571,15 +573,11 @@ func (s *Store) Size() (int64, error) { return s.size() }
 func (s *Store) Evict() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	lf, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	lock, err := flock.Acquire(context.Background(), filepath.Join(s.dir, "lock"), flock.Exclusive)
 	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	defer lf.Close()
-	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("store: lock: %w", err)
 	}
-	defer syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
+	defer lock.Release()
 	bs, err := s.blobs()
 	if err != nil {
 		return err
