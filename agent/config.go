@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
 
+	"github.com/cleanroom-ci/cleanroom/internal/imagepattern"
 	"github.com/cleanroom-ci/cleanroom/internal/yamlconf"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
@@ -311,8 +311,8 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 		}
 	}
 	for i, p := range c.ImagesAllowed {
-		if _, err := path.Match(p, ""); err != nil || p == "" {
-			d.Errorf(fmt.Sprintf("$.images.allowed[%d]", i), "images.allowed", "%q is not a valid pattern", p)
+		if err := imagepattern.Check(p); err != nil {
+			d.Errorf(fmt.Sprintf("$.images.allowed[%d]", i), "images.allowed", "%v", err)
 		}
 	}
 	c.JobTimeout = d.duration("$.jobs.timeout", "jobs.timeout", raw.Jobs.Timeout, time.Hour)

@@ -102,6 +102,15 @@ func TestCheckImages(t *testing.T) {
 		{"registry.example.org/team/builder:1", nil, false},
 		{"registry.example.org/team/builder:1", []string{"registry.example.org/team/*"}, true},
 		{"registry.example.org/other/builder:1", []string{"registry.example.org/team/*"}, false},
+		// The GitLab policy's dialect: ** across segments, !pattern excludes
+		// wherever it stands, the familiar and the full name both match.
+		{"registry.example.org/team/sub/builder:1", []string{"registry.example.org/team/*"}, false},
+		{"registry.example.org/team/sub/builder:1", []string{"registry.example.org/team/**"}, true},
+		{"registry.example.org/team/untrusted/x:1", []string{"!registry.example.org/team/untrusted/**", "registry.example.org/team/**"}, false},
+		{"registry.example.org/team/x:1", []string{"registry.example.org/team/**", "!registry.example.org/team/untrusted/**"}, true},
+		{"registry.example.org/team/x:1", []string{"registry.example.org/team/*", "!registry.example.org/team/x:*"}, false},
+		{"docker.io/library/alpine:3.20", []string{"alpine:3.*"}, true},
+		{"oci-archive:" + outside, []string{"oci-archive:/**", "!oci-archive:" + outside}, false},
 	}
 	for _, c := range cases {
 		err := checkImages(load(c.image), ws, c.allowed)

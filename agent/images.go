@@ -2,10 +2,10 @@ package agent
 
 import (
 	"fmt"
-	"path"
 	"path/filepath"
 	"strings"
 
+	"github.com/cleanroom-ci/cleanroom/internal/imagepattern"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 )
 
@@ -15,11 +15,17 @@ import (
 // pipeline could name any archive on the agent's disk (another team's
 // builder image) or any registry. Archives inside the job's own workspace
 // are always allowed (they came with the source and are recorded by
-// digest); anything else must match images.allowed.
+// digest); anything else must match images.allowed, read as the GitLab
+// driver reads its policy's (internal/imagepattern: "**" across segments,
+// "!pattern" excludes).
 func checkImages(p *pipeline.Pipeline, workspace string, allowed []string) error {
 	ws, err := filepath.EvalSymlinks(workspace)
 	if err != nil {
 		return err
+	}
+	set, err := imagepattern.Parse(allowed)
+	if err != nil {
+		return fmt.Errorf("images.allowed%w", err)
 	}
 	for _, s := range p.Steps {
 		written := p.StepImage(s)
@@ -32,23 +38,26 @@ func checkImages(p *pipeline.Pipeline, workspace string, allowed []string) error
 			if err != nil {
 				real = ref.Ref
 			}
-			if matchAny(allowed, ref.Kind.String()+":"+real) {
+			if ok, _ := allows(set, ref.Kind.String()+":"+real); ok {
 				continue
 			}
 			return fmt.Errorf("step %q: image %q is an archive outside the job's source; put it in the repository or add its path to images.allowed in the agent config", s.Name, written)
 		}
-		if !matchAny(allowed, written) {
+		if ok, excludedBy := allows(set, written); !ok {
+			if excludedBy != "" {
+				return fmt.Errorf("step %q: image %q is excluded on this agent by images.allowed (%q)", s.Name, written, excludedBy)
+			}
 			return fmt.Errorf("step %q: image %q is not allowed on this agent; ask its admin to add a pattern for it to images.allowed", s.Name, written)
 		}
 	}
 	return nil
 }
 
-func matchAny(patterns []string, s string) bool {
-	for _, p := range patterns {
-		if ok, _ := path.Match(p, s); ok {
-			return true
-		}
+// allows matches one reference; one that does not parse is not allowed.
+func allows(set imagepattern.Set, ref string) (bool, string) {
+	img, err := imagepattern.ParseImage(ref)
+	if err != nil {
+		return false, ""
 	}
-	return false
+	return set.Match(img)
 }

@@ -21,9 +21,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path"
 	"strings"
 	"unicode"
+
+	"github.com/cleanroom-ci/cleanroom/internal/glob"
 )
 
 // Provider names the forge that sends a hook's deliveries.
@@ -53,8 +54,9 @@ type Hook struct {
 	// Repository is the clone URL the agent builds
 	// (https://host/owner/repo.git); every delivery must name it.
 	Repository string
-	// Refs are path.Match globs on the full ref ("refs/heads/main",
-	// "refs/heads/release/*", "refs/tags/v*"). Empty means every branch:
+	// Refs are globs (internal/glob) on the full ref ("refs/heads/main",
+	// "refs/heads/release/*", "refs/heads/feature/**", "refs/tags/v*").
+	// Empty means every branch:
 	// any ref under refs/heads/, including names with slashes, and no
 	// tags.
 	Refs []string
@@ -86,8 +88,8 @@ func (h Hook) Check() error {
 		return fmt.Errorf("webhook %q: repository: %v", h.Name, err)
 	}
 	for _, p := range h.Refs {
-		if _, err := path.Match(p, "refs/heads/main"); err != nil {
-			return fmt.Errorf("webhook %q: ref pattern %q: %v", h.Name, p, err)
+		if _, err := glob.Compile(p); err != nil {
+			return fmt.Errorf("webhook %q: ref pattern %v", h.Name, err)
 		}
 	}
 	return nil
@@ -384,7 +386,7 @@ func refMatches(patterns []string, ref string) bool {
 		return strings.HasPrefix(ref, "refs/heads/")
 	}
 	for _, pat := range patterns {
-		if ok, _ := path.Match(pat, ref); ok {
+		if g, err := glob.Compile(pat); err == nil && g.Match(ref) {
 			return true
 		}
 	}

@@ -231,13 +231,15 @@ func TestRefNotMatchedIgnored(t *testing.T) {
 	wantIgnored(t, err, "not a branch")
 
 	h := githubHook()
-	h.Refs = []string{"refs/heads/main", "refs/heads/release/*"}
+	h.Refs = []string{"refs/heads/main", "refs/heads/release/*", "refs/heads/feature/**"}
 	for ref, ok := range map[string]bool{
-		"refs/heads/main":        true,
-		"refs/heads/release/1.0": true,
-		"refs/heads/dev":         false,
-		"refs/heads/release":     false,
-		"refs/tags/v1":           false,
+		"refs/heads/main":          true,
+		"refs/heads/release/1.0":   true,
+		"refs/heads/release/1/rc":  false, // * stays in a segment
+		"refs/heads/feature/a/b/c": true,  // ** crosses them (internal/glob)
+		"refs/heads/dev":           false,
+		"refs/heads/release":       false,
+		"refs/tags/v1":             false,
 	} {
 		_, err := Parse(gitlabReqFor(ref), gitlabHookWith(h.Refs), 0)
 		if ok && err != nil {

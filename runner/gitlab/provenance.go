@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cleanroom-ci/cleanroom/internal/glob"
 	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
@@ -407,10 +408,14 @@ func matchJobArtifacts(st *JobState, arts []Artifact) ([]manifest.Subject, []str
 		if a.Untracked {
 			warnings = append(warnings, "artifacts:untracked files are uploaded but not attested; list them under artifacts:paths")
 		}
-		var excludes []*regexp.Regexp
+		var excludes []glob.Pattern
 		for _, x := range a.Exclude {
 			if g, ok := cleanGlob(x); ok {
-				excludes = append(excludes, pathGlobRE(g))
+				if pat, err := glob.Compile(g); err == nil {
+					excludes = append(excludes, pat)
+				} else {
+					warnings = append(warnings, fmt.Sprintf("artifacts:exclude %q is not a valid glob; ignored", x))
+				}
 			}
 		}
 		for _, p := range a.Paths {
@@ -478,34 +483,12 @@ func cleanGlob(p string) (string, bool) {
 	return path.Clean(p), true
 }
 
-// pathGlobRE compiles a doublestar glob for artifacts:exclude: "**/"
-// matches any number of directories, "*" stays within one.
-func pathGlobRE(g string) *regexp.Regexp {
-	var b strings.Builder
-	b.WriteString("^")
-	for i := 0; i < len(g); i++ {
-		switch {
-		case strings.HasPrefix(g[i:], "**/"):
-			b.WriteString("(?:.*/)?")
-			i += 2
-		case strings.HasPrefix(g[i:], "**"):
-			b.WriteString(".*")
-			i++
-		case g[i] == '*':
-			b.WriteString("[^/]*")
-		case g[i] == '?':
-			b.WriteString("[^/]")
-		default:
-			b.WriteString(regexp.QuoteMeta(g[i : i+1]))
-		}
-	}
-	b.WriteString("(?:/.*)?$")
-	return regexp.MustCompile(b.String())
-}
-
-func excluded(name string, res []*regexp.Regexp) bool {
-	for _, re := range res {
-		if re.MatchString(name) {
+// excluded reports whether an artifacts:exclude glob matches name or a
+// directory above it (internal/glob: "**" any number of directories, "*"
+// within one).
+func excluded(name string, excludes []glob.Pattern) bool {
+	for _, g := range excludes {
+		if g.MatchOrUnder(name) {
 			return true
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/cleanroom-ci/cleanroom/internal/glob"
 )
 
 // ErrOutsideWorkspace is wrapped by MatchArtifacts errors for a match, or a
@@ -25,8 +27,8 @@ var ErrOutsideWorkspace = errors.New("resolves outside the workspace")
 // MatchArtifacts expands artifact globs relative to workspace and hashes
 // every match.
 //
-// Globs use path.Match syntax per segment, plus "**" as a whole segment for
-// any number of directories (including none). Matching is on the lexical
+// Globs are internal/glob's: path.Match syntax per segment, plus "**" as a
+// whole segment for any number of directories (including none). Matching is on the lexical
 // tree: "*" also matches names starting with a dot. A symlink is allowed
 // only if it resolves inside the workspace, and is then hashed as its target
 // under its own name; an explicitly matched symlinked directory is followed
@@ -89,27 +91,21 @@ func parseGlob(g string) ([]string, error) {
 	if path.IsAbs(g) || filepath.IsAbs(g) {
 		return nil, fmt.Errorf("manifest: artifact glob %q is absolute; globs are relative to the workspace", g)
 	}
-	var segs []string
 	for _, s := range strings.Split(g, "/") {
 		switch {
 		case s == "" || s == ".":
 			return nil, fmt.Errorf("manifest: artifact glob %q has an empty or '.' segment", g)
 		case s == "..":
 			return nil, fmt.Errorf("manifest: artifact glob %q contains '..'", g)
-		case s == "**":
-			if len(segs) > 0 && segs[len(segs)-1] == "**" {
-				continue // a/**/**/b is a/**/b
-			}
-		case strings.Contains(s, "**"):
+		case s != "**" && strings.Contains(s, "**"):
 			return nil, fmt.Errorf("manifest: artifact glob %q: '**' must be a whole path segment", g)
-		default:
-			if _, err := path.Match(s, ""); err != nil {
-				return nil, fmt.Errorf("manifest: artifact glob %q: %w", g, err)
-			}
 		}
-		segs = append(segs, s)
 	}
-	return segs, nil
+	pat, err := glob.Compile(g)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: artifact glob %w", err)
+	}
+	return pat.Segments(), nil
 }
 
 // globMatcher matches one glob. Every directory it reads is given both as
@@ -189,7 +185,7 @@ func matchNames(dir, seg string) ([]string, error) {
 	}
 	var names []string
 	for _, de := range des {
-		if ok, _ := path.Match(seg, de.Name()); ok {
+		if glob.MatchSegment(seg, de.Name()) {
 			names = append(names, de.Name())
 		}
 	}

@@ -3,11 +3,12 @@ package pipeline
 import (
 	"errors"
 	"fmt"
-	"path"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cleanroom-ci/cleanroom/internal/glob"
 )
 
 // This file holds the rules about values, each with a message that says
@@ -117,8 +118,8 @@ func parseDuration(s string) (time.Duration, error) {
 }
 
 // checkArtifact checks an artifact glob. Matching happens elsewhere; here
-// the pattern must stay inside the workspace and be well formed. "**"
-// (any number of directories) is valid path.Match syntax already.
+// the pattern must stay inside the workspace and be well formed
+// (internal/glob, the dialect runner/manifest matches with).
 func checkArtifact(pat string) error {
 	switch {
 	case strings.TrimSpace(pat) == "":
@@ -133,7 +134,7 @@ func checkArtifact(pat string) error {
 			return fmt.Errorf("%q contains \"..\"; artifacts must be inside the workspace", pat)
 		}
 	}
-	if _, err := path.Match(pat, ""); err != nil {
+	if _, err := glob.Compile(pat); err != nil {
 		return fmt.Errorf("invalid glob %q: check the [ ] classes and \\ escapes (syntax of Go's path.Match, plus ** for any number of directories)", pat)
 	}
 	return nil
