@@ -14,6 +14,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/internal/yamlconf"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	"github.com/cleanroom-ci/cleanroom/sign"
 )
 
 // Defaults of the agent configuration.
@@ -41,9 +42,9 @@ const (
 
 // Signing modes.
 const (
-	SignNone    = "none"
-	SignKey     = "key"
-	SignKeyless = "keyless"
+	SignNone    = sign.ModeNone
+	SignKey     = sign.ModeKey
+	SignKeyless = sign.ModeKeyless
 )
 
 // Config is the agent's configuration, resolved and validated.
@@ -77,17 +78,13 @@ type Config struct {
 	Webhooks          []Webhook
 }
 
-// Signing is how the agent signs the jobs' provenance and artifacts.
-type Signing struct {
-	Mode string
-	// Key mode: a cosign key and the file holding its password.
-	Key, PasswordFile string
-	// Keyless mode: a file the platform keeps fresh with an OIDC token
-	// (a projected service-account token, a workload identity file).
-	IdentityTokenFile           string
-	FulcioURL, RekorURL, TSAURL string
-	TrustedRoot                 string
-}
+// Signing is how the agent signs the jobs' provenance and artifacts: the
+// one signing configuration (sign.Config), which the agent hands to each
+// job's child run as flags. Key mode: a cosign key and the file holding
+// its password. Keyless mode: IdentityTokenFile, a file the platform keeps
+// fresh with an OIDC token (a projected service-account token, a workload
+// identity file).
+type Signing = sign.Config
 
 // GitCredential is an HTTP header the agent sends to one git host, for
 // private repositories; the header is read from a file at each fetch, so

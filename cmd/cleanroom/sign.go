@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
@@ -41,48 +40,30 @@ func (o *signOptions) addFlags(cmd *cobra.Command) {
 	f.BoolVar(&o.skipTlog, "skip-tlog", false, "keyless without a transparency-log entry (private deployments without Rekor; cosign then needs --insecure-ignore-tlog)")
 }
 
-// signer builds the signer a run asked for, or nil. Keyless tokens are
-// fetched and checked here, before any step runs: an expired or malformed
-// token is a configuration error, not a failure after a long build.
+// signer builds the signer a run asked for, or nil (sign.New: keyless
+// tokens are fetched and checked before any step runs).
 func (o *signOptions) signer(ctx context.Context, p *pipeline.Pipeline, log hclog.Logger) (runner.Signer, error) {
 	keyless := o.keyless || p.Sign.Keyless
+	cfg := sign.Config{Mode: sign.ModeNone, Log: log.Info}
 	switch {
 	case o.key != "" && keyless:
 		return nil, errors.New("--sign-key and --keyless (or sign.keyless in the pipeline) exclude each other")
 	case o.key != "":
-		key, err := sign.LoadKey(o.key, []byte(os.Getenv("COSIGN_PASSWORD")))
-		if err != nil {
-			return nil, fmt.Errorf("--sign-key: %w", err)
-		}
-		return sign.NewKeySigner(key, sign.KeyOptions{})
+		cfg.Mode, cfg.Key, cfg.Password = sign.ModeKey, o.key, []byte(os.Getenv("COSIGN_PASSWORD"))
 	case keyless:
-		source := sign.TokenFromEnv()
-		if o.identityToken != "" {
-			source = sign.TokenFromFile(o.identityToken)
-		} else if os.Getenv(sign.EnvToken) == "" && os.Getenv("ACTIONS_ID_TOKEN_REQUEST_URL") != "" {
-			source = sign.TokenFromGitHubActions()
-		}
-		tok, err := source(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("--keyless: %w", err)
-		}
-		info, err := sign.CheckToken(tok, time.Now())
-		if err != nil {
-			return nil, fmt.Errorf("--keyless: OIDC token: %w", err)
-		}
-		log.Info("keyless signing", "issuer", info.Issuer, "subject", info.Subject, "token_expires", info.Expiry)
-		opts := sign.KeylessOptions{
-			FulcioURL: o.fulcioURL, RekorURL: o.rekorURL, TSAURL: o.tsaURL, SkipTlog: o.skipTlog,
-			Token: func(context.Context) (string, error) { return tok, nil },
-		}
-		if o.trustedRoot != "" {
-			if opts.TrustedRoot, err = sign.LoadTrustedRoot(o.trustedRoot); err != nil {
-				return nil, fmt.Errorf("--trusted-root: %w", err)
-			}
-		}
-		return sign.NewKeylessSigner(ctx, opts)
+		cfg.Mode, cfg.IdentityTokenFile, cfg.SkipTlog = sign.ModeKeyless, o.identityToken, o.skipTlog
+		cfg.FulcioURL, cfg.RekorURL, cfg.TSAURL, cfg.TrustedRoot = o.fulcioURL, o.rekorURL, o.tsaURL, o.trustedRoot
 	}
-	return nil, nil
+	s, err := sign.New(ctx, cfg)
+	var ce *sign.ConfigError
+	if errors.As(err, &ce) {
+		flag := map[string]string{"key": "--sign-key", "identity_token": "--keyless", "trusted_root": "--trusted-root"}[ce.Field]
+		return nil, fmt.Errorf("%s: %w", flag, ce.Err)
+	}
+	if err != nil || s == nil {
+		return nil, err // a nil Signer, not a typed nil in the interface
+	}
+	return s, nil
 }
 
 // keyInWorkspace returns a message when the signing key file lies inside

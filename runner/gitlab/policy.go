@@ -15,6 +15,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/internal/yamlconf"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	"github.com/cleanroom-ci/cleanroom/sign"
 )
 
 // Defaults of the admin policy.
@@ -44,9 +45,9 @@ const (
 
 // Signing modes.
 const (
-	SigningNone    = "none"
-	SigningKey     = "key"
-	SigningKeyless = "keyless"
+	SigningNone    = sign.ModeNone
+	SigningKey     = sign.ModeKey
+	SigningKeyless = sign.ModeKeyless
 )
 
 // Policy is the admin's configuration of the driver, resolved and
@@ -173,16 +174,12 @@ type signingFile struct {
 	TrustedRoot  string `yaml:"trusted_root"`
 }
 
-// SigningConfig is the policy's signing section, resolved.
-type SigningConfig struct {
-	// Key and PasswordFile are absolute paths (mode "key"); the key never
-	// enters a stage.
-	Key, PasswordFile string
-	// Sigstore services (mode "keyless"); empty means the public instance.
-	FulcioURL, RekorURL, TSAURL string
-	// TrustedRoot, when set, makes every bundle verify before it is written.
-	TrustedRoot string
-}
+// SigningConfig is the policy's signing section, resolved: Key and
+// PasswordFile are absolute paths (mode "key"; the key never enters a
+// stage), the Sigstore services are empty for the public instance, and
+// TrustedRoot makes every bundle verify before it is written. Mode is
+// filled from SigningMode when signing; the keyless token is the job's.
+type SigningConfig = sign.Config
 
 // maxPolicySize bounds what is read: a policy is a page of YAML.
 const maxPolicySize = 1 << 20

@@ -164,49 +164,24 @@ type signedFile struct {
 // SIGSTORE_ID_TOKEN from the trusted job response, which no stage ever
 // sees (mode "keyless"). The bundle is written next to the statement.
 func (d *Driver) signProvenance(ctx context.Context, statement []byte, resp *Response) (*signedFile, error) {
-	var signer sign.Signer
-	var err error
 	cfg := d.Policy.Signing
-	switch d.Policy.SigningMode {
-	case SigningNone, "":
-		return nil, nil
-	case SigningKey:
-		var pw []byte
-		if cfg.PasswordFile != "" {
-			if pw, err = os.ReadFile(cfg.PasswordFile); err != nil {
-				return nil, fmt.Errorf("signing: password file: %w", err)
-			}
-			pw = bytes.TrimRight(pw, "\r\n")
-		}
-		key, err := sign.LoadKey(cfg.Key, pw)
-		if err != nil {
-			return nil, fmt.Errorf("signing: %w", err)
-		}
-		if signer, err = sign.NewKeySigner(key, sign.KeyOptions{TSAURL: cfg.TSAURL}); err != nil {
-			return nil, fmt.Errorf("signing: %w", err)
-		}
-	case SigningKeyless:
+	cfg.Mode, cfg.Now = d.Policy.SigningMode, d.timeNow
+	if cfg.Mode == SigningKeyless {
 		tok, _ := resp.Var(SigstoreTokenVariable)
 		if tok == "" {
 			return nil, fmt.Errorf("signing: the policy signs keyless but the job has no %s; add `id_tokens: {%s: {aud: sigstore}}` to the job", SigstoreTokenVariable, SigstoreTokenVariable)
 		}
-		if _, err := sign.CheckToken(tok, d.timeNow()); err != nil {
-			return nil, fmt.Errorf("signing: %s: %w", SigstoreTokenVariable, err)
-		}
-		opts := sign.KeylessOptions{
-			FulcioURL: cfg.FulcioURL, RekorURL: cfg.RekorURL, TSAURL: cfg.TSAURL,
-			Token: func(context.Context) (string, error) { return tok, nil },
-		}
-		if cfg.TrustedRoot != "" {
-			if opts.TrustedRoot, err = sign.LoadTrustedRoot(cfg.TrustedRoot); err != nil {
-				return nil, fmt.Errorf("signing: trusted root: %w", err)
-			}
-		}
-		if signer, err = sign.NewKeylessSigner(ctx, opts); err != nil {
-			return nil, fmt.Errorf("signing: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("signing mode %q is not supported", d.Policy.SigningMode)
+		cfg.Token = func(context.Context) (string, error) { return tok, nil }
+	}
+	signer, err := sign.New(ctx, cfg)
+	var ce *sign.ConfigError
+	switch {
+	case errors.As(err, &ce) && ce.Field == "identity_token":
+		return nil, fmt.Errorf("signing: %s: %w", SigstoreTokenVariable, ce.Err)
+	case err != nil:
+		return nil, fmt.Errorf("signing: %w", err)
+	case signer == nil:
+		return nil, nil
 	}
 	bundle, err := signer.SignDSSE(ctx, sign.InTotoPayloadType, bytes.TrimSpace(statement))
 	if err != nil {
