@@ -13,22 +13,13 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+
+	"github.com/cleanroom-ci/cleanroom/internal/poserr"
 )
 
-// Error is one problem in a configuration file.
-type Error struct {
-	File         string
-	Line, Column int
-	Field        string
-	Msg          string
-}
-
-func (e *Error) Error() string {
-	if e.Field == "" {
-		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
-	}
-	return fmt.Sprintf("%s:%d:%d: %s: %s", e.File, e.Line, e.Column, e.Field, e.Msg)
-}
+// Error is one problem in a configuration file, at FILE:LINE:COL: the
+// same type as a pipeline's (internal/poserr).
+type Error = poserr.Error
 
 // Decoder decodes one file and collects the semantic problems found while
 // resolving it, each at its place.

@@ -2,35 +2,19 @@ package pipeline
 
 import (
 	"cmp"
-	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/cleanroom-ci/cleanroom/internal/poserr"
 )
 
-// Error is one problem found in a pipeline file. Every problem carries the
-// place it was found so that editors and CI logs can jump straight to it.
-type Error struct {
-	// File is the path given to Load, or the name given to Parse.
-	File string
-	// Line and Column are 1-based and point at the offending text: the
-	// value for a bad value, the key for an unknown or misplaced field, the
-	// enclosing mapping for a missing field.
-	Line, Column int
-	// Field is the path of the field, e.g. "steps[1].timeout",
-	// "egress.allow[0]" or "steps[0].env.FOO". Indices are 0-based. Empty
-	// for problems with the file as a whole (for example a YAML syntax error).
-	Field string
-	// Msg says what is wrong and what is accepted.
-	Msg string
-}
-
-// Error formats the problem as "FILE:LINE:COL: FIELD: MSG".
-func (e *Error) Error() string {
-	if e.Field == "" {
-		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
-	}
-	return fmt.Sprintf("%s:%d:%d: %s: %s", e.File, e.Line, e.Column, e.Field, e.Msg)
-}
+// Error is one problem found in a pipeline file, formatted
+// "FILE:LINE:COL: FIELD: MSG". Every problem carries the place it was
+// found so that editors and CI logs can jump straight to it; it is the
+// same type as the policy's and the agent config's (internal/poserr).
+// Field is e.g. "steps[1].timeout", "egress.allow[0]" or
+// "steps[0].env.FOO".
+type Error = poserr.Error
 
 // ErrorList is every problem found in a pipeline file, in file order. Parse
 // and Load collect all the problems they can rather than stopping at the
