@@ -2,12 +2,16 @@
 // or the new, never a part: the bytes go to a temporary file in the same
 // directory, which is synced, given its mode, and renamed over the target;
 // the directory is then synced so that the rename survives a crash.
-// Provenance, run outputs, the agent's tokens file and the GitLab driver's
-// job state are all written this way.
+// Provenance, run outputs, the agent's tokens file, the GitLab driver's
+// job state and the outputs it writes into a job's directory are all
+// written this way; WriteIn does it inside an os.Root, for directories an
+// untrusted build shaped (a planted symlink must not lead the write out).
 package atomicfile
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,31 +24,45 @@ func Write(path string, perm os.FileMode, write func(io.Writer) error) error {
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op once renamed
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
+	defer root.Close()
+	return WriteIn(root, base, perm, write)
+}
+
+// WriteIn is Write for name inside root: every path is resolved by root,
+// which refuses to leave it.
+func WriteIn(root *os.Root, name string, perm os.FileMode, write func(io.Writer) error) error {
+	dir, base := filepath.Split(name)
+	var r [8]byte
+	rand.Read(r[:])
+	tmp := filepath.Join(dir, "."+base+".tmp-"+hex.EncodeToString(r[:]))
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
 		return err
 	}
-	if err := write(f); err != nil {
-		f.Close()
+	defer root.Remove(tmp) // fails harmlessly once renamed
+	err = f.Chmod(perm)    // not narrowed by the umask
+	if err == nil {
+		err = write(f)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
+	if err := root.Rename(tmp, name); err != nil {
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
+	// The rename is done; syncing the directory (its durability) is best
+	// effort, as a reader already sees the new content.
+	if d, err := root.Open(filepath.Join(dir, ".")); err == nil {
 		d.Sync()
 		d.Close()
 	}

@@ -40,3 +40,32 @@ func TestWriteReplacesOrLeavesAlone(t *testing.T) {
 		t.Fatalf("temporary files left: %v", ents)
 	}
 }
+
+// Inside a root, a planted symlink leads nowhere: neither the directory on
+// the way nor the target name is followed out of it.
+func TestWriteInStaysInsideTheRoot(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	os.Symlink(outside, filepath.Join(dir, "sub"))
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	data := func(w io.Writer) error { _, err := w.Write([]byte("x")); return err }
+	if err := WriteIn(root, "sub/f", 0o644, data); err == nil {
+		t.Fatal("wrote through a symlink out of the root")
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("files appeared outside the root: %v", ents)
+	}
+	if err := WriteIn(root, "f", 0o640, data); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "f"))
+	if err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("%v %v", fi, err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+}

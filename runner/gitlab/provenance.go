@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cleanroom-ci/cleanroom/internal/atomicfile"
 	"github.com/cleanroom-ci/cleanroom/internal/glob"
 	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/runner/manifest"
@@ -533,23 +535,8 @@ func writeOutputs(st *JobState, files map[string][]byte) error {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		tmp := "." + name + ".tmp"
-		f, err := out.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if err != nil {
-			return err
-		}
-		if _, err := f.Write(files[name]); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-		if err := out.Rename(tmp, name); err != nil {
+		data := files[name]
+		if err := atomicfile.WriteIn(out, name, 0o644, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
 			return err
 		}
 	}

@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/cleanroom-ci/cleanroom/internal/atomicfile"
 )
 
 // Options describe the image config.
@@ -91,21 +93,7 @@ func WriteOCIArchive(path string, img v1.Image, refName string) error {
 	if err := p.AppendImage(img, opts...); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if err := tarTree(f, dir); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, 0o644, func(w io.Writer) error { return tarTree(w, dir) })
 }
 
 // WriteDockerArchive writes img as a `docker save`-style tar.
