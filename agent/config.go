@@ -40,13 +40,6 @@ const (
 	OnLossFail  = "fail"
 )
 
-// Signing modes.
-const (
-	SignNone    = sign.ModeNone
-	SignKey     = sign.ModeKey
-	SignKeyless = sign.ModeKeyless
-)
-
 // Config is the agent's configuration, resolved and validated.
 type Config struct {
 	Path string
@@ -320,15 +313,15 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 	}
 	c.RunAllow = d.rules("$.run.allow", "run.allow", raw.Run.Allow)
 	s := raw.Signing
-	c.Signing = Signing{Mode: orDefault(s.Mode, SignNone), Key: s.Key, PasswordFile: s.PasswordFile,
+	c.Signing = Signing{Mode: orDefault(s.Mode, sign.ModeNone), Key: s.Key, PasswordFile: s.PasswordFile,
 		IdentityTokenFile: s.IdentityTokenFile, FulcioURL: s.FulcioURL, RekorURL: s.RekorURL, TSAURL: s.TSAURL, TrustedRoot: s.TrustedRoot}
 	switch c.Signing.Mode {
-	case SignNone:
-	case SignKey:
+	case sign.ModeNone:
+	case sign.ModeKey:
 		if s.Key == "" {
 			d.Errorf("$.signing", "signing.key", "mode key needs key: the cosign key file")
 		}
-	case SignKeyless:
+	case sign.ModeKeyless:
 		if s.IdentityTokenFile == "" {
 			d.Errorf("$.signing", "signing.identity_token_file", "mode keyless needs identity_token_file: a file holding the agent's OIDC token")
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/sign"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -20,7 +21,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.Listen != DefaultListen || c.DataDir != DefaultDataDir || c.Concurrency != runtime.NumCPU() ||
 		c.NATSURL != "" || c.NATSReplicas != 1 || c.AckWait != 30*time.Second || c.OnAgentLoss != OnLossRetry ||
-		c.MaxAttempts != 2 || c.Grace != 2*time.Minute || c.Retention != 30*24*time.Hour || c.JobTimeout != time.Hour || c.Signing.Mode != SignNone ||
+		c.MaxAttempts != 2 || c.Grace != 2*time.Minute || c.Retention != 30*24*time.Hour || c.JobTimeout != time.Hour || c.Signing.Mode != sign.ModeNone ||
 		c.MaxUpload != DefaultMaxUpload || c.BuilderID != DefaultBuilderID || len(c.SourceAllow) != 0 || len(c.ImagesAllowed) != 0 {
 		t.Fatalf("defaults: %+v", c)
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cleanroom-ci/cleanroom/sign"
 )
 
 // TestExampleConfig keeps examples/agent/agent.yaml loadable and its
@@ -41,7 +43,7 @@ func TestExampleConfig(t *testing.T) {
 	if c.BuilderID != "https://ci.example.org/cleanroom-agent@v1" || c.GoProxyUpstream == "" || len(c.RunAllow) != 1 {
 		t.Errorf("run: builder_id %q, goproxy_upstream %q, allow %q", c.BuilderID, c.GoProxyUpstream, c.RunAllow)
 	}
-	if c.Signing.Mode != SignKey || c.Signing.Key == "" || c.Signing.PasswordFile == "" {
+	if c.Signing.Mode != sign.ModeKey || c.Signing.Key == "" || c.Signing.PasswordFile == "" {
 		t.Errorf("signing %+v", c.Signing)
 	}
 	if len(c.Webhooks) != 2 {

@@ -27,6 +27,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/internal/exitcode"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
+	"github.com/cleanroom-ci/cleanroom/sign"
 )
 
 // outcome is how one attempt ended.
@@ -263,7 +264,7 @@ func (a *Agent) childArgs(pipelineRel, ws, outDir string) ([]string, []string, e
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + filepath.Dir(outDir), "GOPROXY=off"}
 	s := a.cfg.Signing
 	switch s.Mode {
-	case SignKey:
+	case sign.ModeKey:
 		args = append(args, "--sign-key", s.Key)
 		if s.PasswordFile != "" {
 			pw, err := os.ReadFile(s.PasswordFile)
@@ -274,7 +275,7 @@ func (a *Agent) childArgs(pipelineRel, ws, outDir string) ([]string, []string, e
 		} else {
 			env = append(env, "COSIGN_PASSWORD=")
 		}
-	case SignKeyless:
+	case sign.ModeKeyless:
 		args = append(args, "--keyless", "--identity-token", s.IdentityTokenFile)
 		for flag, v := range map[string]string{"--fulcio-url": s.FulcioURL, "--rekor-url": s.RekorURL, "--tsa-url": s.TSAURL} {
 			if v != "" {

@@ -768,7 +768,7 @@ func TestProvenanceSignedWithAdminKey(t *testing.T) {
 	}
 	pwFile := filepath.Join(keys, "pw")
 	os.WriteFile(pwFile, []byte("admin-pw\n"), 0o600)
-	h.d.Policy.SigningMode = SigningKey
+	h.d.Policy.SigningMode = sign.ModeKey
 	h.d.Policy.Signing = SigningConfig{Key: priv, PasswordFile: pwFile}
 	if err := h.d.Prepare(context.Background()); err != nil {
 		t.Fatal(err)
@@ -805,7 +805,7 @@ func TestProvenanceSignedWithAdminKey(t *testing.T) {
 // called, with a message naming the variable, and no bundle is written.
 func TestKeylessSigningNeedsTheJobsToken(t *testing.T) {
 	h := newHarness(t)
-	h.d.Policy.SigningMode = SigningKeyless
+	h.d.Policy.SigningMode = sign.ModeKeyless
 	if err := h.d.Prepare(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -43,13 +43,6 @@ const (
 	EgressRequestVariable = "CLEANROOM_EGRESS_ALLOW"
 )
 
-// Signing modes.
-const (
-	SigningNone    = sign.ModeNone
-	SigningKey     = sign.ModeKey
-	SigningKeyless = sign.ModeKeyless
-)
-
 // Policy is the admin's configuration of the driver, resolved and
 // validated. It is the trust anchor of every decision the driver makes
 // about a job, so every field is checked when it is loaded.
@@ -267,7 +260,7 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 		JobMayWiden:  raw.Egress.JobMayWiden,
 		CPUs:         raw.Limits.CPUs,
 		Pids:         DefaultPids,
-		SigningMode:  orDefault(raw.Signing.Mode, SigningNone),
+		SigningMode:  orDefault(raw.Signing.Mode, sign.ModeNone),
 		Signing: SigningConfig{
 			Key: raw.Signing.Key, PasswordFile: raw.Signing.PasswordFile,
 			FulcioURL: raw.Signing.FulcioURL, RekorURL: raw.Signing.RekorURL, TSAURL: raw.Signing.TSAURL,
@@ -362,13 +355,13 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 
 	// Signing.
 	switch p.SigningMode {
-	case SigningNone, SigningKeyless:
-	case SigningKey:
+	case sign.ModeNone, sign.ModeKeyless:
+	case sign.ModeKey:
 		if !filepath.IsAbs(p.Signing.Key) {
-			d.Errorf("$.signing.key", "signing.key", "mode %q needs the absolute path of the signing key (cosign.key)", SigningKey)
+			d.Errorf("$.signing.key", "signing.key", "mode %q needs the absolute path of the signing key (cosign.key)", sign.ModeKey)
 		}
 	default:
-		d.Errorf("$.signing.mode", "signing.mode", "%q: use %q, %q or %q", p.SigningMode, SigningNone, SigningKey, SigningKeyless)
+		d.Errorf("$.signing.mode", "signing.mode", "%q: use %q, %q or %q", p.SigningMode, sign.ModeNone, sign.ModeKey, sign.ModeKeyless)
 	}
 	for _, f := range []struct{ path, field, v string }{
 		{"$.signing.password_file", "signing.password_file", p.Signing.PasswordFile},

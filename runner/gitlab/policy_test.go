@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+
+	"github.com/cleanroom-ci/cleanroom/sign"
 )
 
 const fullPolicy = `version: 1
@@ -64,7 +66,7 @@ func TestParsePolicyFull(t *testing.T) {
 	if !slices.Equal(p.RunnerOnly, []string{SigstoreTokenVariable, "VAULT_ID_TOKEN"}) {
 		t.Errorf("runner-only: %v", p.RunnerOnly)
 	}
-	if p.StopGrace != 20*time.Second || p.SigningMode != SigningNone {
+	if p.StopGrace != 20*time.Second || p.SigningMode != sign.ModeNone {
 		t.Errorf("grace/signing: %v %v", p.StopGrace, p.SigningMode)
 	}
 }
@@ -75,7 +77,7 @@ func TestParsePolicyDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p.BuildsDir != DefaultBuildsDir || p.CacheDir != DefaultCacheDir || p.BuilderID != DefaultBuilderID ||
-		p.Pids != DefaultPids || p.StopGrace != DefaultStopGrace || p.SigningMode != SigningNone ||
+		p.Pids != DefaultPids || p.StopGrace != DefaultStopGrace || p.SigningMode != sign.ModeNone ||
 		len(p.DefaultAllow) != 0 || p.JobMayWiden || !slices.Equal(p.RunnerOnly, []string{SigstoreTokenVariable}) {
 		t.Errorf("defaults: %+v", p)
 	}

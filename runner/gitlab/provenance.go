@@ -168,7 +168,7 @@ type signedFile struct {
 func (d *Driver) signProvenance(ctx context.Context, statement []byte, resp *Response) (*signedFile, error) {
 	cfg := d.Policy.Signing
 	cfg.Mode, cfg.Now = d.Policy.SigningMode, d.timeNow
-	if cfg.Mode == SigningKeyless {
+	if cfg.Mode == sign.ModeKeyless {
 		tok, _ := resp.Var(SigstoreTokenVariable)
 		if tok == "" {
 			return nil, fmt.Errorf("signing: the policy signs keyless but the job has no %s; add `id_tokens: {%s: {aud: sigstore}}` to the job", SigstoreTokenVariable, SigstoreTokenVariable)
