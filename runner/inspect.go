@@ -197,11 +197,22 @@ func appendPEM(bundle, cert []byte) []byte {
 	return append(out, cert...)
 }
 
-// stepInspect says whether a step is inspected: --inspect, the pipeline's
-// or the step's egress.inspect, and always in an offline run (where HTTPS
-// can only be answered from recorded bodies through inspection).
+// stepInspect says whether a step is inspected: always in an offline run
+// (where HTTPS can only be answered from recorded bodies through
+// inspection) and when --require-inspection names one of its rules (a
+// protection against domain fronting, which a step must not opt out of);
+// else the step's own egress.inspect when it sets one, so a step whose
+// client refuses the run's CA keeps its "inspect: false" under --inspect
+// too (the docs' advice for such clients); else --inspect or the
+// pipeline's egress.inspect.
 func stepInspect(cfg Config, s pipeline.Step) bool {
-	return cfg.Inspect || cfg.Offline || cfg.Replay != nil || cfg.Pipeline.StepInspect(s) || requiresInspection(cfg, s)
+	if cfg.Offline || cfg.Replay != nil || requiresInspection(cfg, s) {
+		return true
+	}
+	if s.Egress != nil && s.Egress.Inspect != nil {
+		return *s.Egress.Inspect
+	}
+	return cfg.Inspect || cfg.Pipeline.StepInspect(s)
 }
 
 // requiresInspection reports whether one of the step's egress rules is

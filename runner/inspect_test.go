@@ -267,6 +267,54 @@ steps:
 	}
 }
 
+// --inspect turns inspection on for every step but one that says
+// egress.inspect: false itself (a client that refuses the run's CA); an
+// offline run inspects every step, as it can answer HTTPS no other way, and
+// so does --require-inspection for the steps that allow a rule it names.
+func TestInspectFlagKeepsAStepsInspectFalse(t *testing.T) {
+	p, err := pipeline.Parse("cleanroom.yaml", []byte(`version: 1
+image: busybox@sha256:`+strings.Repeat("a", 64)+`
+egress:
+  allow: ["deps.example.org"]
+  inspect: false
+steps:
+  - name: default
+    run: "true"
+  - name: pinned-client
+    run: "true"
+    egress: {inspect: false}
+  - name: wants-it
+    run: "true"
+    egress: {inspect: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, pinned, wants := p.Steps[0], p.Steps[1], p.Steps[2]
+	for _, tc := range []struct {
+		name                 string
+		cfg                  Config
+		def, pinned, wantsIt bool
+	}{
+		{"no flag", Config{Pipeline: p}, false, false, true},
+		{"--inspect", Config{Pipeline: p, Inspect: true}, true, false, true},
+		{"--offline", Config{Pipeline: p, Inspect: true, Offline: true}, true, true, true},
+		// --require-inspection defends against domain fronting: no step
+		// opts out of it.
+		{"--require-inspection", Config{Pipeline: p, RequireInspection: []string{"deps.example.org"}}, true, true, true},
+	} {
+		got := []bool{stepInspect(tc.cfg, def), stepInspect(tc.cfg, pinned), stepInspect(tc.cfg, wants)}
+		if !slices.Equal(got, []bool{tc.def, tc.pinned, tc.wantsIt}) {
+			t.Errorf("%s: inspected (default, pinned-client, wants-it) = %v, want %v", tc.name, got, []bool{tc.def, tc.pinned, tc.wantsIt})
+		}
+	}
+	// With --inspect and only the opted-out step selected, no CA is minted.
+	cfg := Config{Pipeline: p, Inspect: true, StateDir: t.TempDir(), RunID: "r2"}
+	if in, err := setupInspection(cfg, []pipeline.Step{pinned}); in != nil || err != nil {
+		t.Fatalf("a CA was minted for a step that opted out: %v %v", in, err)
+	}
+}
+
 func TestReplayCompare(t *testing.T) {
 	r := &Replay{Path: "p.json", Subjects: []manifest.Subject{{Name: "out/a", SHA256: strings.Repeat("a", 64)}, {Name: "out/b", SHA256: strings.Repeat("b", 64)}}}
 	if res := r.Compare([]manifest.Subject{{Name: "out/b", SHA256: strings.Repeat("b", 64)}, {Name: "out/a", SHA256: strings.Repeat("a", 64)}}); !res.Reproduced {

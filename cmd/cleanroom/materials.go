@@ -35,7 +35,7 @@ type materialsOptions struct {
 }
 
 func (o *materialsOptions) addFlags(f *pflag.FlagSet) {
-	f.BoolVar(&o.inspect, "inspect", false, "TLS inspection for every step: terminate HTTPS with a per-run CA and record the URL and sha256 of every body (as egress.inspect: true)")
+	f.BoolVar(&o.inspect, "inspect", false, "TLS inspection for every step that does not set egress.inspect: false itself: terminate HTTPS with a per-run CA and record the URL and sha256 of every body (as egress.inspect: true)")
 	f.StringVar(&o.cache, "cache", store.DefaultDir, "content-addressed store that keeps every downloaded body (by sha256), for replays and egress.cache: prefer")
 	f.StringVar(&o.cacheMode, "cache-mode", "", "record (keep bodies), prefer (also answer immutable URLs from the store) or off; default: the pipeline's egress.cache, else record")
 	f.StringVar(&o.cacheMax, "cache-max", "10GiB", "size bound of the store; least recently used bodies are evicted beyond it")
