@@ -83,36 +83,8 @@ type Git struct {
 //
 // On error dir may be left partially written: the caller deletes it.
 func FetchGit(ctx context.Context, remote, ref, commit, dir string, o GitOptions) (Git, error) {
-	u, err := checkRemote(remote, o.AllowHTTP)
+	u, commit, dir, err := checkFetch(remote, ref, commit, dir, o)
 	if err != nil {
-		return Git{}, err
-	}
-	if ref != "" {
-		if err := checkRef(ref); err != nil {
-			return Git{}, err
-		}
-	}
-	if commit != "" {
-		if !isCommitID(commit) {
-			return Git{}, fmt.Errorf("git commit %q: want 40 (or 64) hex digits", commit)
-		}
-		commit = strings.ToLower(commit)
-	}
-	if ref == "" && commit == "" {
-		return Git{}, errors.New("git fetch needs a ref or a commit")
-	}
-	if h := o.AuthHeader; h != "" {
-		if strings.ContainsAny(h, "\r\n\x00") || !strings.Contains(h, ":") {
-			return Git{}, errors.New("git auth header: want one \"Name: value\" line")
-		}
-	}
-	if dir == "" {
-		return Git{}, errors.New("git fetch: no directory")
-	}
-	if dir, err = filepath.Abs(dir); err != nil {
-		return Git{}, err
-	}
-	if err := emptyDir(dir); err != nil {
 		return Git{}, err
 	}
 	if o.Timeout <= 0 {
@@ -140,68 +112,18 @@ func FetchGit(ctx context.Context, remote, ref, commit, dir string, o GitOptions
 		return Git{}, err
 	}
 	defer os.RemoveAll(home)
-
-	ca, err := egress.NewInspectCA(egress.InspectCAOptions{
-		Rules:    o.Allow,
-		Validity: o.Timeout + time.Hour,
-		Name:     "cleanroom agent source fetch",
-	})
+	fp, err := startFetchProxy(ctx, policy, home, o, log)
 	if err != nil {
 		return Git{}, err
 	}
-	caFile := filepath.Join(home, "proxy-ca.pem")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
-		return Git{}, err
-	}
-	rec := &recorder{}
-	proxy, err := egress.New(egress.Config{
-		Step:      "source",
-		Policy:    policy,
-		Recorder:  rec,
-		TLSConfig: o.UpstreamTLS,
-		Inspect:   ca,
-		Logger:    log,
-	})
-	if err != nil {
-		return Git{}, err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return Git{}, err
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		if err := proxy.Serve(l); err != nil {
-			log.Warn("source proxy stopped", "error", err)
-		}
-	}()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		// git has exited: give the proxy a moment to record the last
-		// requests, none at all when the fetch timed out (a hanging
-		// upstream would only hold it up).
-		grace := 5 * time.Second
-		if ctx.Err() != nil {
-			grace = 0
-		}
-		sctx, scancel := context.WithTimeout(context.Background(), grace)
-		defer scancel()
-		_ = proxy.Shutdown(sctx)
-		<-served
-	}
-	defer stop()
+	defer fp.stop()
 
 	g := &gitRun{
 		bin:     gitBin,
 		dir:     dir,
-		proxy:   "http://" + l.Addr().String(),
+		proxy:   fp.url,
 		home:    home,
-		caFile:  caFile,
+		caFile:  fp.caFile,
 		http:    o.AllowHTTP,
 		auth:    o.AuthHeader,
 		authURL: (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/"}).String(),
@@ -213,9 +135,9 @@ func FetchGit(ctx context.Context, remote, ref, commit, dir string, o GitOptions
 
 	res := Git{Remote: redacted, Ref: ref}
 	fail := func(step string, err error) (Git, error) {
-		stop()
-		res.Events = rec.events()
-		if d := denial(policy, proxy.Denials()); d != nil {
+		fp.stop()
+		res.Events = fp.rec.events()
+		if d := denial(policy, fp.proxy.Denials()); d != nil {
 			return res, d
 		}
 		if ctx.Err() != nil {
@@ -223,75 +145,206 @@ func FetchGit(ctx context.Context, remote, ref, commit, dir string, o GitOptions
 		}
 		return res, fmt.Errorf("git %s of %s: %w", step, redacted, err)
 	}
+	head, failedStep, err := g.checkout(ctx, ref, commit, fp.proxy, log)
+	if err != nil {
+		return fail(failedStep, err)
+	}
+	res.Commit = head.commit
+	// An annotated tag's id names the commit it points to too.
+	if commit != "" && commit != head.commit && commit != head.object {
+		fp.stop()
+		res.Events = fp.rec.events()
+		if ref == "" {
+			return res, fmt.Errorf("git %s: fetched %s, not the requested commit %s", redacted, head.commit, commit)
+		}
+		return res, fmt.Errorf("git %s: %s is at %s, not at the requested commit %s (pushed again since?)", redacted, ref, head.commit, commit)
+	}
+	if failedStep, err := g.finish(ctx, ref, head.commit, redacted); err != nil {
+		return fail(failedStep, err)
+	}
+	fp.stop()
+	res.Events = fp.rec.events()
+	log.Info("fetched source", "remote", redacted, "commit", head.commit, "requests", len(res.Events))
+	return res, nil
+}
 
-	if err := g.run(ctx, "init", "-q", "--", dir); err != nil {
-		return fail("init", err)
+// checkFetch checks FetchGit's arguments before anything runs; it returns
+// the parsed remote, the commit in lower case and dir made absolute.
+func checkFetch(remote, ref, commit, dir string, o GitOptions) (*url.URL, string, string, error) {
+	u, err := checkRemote(remote, o.AllowHTTP)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if ref != "" {
+		if err := checkRef(ref); err != nil {
+			return nil, "", "", err
+		}
+	}
+	if commit != "" {
+		if !isCommitID(commit) {
+			return nil, "", "", fmt.Errorf("git commit %q: want 40 (or 64) hex digits", commit)
+		}
+		commit = strings.ToLower(commit)
+	}
+	if ref == "" && commit == "" {
+		return nil, "", "", errors.New("git fetch needs a ref or a commit")
+	}
+	if h := o.AuthHeader; h != "" {
+		if strings.ContainsAny(h, "\r\n\x00") || !strings.Contains(h, ":") {
+			return nil, "", "", errors.New("git auth header: want one \"Name: value\" line")
+		}
+	}
+	if dir == "" {
+		return nil, "", "", errors.New("git fetch: no directory")
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, "", "", err
+	}
+	if err := emptyDir(dir); err != nil {
+		return nil, "", "", err
+	}
+	return u, commit, dir, nil
+}
+
+// fetchProxy is the egress proxy of one fetch, on loopback, terminating
+// https with a throwaway CA (caFile) that only this fetch's git trusts.
+type fetchProxy struct {
+	ctx     context.Context
+	proxy   *egress.Proxy
+	rec     *recorder
+	url     string
+	caFile  string
+	served  chan struct{}
+	stopped bool
+}
+
+func startFetchProxy(ctx context.Context, policy *egress.Policy, home string, o GitOptions, log hclog.Logger) (*fetchProxy, error) {
+	ca, err := egress.NewInspectCA(egress.InspectCAOptions{
+		Rules:    o.Allow,
+		Validity: o.Timeout + time.Hour,
+		Name:     "cleanroom agent source fetch",
+	})
+	if err != nil {
+		return nil, err
+	}
+	fp := &fetchProxy{ctx: ctx, rec: &recorder{}, caFile: filepath.Join(home, "proxy-ca.pem"), served: make(chan struct{})}
+	if err := os.WriteFile(fp.caFile, ca.CertPEM(), 0o600); err != nil {
+		return nil, err
+	}
+	fp.proxy, err = egress.New(egress.Config{
+		Step:      "source",
+		Policy:    policy,
+		Recorder:  fp.rec,
+		TLSConfig: o.UpstreamTLS,
+		Inspect:   ca,
+		Logger:    log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	fp.url = "http://" + l.Addr().String()
+	go func() {
+		defer close(fp.served)
+		if err := fp.proxy.Serve(l); err != nil {
+			log.Warn("source proxy stopped", "error", err)
+		}
+	}()
+	return fp, nil
+}
+
+// stop shuts the proxy down once (later calls do nothing).
+func (fp *fetchProxy) stop() {
+	if fp.stopped {
+		return
+	}
+	fp.stopped = true
+	// git has exited: give the proxy a moment to record the last
+	// requests, none at all when the fetch timed out (a hanging
+	// upstream would only hold it up).
+	grace := 5 * time.Second
+	if fp.ctx.Err() != nil {
+		grace = 0
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), grace)
+	defer scancel()
+	_ = fp.proxy.Shutdown(sctx)
+	<-fp.served
+}
+
+// fetchedHead is what a checkout ended on: the commit of HEAD, and the
+// object fetched (a commit, or an annotated tag naming one).
+type fetchedHead struct{ commit, object string }
+
+// checkout initialises the repository, fetches commit (falling back to
+// ref) or ref, and checks it out detached. On failure it names the git
+// step that failed.
+func (g *gitRun) checkout(ctx context.Context, ref, commit string, proxy *egress.Proxy, log hclog.Logger) (fetchedHead, string, error) {
+	if err := g.run(ctx, "init", "-q", "--", g.dir); err != nil {
+		return fetchedHead{}, "init", err
 	}
 	fetched := false
 	if commit != "" {
-		err = g.fetch(ctx, commit)
+		err := g.fetch(ctx, commit)
 		if err == nil {
 			fetched = true
 		} else if ref == "" || len(proxy.Denials()) > 0 || ctx.Err() != nil {
-			return fail("fetch", err)
+			return fetchedHead{}, "fetch", err
 		} else {
 			// Servers that refuse a "want" for a commit id that is no
 			// ref's tip (old protocol, no allowReachableSHA1InWant)
 			// still serve the ref; whether its tip is the commit is
-			// checked below.
+			// checked by the caller.
 			log.Debug("fetching the commit by id failed; fetching the ref", "error", err)
 		}
 	}
 	if !fetched {
 		if err := g.fetch(ctx, ref); err != nil {
-			return fail("fetch", err)
+			return fetchedHead{}, "fetch", err
 		}
 	}
 	if err := g.run(ctx, "checkout", "-q", "--detach", "FETCH_HEAD"); err != nil {
-		return fail("checkout", err)
+		return fetchedHead{}, "checkout", err
 	}
 	head, err := g.output(ctx, "rev-parse", "--verify", "-q", "HEAD^{commit}")
 	if err != nil {
-		return fail("rev-parse", err)
+		return fetchedHead{}, "rev-parse", err
 	}
 	object, err := g.output(ctx, "rev-parse", "--verify", "-q", "FETCH_HEAD")
 	if err != nil {
-		return fail("rev-parse", err)
+		return fetchedHead{}, "rev-parse", err
 	}
-	res.Commit = head
-	// An annotated tag's id names the commit it points to too.
-	if commit != "" && commit != head && commit != object {
-		stop()
-		res.Events = rec.events()
-		if ref == "" {
-			return res, fmt.Errorf("git %s: fetched %s, not the requested commit %s", redacted, head, commit)
-		}
-		return res, fmt.Errorf("git %s: %s is at %s, not at the requested commit %s (pushed again since?)", redacted, ref, head, commit)
-	}
+	return fetchedHead{commit: head, object: object}, "", nil
+}
+
+// finish makes the checkout look as a developer's own does to the
+// provenance, and removes what names more than the redacted remote. On
+// failure it names the step that failed.
+func (g *gitRun) finish(ctx context.Context, ref, head, redacted string) (string, error) {
 	// The provenance reads remote.origin.url and HEAD from the checkout.
 	if err := g.run(ctx, "config", "remote.origin.url", redacted); err != nil {
-		return fail("config", err)
+		return "config", err
 	}
 	// A branch build checks out as that branch, so that the provenance
 	// records the ref (gitSource reads HEAD's symbolic ref) as it does for
 	// a developer's own checkout.
 	if branch, ok := strings.CutPrefix(ref, "refs/heads/"); ok && branch != "" {
 		if err := g.run(ctx, "update-ref", ref, head); err != nil {
-			return fail("update-ref", err)
+			return "update-ref", err
 		}
 		if err := g.run(ctx, "symbolic-ref", "HEAD", ref); err != nil {
-			return fail("symbolic-ref", err)
+			return "symbolic-ref", err
 		}
 	}
 	// FETCH_HEAD names the URL fetched from; nothing in .git should
 	// carry more than the redacted remote into the build.
-	if err := os.Remove(filepath.Join(dir, ".git", "FETCH_HEAD")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fail("cleanup", err)
+	if err := os.Remove(filepath.Join(g.dir, ".git", "FETCH_HEAD")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "cleanup", err
 	}
-	stop()
-	res.Events = rec.events()
-	log.Info("fetched source", "remote", redacted, "commit", head, "requests", len(res.Events))
-	return res, nil
+	return "", nil
 }
 
 // gitRun runs git commands of one fetch.
