@@ -104,19 +104,9 @@ func Run(ctx context.Context, opts Options) error {
 	if a.hooks, err = loadHooks(cfg.Webhooks, cfg.SourceAllow); err != nil {
 		return err
 	}
-	tokensFile := cfg.TokensFile
-	if tokensFile == "" {
-		tokensFile = auth.DefaultTokensFile
-	}
-	store, err := auth.OpenStore(tokensFile)
-	if err != nil {
+	if a.auth, err = openAuth(cfg.TokensFile, log); err != nil {
 		return err
 	}
-	store.SetLogger(log.Named("auth"))
-	if store.Len() == 0 {
-		log.Warn("no API tokens: every API request and the web page are refused until one is created", "tokens_file", tokensFile, "create", "cleanroom agent token create --tokens-file "+tokensFile+" --name NAME --scope read|submit|admin")
-	}
-	a.auth = &auth.Authenticator{Store: store, Limiter: auth.NewFailureLimiter(10, 6*time.Second), Logger: log.Named("auth")}
 
 	octx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -131,24 +121,9 @@ func Run(ctx context.Context, opts Options) error {
 	defer a.broker.Close()
 	a.metrics = newMetrics(a)
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, srv, err := listen(cfg, a.routes(), log)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
-	srv := &http.Server{
-		Handler:           a.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
-	}
-	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("tls: %w", err)
-		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		ln = tls.NewListener(ln, srv.TLSConfig)
+		return err
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -176,26 +151,73 @@ func Run(ctx context.Context, opts Options) error {
 		a.wg.Wait()
 		return fmt.Errorf("http server: %w", err)
 	}
-	// Drain.
+	a.drain(stopWork, workDone, srv)
+	return nil
+}
+
+// drain takes no new jobs, waits up to jobs.grace for the running ones,
+// then hands those still running back to the queue, and stops serving.
+func (a *Agent) drain(stopWork func(), workDone <-chan struct{}, srv *http.Server) {
 	a.draining.Store(true)
 	stopWork()
 	<-workDone
 	n := a.count()
-	log.Info("draining: no new jobs; waiting for running ones", "running", n, "grace", cfg.Grace)
+	a.log.Info("draining: no new jobs; waiting for running ones", "running", n, "grace", a.cfg.Grace)
 	finished := make(chan struct{})
 	go func() { a.wg.Wait(); close(finished) }()
 	select {
 	case <-finished:
-	case <-time.After(cfg.Grace):
-		log.Warn("drain grace over: handing running jobs back to the queue", "running", a.count())
+	case <-time.After(a.cfg.Grace):
+		a.log.Warn("drain grace over: handing running jobs back to the queue", "running", a.count())
 		a.cancelJobs(errDraining)
 		<-finished
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
 	srv.Shutdown(sctx)
-	log.Info("agent stopped")
-	return nil
+	a.log.Info("agent stopped")
+}
+
+// openAuth opens the token store (warning when it holds no token: then
+// every request is refused) behind a limiter of failed attempts.
+func openAuth(tokensFile string, log hclog.Logger) (*auth.Authenticator, error) {
+	if tokensFile == "" {
+		tokensFile = auth.DefaultTokensFile
+	}
+	store, err := auth.OpenStore(tokensFile)
+	if err != nil {
+		return nil, err
+	}
+	store.SetLogger(log.Named("auth"))
+	if store.Len() == 0 {
+		log.Warn("no API tokens: every API request and the web page are refused until one is created", "tokens_file", tokensFile, "create", "cleanroom agent token create --tokens-file "+tokensFile+" --name NAME --scope read|submit|admin")
+	}
+	return &auth.Authenticator{Store: store, Limiter: auth.NewFailureLimiter(10, 6*time.Second), Logger: log.Named("auth")}, nil
+}
+
+// listen opens the API's listener, with TLS when configured, and the
+// server that will serve it.
+func listen(cfg *Config, h http.Handler, log hclog.Logger) (net.Listener, *http.Server, error) {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return nil, nil, fmt.Errorf("tls: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	return ln, srv, nil
 }
 
 // purge deletes finished jobs older than jobs.retention, hourly: state,

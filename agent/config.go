@@ -312,10 +312,15 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 		d.Errorf("$.jobs.on_agent_loss", "jobs.on_agent_loss", "%q: use retry (run the job again, up to max_attempts) or fail", c.OnAgentLoss)
 	}
 	c.RunAllow = d.rules("$.run.allow", "run.allow", raw.Run.Allow)
-	s := raw.Signing
-	c.Signing = Signing{Mode: orDefault(s.Mode, sign.ModeNone), Key: s.Key, PasswordFile: s.PasswordFile,
+	c.Signing = d.signing(raw.Signing)
+	c.Webhooks = d.webhooks(raw.Webhooks, c.SourceAllowHTTP)
+	return c
+}
+
+func (d *configDecoder) signing(s signingFile) Signing {
+	out := Signing{Mode: orDefault(s.Mode, sign.ModeNone), Key: s.Key, PasswordFile: s.PasswordFile,
 		IdentityTokenFile: s.IdentityTokenFile, FulcioURL: s.FulcioURL, RekorURL: s.RekorURL, TSAURL: s.TSAURL, TrustedRoot: s.TrustedRoot}
-	switch c.Signing.Mode {
+	switch out.Mode {
 	case sign.ModeNone:
 	case sign.ModeKey:
 		if s.Key == "" {
@@ -326,10 +331,15 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 			d.Errorf("$.signing", "signing.identity_token_file", "mode keyless needs identity_token_file: a file holding the agent's OIDC token")
 		}
 	default:
-		d.Errorf("$.signing.mode", "signing.mode", "%q: use none, key or keyless", c.Signing.Mode)
+		d.Errorf("$.signing.mode", "signing.mode", "%q: use none, key or keyless", out.Mode)
 	}
+	return out
+}
+
+func (d *configDecoder) webhooks(in []hookFile, allowHTTP bool) []Webhook {
+	var out []Webhook
 	names := map[string]bool{}
-	for i, h := range raw.Webhooks {
+	for i, h := range in {
 		at := fmt.Sprintf("$.webhooks[%d]", i)
 		w := Webhook{Name: h.Name, Provider: h.Provider, SecretFile: h.SecretFile, Repository: h.Repository, Refs: h.Refs, Pipeline: orDefault(h.Pipeline, "cleanroom.yaml")}
 		if !hookNameRE(w.Name) {
@@ -344,12 +354,12 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 		if w.SecretFile == "" {
 			d.Errorf(at, "webhooks.secret_file", "a webhook needs a secret: a file holding the shared secret (GitHub) or token (GitLab)")
 		}
-		if !strings.HasPrefix(w.Repository, "https://") && !(c.SourceAllowHTTP && strings.HasPrefix(w.Repository, "http://")) {
+		if !strings.HasPrefix(w.Repository, "https://") && !(allowHTTP && strings.HasPrefix(w.Repository, "http://")) {
 			d.Errorf(at, "webhooks.repository", "%q: the https clone URL of the repository", w.Repository)
 		}
-		c.Webhooks = append(c.Webhooks, w)
+		out = append(out, w)
 	}
-	return c
+	return out
 }
 
 func hookNameRE(s string) bool {

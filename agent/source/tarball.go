@@ -248,39 +248,9 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) (bool, error) {
 		return true, nil
 
 	case tar.TypeReg:
-		if hdr.Size < 0 {
-			return false, fmt.Errorf("archive entry %s has a negative size", q)
-		}
-		if hdr.Size > x.lim.MaxBytes-x.bytes {
-			return false, fmt.Errorf("archive entry %s: the archive holds more than %d bytes uncompressed (the limit)", q, x.lim.MaxBytes)
-		}
-		if err := x.replace(name, q); err != nil {
+		if err := x.file(hdr, name, q, r); err != nil {
 			return false, err
 		}
-		mode := os.FileMode(0o644)
-		if hdr.Mode&0o111 != 0 {
-			mode = 0o755
-		}
-		// O_EXCL: never write through whatever might sit at name.
-		f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return false, fmt.Errorf("archive entry %s: %w", q, err)
-		}
-		n, err := io.Copy(f, io.LimitReader(r, hdr.Size))
-		x.bytes += n
-		if err == nil && n != hdr.Size {
-			err = io.ErrUnexpectedEOF
-		}
-		if err == nil {
-			err = f.Chmod(mode)
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return false, fmt.Errorf("archive entry %s: %w", q, err)
-		}
-		x.regular[name] = true
 		return true, nil
 
 	case tar.TypeSymlink:
@@ -313,6 +283,44 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) (bool, error) {
 		x.regular[name] = true
 		return true, nil
 	}
+}
+
+// file extracts a regular file within the archive's byte limit.
+func (x *extractor) file(hdr *tar.Header, name, q string, r io.Reader) error {
+	if hdr.Size < 0 {
+		return fmt.Errorf("archive entry %s has a negative size", q)
+	}
+	if hdr.Size > x.lim.MaxBytes-x.bytes {
+		return fmt.Errorf("archive entry %s: the archive holds more than %d bytes uncompressed (the limit)", q, x.lim.MaxBytes)
+	}
+	if err := x.replace(name, q); err != nil {
+		return err
+	}
+	mode := os.FileMode(0o644)
+	if hdr.Mode&0o111 != 0 {
+		mode = 0o755
+	}
+	// O_EXCL: never write through whatever might sit at name.
+	f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("archive entry %s: %w", q, err)
+	}
+	n, err := io.Copy(f, io.LimitReader(r, hdr.Size))
+	x.bytes += n
+	if err == nil && n != hdr.Size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("archive entry %s: %w", q, err)
+	}
+	x.regular[name] = true
+	return nil
 }
 
 // cleanName turns an entry name into a clean relative path, refusing
