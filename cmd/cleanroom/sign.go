@@ -60,8 +60,8 @@ func (o *signOptions) signer(ctx context.Context, p *pipeline.Pipeline, log hclo
 		flag := map[string]string{"key": "--sign-key", "identity_token": "--keyless", "trusted_root": "--trusted-root"}[ce.Field]
 		return nil, fmt.Errorf("%s: %w", flag, ce.Err)
 	}
-	if err != nil || s == nil {
-		return nil, err // a nil Signer, not a typed nil in the interface
+	if err != nil {
+		return nil, err
 	}
 	return s, nil
 }
