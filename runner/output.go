@@ -10,9 +10,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/cleanroom-ci/cleanroom/internal/atomicfile"
 )
 
 // prefixWriter writes whole lines, each prefixed, so the output of
@@ -224,8 +225,9 @@ func mkdirNoSymlink(root *os.Root, rel string) error {
 	return nil
 }
 
-// copyInto copies the file src to rel in root: a temporary file created
-// exclusively (O_EXCL does not follow a planted link), then renamed.
+// copyInto copies the file src to rel in root (internal/atomicfile: a
+// temporary file created exclusively, so O_EXCL does not follow a planted
+// link, synced, then renamed).
 func copyInto(root *os.Root, src, rel string, perm fs.FileMode) error {
 	if dir := filepath.Dir(rel); dir != "." {
 		if err := mkdirNoSymlink(root, dir); err != nil {
@@ -237,29 +239,8 @@ func copyInto(root *os.Root, src, rel string, perm fs.FileMode) error {
 		return err
 	}
 	defer in.Close()
-	tmp := filepath.Join(filepath.Dir(rel), "."+filepath.Base(rel)+".tmp-"+strconv.Itoa(os.Getpid()))
-	root.Remove(tmp)
-	out, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
+	return atomicfile.WriteIn(root, rel, perm, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
 		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		root.Remove(tmp)
-		return err
-	}
-	if err := out.Chmod(perm); err != nil {
-		out.Close()
-		root.Remove(tmp)
-		return err
-	}
-	if err := out.Close(); err != nil {
-		root.Remove(tmp)
-		return err
-	}
-	if err := root.Rename(tmp, rel); err != nil {
-		root.Remove(tmp)
-		return err
-	}
-	return nil
+	})
 }

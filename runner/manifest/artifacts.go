@@ -306,30 +306,8 @@ func hashArtifacts(ctx context.Context, found map[string]string, maxBytes int64)
 // by the artifact glob g (the syntax of MatchArtifacts), lexically: no
 // file is looked at.
 func MatchGlob(g, rel string) (bool, error) {
-	segs, err := parseGlob(g)
-	if err != nil {
+	if _, err := parseGlob(g); err != nil {
 		return false, err
 	}
-	return matchSegs(segs, strings.Split(rel, "/")), nil
-}
-
-func matchSegs(glob, name []string) bool {
-	if len(glob) == 0 {
-		return len(name) == 0
-	}
-	if glob[0] == "**" {
-		for i := 0; i <= len(name); i++ {
-			if matchSegs(glob[1:], name[i:]) {
-				return true
-			}
-		}
-		return false
-	}
-	if len(name) == 0 {
-		return false
-	}
-	if ok, _ := path.Match(glob[0], name[0]); !ok {
-		return false
-	}
-	return matchSegs(glob[1:], name[1:])
+	return glob.MustCompile(g).Match(rel), nil // internal/glob, checked by parseGlob
 }
