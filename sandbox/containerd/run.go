@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	runc "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -48,6 +49,7 @@ type prepared struct {
 	task      containerd.Task
 	spec      *specs.Spec
 	td        teardown
+	shifts    []shiftedTree // ownership passes around the step (isolation.go)
 	once      sync.Once
 }
 
@@ -87,14 +89,46 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		return nil
 	})
 
+	rt := e.runtimeOf(s.Runtime)
+	rtOpts, err := e.runtimeOptions(rt)
+	if err != nil {
+		return nil, err
+	}
+	nw, err := e.stepNetwork(ctx, p, rt)
+	if err != nil {
+		return nil, err
+	}
+	snap := containerd.WithNewSnapshot(s.ID, img, snapshots.WithLabels(labels))
+	if nw.slot != nil {
+		t0 := time.Now()
+		parent, err := e.remappedParent(ctx, img, nw.slot.Range)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := e.client.SnapshotService(snapshotter).Prepare(lctx, s.ID, parent, snapshots.WithLabels(labels)); err != nil {
+			return nil, fmt.Errorf("prepare snapshot: %w", err)
+		}
+		snap = containerd.WithSnapshot(s.ID)
+		// A step reopens its output (`echo x > /dev/stderr` opens the pipe
+		// again through /proc): the shim makes the pipes its root's.
+		if rtOpts == nil {
+			rtOpts = &runc.Options{}
+		}
+		rtOpts.IoUid, rtOpts.IoGid = nw.slot.Range.HostUID, nw.slot.Range.HostGID
+		if s.Mounts, p.shifts, err = e.idmapMounts(p, nw.slot.Range); err != nil {
+			return nil, err
+		}
+		sandbox.Trace(ctx, "userns.prepare", t0, "id", s.ID)
+	}
+
 	t0 := time.Now()
 	p.container, err = e.client.NewContainer(lctx, s.ID,
 		containerd.WithContainerLabels(labels),
 		containerd.WithImageName(img.Name()),
 		containerd.WithSnapshotter(snapshotter),
-		containerd.WithNewSnapshot(s.ID, img, snapshots.WithLabels(labels)),
-		containerd.WithRuntime(runtimeName, nil),
-		containerd.WithNewSpec(specOpts(img, s)...),
+		snap,
+		containerd.WithRuntime(runtimeName, rtOpts),
+		containerd.WithNewSpec(specOpts(img, s, nw)...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
@@ -127,6 +161,27 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		return nil
 	})
 	return p, nil
+}
+
+// stepNetwork is the network the spec brings (made by NewNetwork), or a
+// new one the sandbox owns and removes.
+func (e *Executor) stepNetwork(ctx context.Context, p *prepared, rt string) (*network, error) {
+	if p.s.Network != nil {
+		nw, ok := p.s.Network.(*network)
+		if !ok {
+			return nil, fmt.Errorf("the step's network was not made by this executor (%T)", p.s.Network)
+		}
+		if (nw.slot != nil) != (e.userns && runtimeUsesUserNS(rt)) {
+			return nil, fmt.Errorf("the step's network was made for another runtime than %s", rt)
+		}
+		return nw, nil
+	}
+	n, err := e.NewNetwork(ctx, sandbox.NetworkSpec{ID: p.s.ID, Runtime: rt})
+	if err != nil {
+		return nil, err
+	}
+	p.td.push(func(context.Context) error { return n.Close() })
+	return n.(*network), nil
 }
 
 // Discard removes a prepared sandbox that will not run.
@@ -177,6 +232,20 @@ func (p *prepared) Start(ctx context.Context) (res sandbox.Result, err error) {
 	exitc, err := task.Wait(waitCtx)
 	if err != nil {
 		return res, fmt.Errorf("wait task: %w", err)
+	}
+	for _, sh := range p.shifts {
+		t0 := time.Now()
+		if err := sh.shift.In(sh.root); err != nil {
+			return res, err
+		}
+		sandbox.Trace(ctx, "userns.shift-in", t0, "id", s.ID)
+		defer func() {
+			t0 := time.Now()
+			if serr := sh.shift.Out(sh.root); serr != nil && err == nil {
+				err = serr
+			}
+			sandbox.Trace(ctx, "userns.shift-out", t0, "id", s.ID)
+		}()
 	}
 	res.Started = time.Now()
 	if err := task.Start(ctx); err != nil {

@@ -47,7 +47,7 @@ const cpuPeriod = 100_000
 // step gets. Order matters: capabilities before seccomp (the default profile
 // derives its allowances from the capabilities), image config before the
 // overrides of args, env and cwd.
-func specOpts(img containerd.Image, s sandbox.Spec) []oci.SpecOpts {
+func specOpts(img containerd.Image, s sandbox.Spec, nw *network) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		oci.WithImageConfig(img),
 		oci.WithProcessArgs(s.Args...),
@@ -69,8 +69,11 @@ func specOpts(img containerd.Image, s sandbox.Spec) []oci.SpecOpts {
 		withRlimits,
 	}
 	opts = append(opts, limitOpts(s.Limits)...)
-	if s.NetNSPath != "" {
-		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: s.NetNSPath}))
+	if nw != nil {
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: nw.ns.Path()}))
+		if nw.slot != nil {
+			opts = append(opts, withJoinedUserNS(nw.ns.UserPath(), nw.slot.Range))
+		}
 	}
 	return opts
 }
