@@ -83,6 +83,15 @@ type NetworkSpec struct {
 	Runtime string
 }
 
+// RuntimeResolver is implemented by executors with a choice of OCI
+// runtimes.
+type RuntimeResolver interface {
+	// ResolveRuntime returns the runtime that a step asking for rt (""
+	// for the default) runs under, an administrator's forced one winning,
+	// and its version; an error when it cannot run on this host.
+	ResolveRuntime(rt string) (name, version string, err error)
+}
+
 // Puller is implemented by executors that can pull a registry image with
 // credentials (the GitLab driver's job images).
 type Puller interface {

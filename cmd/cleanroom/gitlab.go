@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cleanroom-ci/cleanroom/runner/gitlab"
-	"github.com/cleanroom-ci/cleanroom/runner/gitlab/ctrops"
 )
 
 // policyEnv overrides the policy path. gitlab-runner passes job variables
@@ -172,9 +171,9 @@ func (o *gitlabOptions) driver(g *globalOptions) (*gitlab.Driver, error) {
 		Open: func(ctx context.Context, runID string) (gitlab.Backend, error) {
 			e, err := newExecutor(ctx, g, log, runID)
 			if err != nil {
-				return nil, err
+				return nil, err // not a typed nil in the interface
 			}
-			return ctrops.New(e, g.namespace, log.Named("containerd")), nil
+			return e, nil
 		},
 	}, nil
 }

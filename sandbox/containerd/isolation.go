@@ -115,6 +115,20 @@ func (e *Executor) runtimeOf(rt string) string {
 	return rt
 }
 
+// ResolveRuntime implements sandbox.RuntimeResolver: the runtime a step
+// asking for rt runs under (a forced one wins) and its version, or why it
+// cannot run here.
+func (e *Executor) ResolveRuntime(rt string) (string, string, error) {
+	if rt != "" && !ValidRuntime(rt) {
+		return "", "", fmt.Errorf("unknown runtime %q (want one of %s)", rt, strings.Join(Runtimes, ", "))
+	}
+	rt = e.runtimeOf(rt)
+	if _, err := e.runtimeOptions(rt); err != nil {
+		return "", "", err
+	}
+	return rt, RuntimeVersion(rt), nil
+}
+
 // runtimeOptions selects the runtime binary under containerd's runc shim.
 func (e *Executor) runtimeOptions(rt string) (*runc.Options, error) {
 	switch rt {

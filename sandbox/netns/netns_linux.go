@@ -11,6 +11,7 @@
 package netns
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/userns"
 )
 
@@ -35,6 +37,15 @@ type Namespace struct {
 // Path is the file the namespace is bind-mounted on; give it to the
 // container runtime to join the namespace.
 func (n *Namespace) Path() string { return n.path }
+
+// Provider is a sandbox.NetworkProvider of namespaces owned by the host's
+// user namespace, pinned in Dir.
+type Provider struct{ Dir string }
+
+// NewNetwork creates the step's namespace.
+func (p Provider) NewNetwork(_ context.Context, ns sandbox.NetworkSpec) (sandbox.Network, error) {
+	return New(p.Dir, ns.ID)
+}
 
 // UserPath is the pinned user namespace that owns the network namespace,
 // "" when the host's does.
