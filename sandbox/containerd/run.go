@@ -128,7 +128,7 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		containerd.WithSnapshotter(snapshotter),
 		snap,
 		containerd.WithRuntime(runtimeName, rtOpts),
-		containerd.WithNewSpec(specOpts(img, s, nw)...),
+		containerd.WithNewSpec(specOpts(img, s, nw, rt)...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
@@ -155,7 +155,13 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 	p.td.push(func(tctx context.Context) error {
 		t0 := time.Now()
 		defer sandbox.Trace(ctx, "task.delete", t0, "id", s.ID)
-		if _, derr := p.task.Delete(tctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+		// A task that exited is deleted as it is: gVisor refuses to kill
+		// a sandbox that is already gone.
+		_, derr := p.task.Delete(tctx)
+		if errdefs.IsFailedPrecondition(derr) {
+			_, derr = p.task.Delete(tctx, containerd.WithProcessKill)
+		}
+		if derr != nil && !errdefs.IsNotFound(derr) {
 			return fmt.Errorf("delete task: %w", derr)
 		}
 		return nil
