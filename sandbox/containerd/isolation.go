@@ -169,7 +169,9 @@ func (e *Executor) runscWrapper() (string, error) {
 			return
 		}
 		path := filepath.Join(dir, "runsc-host-network")
-		script := fmt.Sprintf("#!/bin/sh\nexec %s --network=host \"$@\"\n", bin)
+		// --oci-seccomp: the step's seccomp profile is applied inside
+		// the sandbox too, in front of the sentry.
+		script := fmt.Sprintf("#!/bin/sh\nexec %s --network=host --oci-seccomp \"$@\"\n", bin)
 		tmp := path + ".tmp"
 		if err := os.WriteFile(tmp, []byte(script), 0o700); err != nil {
 			e.runscErr = err
