@@ -169,7 +169,11 @@ func (o *gitlabOptions) driver(g *globalOptions) (*gitlab.Driver, error) {
 		Logger:   log,
 		Stdout:   os.Stdout,
 		Open: func(ctx context.Context, runID string) (gitlab.Backend, error) {
-			e, err := newExecutor(ctx, g, log, runID)
+			g := *g
+			if policy.Runtime != "" && g.forceRuntime == "" {
+				g.forceRuntime = policy.Runtime // the administrator's choice
+			}
+			e, err := newExecutor(ctx, &g, log, runID)
 			if err != nil {
 				return nil, err // not a typed nil in the interface
 			}
