@@ -310,6 +310,10 @@ func (e *Executor) idmapMounts(p *prepared, r userns.Range) (ms []sandbox.Mount,
 			return nil, nil, err
 		}
 		p.td.push(func(context.Context) error { return userns.Unmount(dst) })
+		if !m.ReadOnly {
+			// What the step's non-root ids wrote goes to the owner after it.
+			shifts = append(shifts, shiftedTree{root: m.Source, shift: userns.ShiftOwner{Owner: owner, Range: r}, outOnly: true})
+		}
 		m.Source = dst
 		ms = append(ms, m)
 	}
@@ -317,6 +321,7 @@ func (e *Executor) idmapMounts(p *prepared, r userns.Range) (ms []sandbox.Mount,
 }
 
 type shiftedTree struct {
-	root  string
-	shift userns.ShiftOwner
+	root    string
+	shift   userns.ShiftOwner
+	outOnly bool // idmapped: only the step's non-root ids need giving back
 }

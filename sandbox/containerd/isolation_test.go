@@ -26,7 +26,10 @@ func TestUserNamespaceByDefault(t *testing.T) {
 	os.Chown(ws, 1234, 2345)
 	os.WriteFile(filepath.Join(ws, "in.txt"), []byte("input"), 0o600)
 	os.Chown(filepath.Join(ws, "in.txt"), 1234, 2345)
+	// chown to a build user and tar keeping owners work in the workspace;
+	// on the host those files are the owner's too.
 	s := spec(img, `cat /proc/self/uid_map; id -u; cat in.txt; echo made > out.txt; mkdir -p d/e && touch d/e/f
+chown 1000:1000 d/e/f && [ "$(stat -c %u d/e/f)" = 1000 ] || exit 9
 touch /tmp/rootfile-`+t.Name()+`; sleep 5`)
 	s.Cwd = "/workspace"
 	s.Mounts = []sandbox.Mount{{Source: ws, Destination: "/workspace"}}

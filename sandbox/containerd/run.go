@@ -241,10 +241,12 @@ func (p *prepared) Start(ctx context.Context) (res sandbox.Result, err error) {
 	}
 	for _, sh := range p.shifts {
 		t0 := time.Now()
-		if err := sh.shift.In(sh.root); err != nil {
-			return res, err
+		if !sh.outOnly {
+			if err := sh.shift.In(sh.root); err != nil {
+				return res, err
+			}
+			sandbox.Trace(ctx, "userns.shift-in", t0, "id", s.ID)
 		}
-		sandbox.Trace(ctx, "userns.shift-in", t0, "id", s.ID)
 		defer func() {
 			t0 := time.Now()
 			if serr := sh.shift.Out(sh.root); serr != nil && err == nil {

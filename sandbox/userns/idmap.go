@@ -29,12 +29,21 @@ func OwnerOf(path string) (FileOwner, error) {
 
 // IDMapped mounts a clone of the mount tree at src on dst (created, a
 // directory or a file like src), idmapped so that files owned on disk by
-// owner appear as, and are written by, container root of r. Files owned by
-// anyone else appear as the overflow id (nobody) and keep their owner: the
-// step cannot make a file owned by any other host id. The mount is nosuid
-// and nodev. Unmount it with Unmount.
+// owner appear as, and are written by, container root of r. The step's
+// other ids (1..Size-1) are stored as the same ids of r on disk, so that
+// `chown` to a build user and `tar` keeping owners work; ShiftOwner.Out
+// gives those files to owner after the step. Files of any other owner
+// appear as the overflow id (nobody) and keep their owner: the step cannot
+// make a file owned by a host id outside r but owner's. The mount is
+// nosuid and nodev. Unmount it with Unmount.
 func IDMapped(src, dst string, owner FileOwner, r Range) error {
-	h, err := spawn([]Mapping{{owner.UID, r.HostUID, 1}}, []Mapping{{owner.GID, r.HostGID, 1}}, 0)
+	uids, gids := []Mapping{{owner.UID, r.HostUID, 1}}, []Mapping{{owner.GID, r.HostGID, 1}}
+	inRange := func(id, base uint32) bool { return id >= base && id-base < r.Size }
+	if r.Size > 1 && !inRange(owner.UID, r.HostUID) && !inRange(owner.GID, r.HostGID) {
+		uids = append(uids, Mapping{r.HostUID + 1, r.HostUID + 1, r.Size - 1})
+		gids = append(gids, Mapping{r.HostGID + 1, r.HostGID + 1, r.Size - 1})
+	}
+	h, err := spawn(uids, gids, 0)
 	if err != nil {
 		return err
 	}
