@@ -339,6 +339,47 @@ steps:
 		(strings.Contains(p["hostroot"], "workspace") || (gvisor && p["hostroot"] == "")) && !strings.Contains(p["hostroot"], "work "))
 }
 
+// TestHostUEvents: a step listens for the kernel's device events
+// (NETLINK_KOBJECT_UEVENT) while the host triggers some. The kernel sends
+// them only to network namespaces owned by the host's user namespace; a
+// step's is owned by its own.
+func TestHostUEvents(t *testing.T) {
+	e := clitest.New(t, cfg)
+	e.Pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: attack
+    timeout: 2m
+    run: |
+      uevent /bin/sh -c 'echo "@@uevent=$ACTION $DEVPATH"' 2>/dev/null & l=$!
+      sleep 4; kill $l 2>/dev/null || true
+      echo "@@uevent-done=1"
+`)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(300 * time.Millisecond):
+				// A harmless "change" event for /dev/null.
+				os.WriteFile("/sys/devices/virtual/mem/null/uevent", []byte("change"), 0o200)
+			}
+		}
+	}()
+	r := e.Run(nil, "run")
+	close(stop)
+	if r.Code != 0 {
+		t.Fatalf("%s", r)
+	}
+	p := probes(r.Stderr)
+	obs := p["uevent"]
+	if obs == "" {
+		obs = "no event"
+	}
+	check(t, "host", "listen to the host's device events (uevents)", "no event", obs, p["uevent-done"] == "1" && p["uevent"] == "")
+}
+
 func TestResourceAttacks(t *testing.T) {
 	e := clitest.New(t, cfg)
 	cases := []struct {
