@@ -257,15 +257,22 @@ func (e *Executor) remappedParent(ctx context.Context, img containerd.Image, r u
 	}
 	defer done(context.WithoutCancel(ctx))
 	active := key + "-remap"
-	sn.Remove(lctx, active) // a crashed earlier attempt
+	// Cleanup runs even when ctx is cancelled (SIGINT mid-copy).
+	cleanup := func() {
+		tctx, cancel := teardownContext(lctx)
+		defer cancel()
+		sn.Remove(tctx, active)
+	}
+	cleanup() // a crashed earlier attempt
 	mounts, err := sn.Prepare(lctx, active, parent)
 	if err != nil {
+		cleanup()
 		return "", fmt.Errorf("prepare id-shifted copy of the image: %w", err)
 	}
 	shift := userns.ShiftOwner{Range: r}
 	err = mount.WithTempMount(lctx, mounts, func(root string) error { return shift.All(root) })
 	if err != nil {
-		sn.Remove(lctx, active)
+		cleanup()
 		return "", fmt.Errorf("shift the image's file owners: %w", err)
 	}
 	err = sn.Commit(lctx, key, active, snapshots.WithLabels(map[string]string{
@@ -273,7 +280,7 @@ func (e *Executor) remappedParent(ctx context.Context, img containerd.Image, r u
 		"containerd.io/gc.root": time.Now().UTC().Format(time.RFC3339),
 	}))
 	if err != nil && !errdefs.IsAlreadyExists(err) {
-		sn.Remove(lctx, active)
+		cleanup()
 		return "", fmt.Errorf("commit id-shifted copy of the image: %w", err)
 	}
 	sandbox.Trace(ctx, "userns.remap-image", t0, "range", r.String())

@@ -105,9 +105,18 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		if err != nil {
 			return nil, err
 		}
-		if _, err := e.client.SnapshotService(snapshotter).Prepare(lctx, s.ID, parent, snapshots.WithLabels(labels)); err != nil {
+		sn := e.client.SnapshotService(snapshotter)
+		if _, err := sn.Prepare(lctx, s.ID, parent, snapshots.WithLabels(labels)); err != nil {
 			return nil, fmt.Errorf("prepare snapshot: %w", err)
 		}
+		// Removed with the container normally; this covers a container
+		// that was never created (a cancel in between).
+		p.td.push(func(tctx context.Context) error {
+			if rerr := sn.Remove(tctx, s.ID); rerr != nil && !errdefs.IsNotFound(rerr) {
+				return fmt.Errorf("remove snapshot: %w", rerr)
+			}
+			return nil
+		})
 		snap = containerd.WithSnapshot(s.ID)
 		// A step reopens its output (`echo x > /dev/stderr` opens the pipe
 		// again through /proc): the shim makes the pipes its root's.
