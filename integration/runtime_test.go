@@ -62,6 +62,21 @@ artifacts: [out/kernel]
 		t.Fatalf("unknown runtime: %s", r)
 	}
 	requireNoResidue(t)
+
+	// A failed gVisor step: the step prepared behind it is discarded and
+	// nothing is left (gVisor cannot remove a created, unstarted task, so
+	// its task is made only when it starts).
+	e.pipeline(`version: 1
+image: IMAGE
+runtime: runsc
+steps:
+  - {name: a, run: "sleep 1; exit 1"}
+  - {name: b, run: "true"}
+`)
+	if r := e.run(nil, "run"); r.code != 1 {
+		t.Fatalf("%s", r)
+	}
+	requireNoResidue(t)
 }
 
 func sandboxParams(t *testing.T, e *env) map[string]any {

@@ -49,6 +49,8 @@ type prepared struct {
 	task      containerd.Task
 	spec      *specs.Spec
 	td        teardown
+	stdout    io.Writer
+	stderr    io.Writer
 	shifts    []shiftedTree // ownership passes around the step (isolation.go)
 	once      sync.Once
 }
@@ -155,27 +157,45 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		return nil, fmt.Errorf("read spec: %w", err)
 	}
 
-	t0 = time.Now()
-	p.task, err = p.container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(e.fifoDir())))
-	if err != nil {
-		return nil, fmt.Errorf("create task: %w", err)
+	p.stdout, p.stderr = stdout, stderr
+	if rt == RuntimeRunsc {
+		// gVisor (Debian's runsc) can neither kill nor delete a task that
+		// was created and never started, so a gVisor step that might be
+		// discarded (the look-ahead) gets its task when it starts.
+		return p, nil
 	}
+	if err := p.createTask(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// createTask starts the shim and creates the task (runc create): the
+// step's process waits in its namespaces until Start.
+func (p *prepared) createTask(ctx context.Context) error {
+	s, e := p.s, p.e
+	t0 := time.Now()
+	task, err := p.container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, p.stdout, p.stderr), cio.WithFIFODir(e.fifoDir())))
+	if err != nil {
+		return fmt.Errorf("create task: %w", err)
+	}
+	p.task = task
 	sandbox.Trace(ctx, "task.create", t0, "id", s.ID)
 	p.td.push(func(tctx context.Context) error {
 		t0 := time.Now()
 		defer sandbox.Trace(ctx, "task.delete", t0, "id", s.ID)
 		// A task that exited is deleted as it is: gVisor refuses to kill
 		// a sandbox that is already gone.
-		_, derr := p.task.Delete(tctx)
+		_, derr := task.Delete(tctx)
 		if errdefs.IsFailedPrecondition(derr) {
-			_, derr = p.task.Delete(tctx, containerd.WithProcessKill)
+			_, derr = task.Delete(tctx, containerd.WithProcessKill)
 		}
 		if derr != nil && !errdefs.IsNotFound(derr) {
 			return fmt.Errorf("delete task: %w", derr)
 		}
 		return nil
 	})
-	return p, nil
+	return nil
 }
 
 // stepNetwork is the network the spec brings (made by NewNetwork), or a
@@ -213,7 +233,7 @@ func (p *prepared) Start(ctx context.Context) (res sandbox.Result, err error) {
 	if !started {
 		return res, errors.New("sandbox already started or discarded")
 	}
-	e, s, task := p.e, p.s, p.task
+	e, s := p.e, p.s
 	ctx = e.nsctx(ctx)
 	// After a normal exit the teardown runs in the background (the next
 	// step runs meanwhile) and Close waits for it; on every other path it
@@ -238,6 +258,12 @@ func (p *prepared) Start(ctx context.Context) (res sandbox.Result, err error) {
 		res.Cancelled = true
 		return res, nil
 	}
+	if p.task == nil {
+		if err := p.createTask(ctx); err != nil {
+			return res, err
+		}
+	}
+	task := p.task
 
 	// Wait must be subscribed before Start, and on a context that the
 	// run's cancellation does not end: after a cancel we still need the
