@@ -23,7 +23,7 @@ steps:
       mkdir -p out
       uname -r > out/kernel
       cat /proc/self/uid_map > out/uidmap
-artifacts: [out/kernel]
+artifacts: [out/kernel, out/uidmap]
 `)
 	r := e.run(nil, "run")
 	if r.code != 0 {

@@ -137,7 +137,10 @@ func fakeRun(t *testing.T, yaml string) (*Result, *fakeExecutor, *countingSigner
 	fe, signer := &fakeExecutor{}, &countingSigner{}
 	res, err := Run(context.Background(), Config{
 		Pipeline: p, Workspace: ws, OutDir: filepath.Join(dir, "out"), StateDir: filepath.Join(dir, "state"),
-		RunID: "fakerun", Executor: fe, Signer: signer, Version: "test", BuilderID: "https://cleanroom.test/builder",
+		// The fresh copy of the workspace needs root (a size-limited
+		// filesystem); the fake works on the source directly.
+		ReuseWorkspace: true,
+		RunID:          "fakerun", Executor: fe, Signer: signer, Version: "test", BuilderID: "https://cleanroom.test/builder",
 	})
 	return res, fe, signer, ws, err
 }

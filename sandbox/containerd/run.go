@@ -108,7 +108,9 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 			return nil, err
 		}
 		sn := e.client.SnapshotService(snapshotter)
-		if _, err := sn.Prepare(lctx, s.ID, parent, snapshots.WithLabels(labels)); err != nil {
+		// Not cancelled half-way: a snapshot made by a request whose
+		// answer was lost to a cancel would have no teardown.
+		if _, err := sn.Prepare(context.WithoutCancel(lctx), s.ID, parent, snapshots.WithLabels(labels)); err != nil {
 			return nil, fmt.Errorf("prepare snapshot: %w", err)
 		}
 		// Removed with the container normally; this covers a container
@@ -133,7 +135,9 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 	}
 
 	t0 := time.Now()
-	p.container, err = e.client.NewContainer(lctx, s.ID,
+	// Created on a context a cancel does not end (the container would
+	// exist without a teardown otherwise); the cancel is noticed next.
+	p.container, err = e.client.NewContainer(context.WithoutCancel(lctx), s.ID,
 		containerd.WithContainerLabels(labels),
 		containerd.WithImageName(img.Name()),
 		containerd.WithSnapshotter(snapshotter),
@@ -175,7 +179,7 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 func (p *prepared) createTask(ctx context.Context) error {
 	s, e := p.s, p.e
 	t0 := time.Now()
-	task, err := p.container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, p.stdout, p.stderr), cio.WithFIFODir(e.fifoDir())))
+	task, err := p.container.NewTask(context.WithoutCancel(ctx), cio.NewCreator(cio.WithStreams(nil, p.stdout, p.stderr), cio.WithFIFODir(e.fifoDir())))
 	if err != nil {
 		return fmt.Errorf("create task: %w", err)
 	}
