@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cleanroom-ci/cleanroom/internal/longpath"
 )
 
 // ErrIDMapUnsupported means the filesystem (or kernel) cannot idmap the
@@ -154,15 +156,25 @@ func (s ShiftOwner) All(root string) error {
 	})
 }
 
+// chownTree walks the tree through internal/longpath: a step can make a
+// tree deeper than PATH_MAX, and a walk by path would fail on it.
 func chownTree(root string, fn func(uid, gid uint32) (uint32, uint32, bool)) error {
-	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+	d, err := longpath.Open(root)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("userns: %w", err)
+	}
+	defer d.Close()
+	return d.WalkDir(func(rel string, de fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
 			}
 			return err
 		}
-		info, err := d.Info()
+		info, err := de.Info()
 		if err != nil {
 			return nil
 		}
@@ -172,12 +184,12 @@ func chownTree(root string, fn func(uid, gid uint32) (uint32, uint32, bool)) err
 		}
 		if nu, ng, change := fn(st.Uid, st.Gid); change {
 			// Lchown: never follow a link the step planted to a host file.
-			if err := os.Lchown(path, int(nu), int(ng)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("userns: chown %s: %w", path, err)
+			if err := d.Lchown(rel, int(nu), int(ng)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("userns: chown %s: %w", filepath.Join(root, rel), err)
 			}
 			// chown clears setuid and setgid; the image's own modes stay.
 			if m := info.Mode(); m&fs.ModeSymlink == 0 && m&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
-				os.Chmod(path, m)
+				d.Chmod(rel, m)
 			}
 		}
 		return nil
