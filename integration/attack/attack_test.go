@@ -297,7 +297,10 @@ steps:
 	// sandbox: no boundary is crossed); the probe reads a mapped page, not
 	// offset 0, which fails for any process. Processes outside the step are
 	// not visible at all (host: see host processes in /proc).
-	check(t, "privileges", "ptrace: read a mapped page of /proc/PID/mem of a process of the same step", "allowed (same sandbox, no boundary crossed; documented)", p["ptrace"], strings.HasPrefix(p["ptrace"], "4096 bytes"))
+	// gVisor is stricter here: its /proc/PID/mem gives nothing (the
+	// control then only shows the probe ran).
+	check(t, "privileges", "ptrace: read a mapped page of /proc/PID/mem of a process of the same step", "allowed (same sandbox, no boundary crossed; documented)", p["ptrace"],
+		strings.HasPrefix(p["ptrace"], "4096 bytes") || (gvisor && strings.HasPrefix(p["ptrace"], "0 bytes")))
 	mu.Lock()
 	results[len(results)-1].control = true
 	mu.Unlock()
