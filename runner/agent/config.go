@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -73,8 +74,11 @@ type Config struct {
 	RunAllow          []string
 	GoProxyUpstream   string
 	BuilderID         string
-	Signing           Signing
-	Webhooks          []Webhook
+	// Runtime, when set, is the OCI runtime of every job's steps (runc,
+	// crun, runsc), whatever a pushed pipeline asks for.
+	Runtime  string
+	Signing  Signing
+	Webhooks []Webhook
 }
 
 // Signing is how the agent signs the jobs' provenance and artifacts.
@@ -164,6 +168,7 @@ type runFile struct {
 	Allow           []string `yaml:"allow"`
 	GoProxyUpstream string   `yaml:"goproxy_upstream"`
 	BuilderID       string   `yaml:"builder_id"`
+	Runtime         string   `yaml:"runtime"`
 }
 
 type signingFile struct {
@@ -263,6 +268,10 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 		MaxAttempts:     raw.Jobs.MaxAttempts,
 		GoProxyUpstream: raw.Run.GoProxyUpstream,
 		BuilderID:       orDefault(raw.Run.BuilderID, DefaultBuilderID),
+		Runtime:         raw.Run.Runtime,
+	}
+	if c.Runtime != "" && !slices.Contains(pipeline.Runtimes, c.Runtime) {
+		d.Errorf("$.run.runtime", "run.runtime", "%q: want one of %s", c.Runtime, strings.Join(pipeline.Runtimes, ", "))
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = runtime.NumCPU()
