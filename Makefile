@@ -37,7 +37,9 @@ unit:
 	$(GO) test -race -count=1 -timeout 15m ./cmd/... ./runner/... ./sandbox/... ./sign/... ./internal/...
 
 # End-to-end tests through the built CLI, the attack suite (which writes
-# docs/attack-suite.md) and the fault tests. The GitLab tests also drive
+# docs/attack-suite.md) and the fault tests; then the attack suite again
+# with every step under gVisor (hack/setup.sh installs runsc; a run that
+# cannot use it fails). The GitLab tests also drive
 # the real gitlab-runner when its binary sits beside the checkout
 # (GITLAB_RUNNER_XZ, an xz-compressed linux/amd64 build); without it they
 # say SKIP.
@@ -53,6 +55,8 @@ integration: build gitlab-runner
 	fi; \
 	CLEANROOM_BIN=$(CURDIR)/$(BIN) CLEANROOM_ATTACK_REPORT=$(CURDIR)/docs/attack-suite.md \
 		$(GO) test -count=1 -timeout 30m ./integration/...
+	CLEANROOM_BIN=$(CURDIR)/$(BIN) CLEANROOM_TEST_RUNTIME=runsc \
+		$(GO) test -count=1 -timeout 15m ./integration/attack/
 
 # Decompress the real gitlab-runner (when present) into bin/, once.
 gitlab-runner:

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,8 +68,11 @@ type Config struct {
 	RunAllow          []string
 	GoProxyUpstream   string
 	BuilderID         string
-	Signing           Signing
-	Webhooks          []Webhook
+	// Runtime, when set, is the OCI runtime of every job's steps (runc,
+	// crun, runsc), whatever a pushed pipeline asks for.
+	Runtime  string
+	Signing  Signing
+	Webhooks []Webhook
 }
 
 // Signing is how the agent signs the jobs' provenance and artifacts: the
@@ -154,6 +158,7 @@ type runFile struct {
 	Allow           []string `yaml:"allow"`
 	GoProxyUpstream string   `yaml:"goproxy_upstream"`
 	BuilderID       string   `yaml:"builder_id"`
+	Runtime         string   `yaml:"runtime"`
 }
 
 type signingFile struct {
@@ -253,6 +258,10 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 		MaxAttempts:     raw.Jobs.MaxAttempts,
 		GoProxyUpstream: raw.Run.GoProxyUpstream,
 		BuilderID:       orDefault(raw.Run.BuilderID, DefaultBuilderID),
+		Runtime:         raw.Run.Runtime,
+	}
+	if c.Runtime != "" && !slices.Contains(pipeline.Runtimes, c.Runtime) {
+		d.Errorf("$.run.runtime", "run.runtime", "%q: want one of %s", c.Runtime, strings.Join(pipeline.Runtimes, ", "))
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = runtime.NumCPU()

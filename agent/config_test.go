@@ -31,6 +31,21 @@ func TestConfigDefaults(t *testing.T) {
 	}
 }
 
+func TestConfigRuntimeForcesTheChildsRuntime(t *testing.T) {
+	c, err := ParseConfig("agent.yaml", []byte("version: 1\nrun:\n  runtime: runsc\n"))
+	if err != nil || c.Runtime != "runsc" {
+		t.Fatalf("runtime %q, %v", c.Runtime, err)
+	}
+	a := &Agent{cfg: c}
+	args, _, err := a.childArgs("cleanroom.yaml", "/ws", "/out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(args, " "), "--force-runtime runsc") {
+		t.Fatalf("child args %q do not force the runtime", args)
+	}
+}
+
 func TestConfigErrorsNameFileLineAndField(t *testing.T) {
 	cases := []struct {
 		yaml string
@@ -50,6 +65,7 @@ func TestConfigErrorsNameFileLineAndField(t *testing.T) {
 		{"version: 1\nsigning:\n  mode: key\n", "signing.key: mode key needs key"},
 		{"version: 1\nsigning:\n  mode: keyless\n", "signing.identity_token_file:"},
 		{"version: 1\nsigning:\n  mode: sometimes\n", "signing.mode:"},
+		{"version: 1\nrun:\n  runtime: kata\n", "agent.yaml:3:12: run.runtime: \"kata\""},
 		{"version: 1\ntls:\n  cert: /c.pem\n", "tls: set both cert and key"},
 		{"version: 1\nwebhooks:\n  - name: a/b\n    provider: github\n    secret_file: /s\n    repository: https://git.example.org/a.git\n", "agent.yaml:3:11: webhooks.name:"},
 		{"version: 1\nwebhooks:\n  - name: a\n    provider: gitea\n    secret_file: /s\n    repository: https://git.example.org/a.git\n", "webhooks.provider: \"gitea\""},

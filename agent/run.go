@@ -261,6 +261,9 @@ func (a *Agent) childArgs(pipelineRel, ws, outDir string) ([]string, []string, e
 	if a.cfg.GoProxyUpstream != "" {
 		args = append(args, "--goproxy-upstream", a.cfg.GoProxyUpstream)
 	}
+	if a.cfg.Runtime != "" {
+		args = append(args, "--force-runtime", a.cfg.Runtime)
+	}
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + filepath.Dir(outDir), "GOPROXY=off"}
 	s := a.cfg.Signing
 	switch s.Mode {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what cleanroom's demo and tests need on a Debian
-# machine, as root: containerd and runc from Debian, busybox-static (the
-# example and test images are built from it), iproute2, util-linux,
-# e2fsprogs (the fresh workspace's filesystem), and
+# machine, as root: containerd, runc, crun and runsc (gVisor) from Debian,
+# busybox-static (the example and test images are built from it), iproute2,
+# util-linux, e2fsprogs (the fresh workspace's filesystem), and
 # chromium (the agent web page test).
 # Idempotent: it does nothing that is already done.
 set -euo pipefail
@@ -17,8 +17,10 @@ fi
 need=()
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
-# crun: the other OCI runtime that make bench measures against runc.
+# Optional OCI runtimes a pipeline can choose (runtime: crun | runsc);
+# make bench also measures crun against runc.
 command -v crun >/dev/null || need+=(crun)
+command -v runsc >/dev/null || need+=(runsc)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v ip >/dev/null || need+=(iproute2)
 command -v flock >/dev/null || need+=(util-linux)

@@ -150,6 +150,9 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 	}
 	mi.Sandbox = map[string]any{
 		"backend":         res.Sandbox.Backend,
+		"runtime":         res.Sandbox.Runtime,
+		"runtimeVersion":  res.Sandbox.RuntimeVersion,
+		"userNamespace":   res.Sandbox.UserNamespace,
 		"versions":        versions,
 		"capabilities":    capsAny,
 		"seccomp":         res.Sandbox.SeccompDigest,

@@ -67,6 +67,8 @@ type Config struct {
 	GoModUpstream *url.URL
 	// Executor runs the sandboxes.
 	Executor sandbox.Executor
+	// Runtime overrides the pipeline's runtime when set (--runtime).
+	Runtime string
 	// Output receives the steps' output, each line prefixed by the step.
 	Output io.Writer
 	Logger hclog.Logger
@@ -194,6 +196,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	res.Sandbox = info
+	// The runtime the steps run under is settled (and checked to be
+	// installed) before anything runs: a pipeline asking for gVisor on a
+	// host without it fails as a configuration error, not mid-run.
+	if rr, ok := cfg.Executor.(sandbox.RuntimeResolver); ok {
+		want := cfg.Runtime
+		if want == "" {
+			want = p.Runtime
+		}
+		name, version, err := rr.ResolveRuntime(want)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+		res.Sandbox.Runtime, res.Sandbox.RuntimeVersion = name, version
+	}
 	// The output directory describes one run: what an earlier run left
 	// there goes before anything else can fail.
 	if err := clearOutputs(cfg); err != nil {

@@ -74,6 +74,7 @@ func prepareStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, i
 			Pids:        step.Resources.Pids,
 		},
 		Timeout: step.Timeout,
+		Runtime: cfg.runtime(),
 		Output:  r.capped,
 		Secrets: cfg.Secrets,
 		Inspect: stepInspect(cfg, step), // inspect.go
@@ -158,6 +159,8 @@ type SandboxedStep struct {
 	// Secrets are added to the environment; their values are masked in
 	// Output.
 	Secrets map[string]string
+	// Runtime is the OCI runtime ("": the executor's default).
+	Runtime string
 	// Inspect terminates the step's TLS (needs SandboxEnv.Inspect);
 	// Cache is its egress.cache mode ("" is record).
 	Inspect bool
@@ -167,7 +170,7 @@ type SandboxedStep struct {
 	// sandbox is created: it may open more listeners in ns, whose traffic
 	// must leave through the proxy. What it returns is closed at teardown,
 	// before the proxy stops.
-	Attach func(ns *netns.Namespace, proxy string) (io.Closer, error)
+	Attach func(nw sandbox.Network, proxy string) (io.Closer, error)
 }
 
 // Sandboxed runs one script: a fresh network namespace with the egress
@@ -191,7 +194,7 @@ type preparedSandbox struct {
 	st       SandboxedStep
 	log      hclog.Logger
 	sr       StepResult
-	ns       *netns.Namespace
+	nw       sandbox.Network
 	proxy    *egress.Proxy
 	ln       net.Listener
 	served   chan struct{}
@@ -228,7 +231,7 @@ func prepareSandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (p 
 	}()
 	p.rec = newStepRecorder(env.Recorder, log, st.Name) // caps.go
 	start := time.Now()
-	if p.ns, err = netns.New(NetNSDir(env.StateDir), st.ID); err != nil {
+	if p.nw, err = networkProvider(env).NewNetwork(ctx, sandbox.NetworkSpec{ID: st.ID, Runtime: st.Runtime}); err != nil {
 		return p, err
 	}
 	policy, err := egress.NewPolicy(st.Allow)
@@ -258,14 +261,14 @@ func prepareSandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (p 
 	if p.proxy, err = egress.New(pcfg); err != nil {
 		return p, err
 	}
-	if p.ln, err = p.ns.Listen("tcp", "127.0.0.1:0"); err != nil {
+	if p.ln, err = p.nw.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return p, fmt.Errorf("open egress proxy in the step's namespace: %w", err)
 	}
 	p.served = make(chan struct{})
 	go func() { p.proxy.Serve(p.ln); close(p.served) }()
 	port := p.ln.Addr().(*net.TCPAddr).Port
 	if st.Attach != nil {
-		if p.attached, err = st.Attach(p.ns, p.ln.Addr().String()); err != nil {
+		if p.attached, err = st.Attach(p.nw, p.ln.Addr().String()); err != nil {
 			return p, fmt.Errorf("step %q: %w", st.Name, err)
 		}
 	}
@@ -277,16 +280,17 @@ func prepareSandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (p 
 	var mu sync.Mutex // stdout and stderr share the writer
 	out := &lockedWriter{mu: &mu, w: p.masked}
 	p.spec = sandbox.Spec{
-		ID:        st.ID,
-		Image:     st.Image,
-		Args:      st.Args,
-		Env:       withEnv(stepEnv(append(st.Env, secretEnv(st.Secrets)...), port), extras.env),
-		Cwd:       workdir,
-		Mounts:    append(append([]sandbox.Mount{{Source: st.Workspace, Destination: workdir}}, st.Mounts...), extras.mounts...),
-		NetNSPath: p.ns.Path(),
-		Limits:    st.Limits,
-		Timeout:   st.Timeout,
-		Labels:    map[string]string{sandbox.LabelStep: st.Name},
+		ID:      st.ID,
+		Image:   st.Image,
+		Args:    st.Args,
+		Env:     withEnv(stepEnv(append(st.Env, secretEnv(st.Secrets)...), port), extras.env),
+		Cwd:     workdir,
+		Mounts:  append(append([]sandbox.Mount{{Source: st.Workspace, Destination: workdir}}, st.Mounts...), extras.mounts...),
+		Network: p.nw,
+		Runtime: st.Runtime,
+		Limits:  st.Limits,
+		Timeout: st.Timeout,
+		Labels:  map[string]string{sandbox.LabelStep: st.Name},
 	}
 	if pr, ok := env.Executor.(sandbox.Preparer); ok {
 		t0 := time.Now()
@@ -343,8 +347,8 @@ func (p *preparedSandbox) cleanup(ctx context.Context) {
 	if p.masked != nil {
 		p.masked.Flush()
 	}
-	if p.ns != nil {
-		p.ns.Close()
+	if p.nw != nil {
+		p.nw.Close()
 	}
 }
 
@@ -452,6 +456,23 @@ func maskOutDir(cfg Config, stage string) []sandbox.Mount {
 	empty := filepath.Join(stage, "empty")
 	os.MkdirAll(empty, 0o555)
 	return []sandbox.Mount{{Source: empty, Destination: filepath.Join(Workdir, filepath.ToSlash(rel)), ReadOnly: true}}
+}
+
+// networkProvider is the executor's, or else plain loopback-only network
+// namespaces owned by the host.
+func networkProvider(env SandboxEnv) sandbox.NetworkProvider {
+	if np, ok := env.Executor.(sandbox.NetworkProvider); ok {
+		return np
+	}
+	return netns.Provider{Dir: NetNSDir(env.StateDir)}
+}
+
+// runtime is the run's runtime choice: --runtime, else the pipeline's.
+func (c Config) runtime() string {
+	if c.Runtime != "" {
+		return c.Runtime
+	}
+	return c.Pipeline.Runtime
 }
 
 // NetNSDir is where a run's namespace files live.

@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"syscall"
 	"time"
 )
 
@@ -59,6 +61,72 @@ type Prepared interface {
 	Discard() error
 }
 
+// Network is one step's network: a namespace with loopback only, where
+// nothing listens but what the runner opens in it (the egress proxy).
+type Network interface {
+	// Listen opens a listener inside the network; the socket keeps the
+	// network it was made in, so it can be served from any goroutine.
+	Listen(network, address string) (net.Listener, error)
+	// Dial connects from inside the network (to a listener opened there
+	// with Listen, for example).
+	Dial(ctx context.Context, network, address string) (net.Conn, error)
+	// Close removes the network. It is idempotent and safe after the
+	// sandbox that used it is gone.
+	Close() error
+}
+
+// NetworkProvider gives each step its network. It is the executor's
+// choice because the network's shape depends on the sandbox: a network
+// namespace owned by the step's user namespace for runc and crun, one
+// owned by the host for gVisor (whose own network stack is switched off
+// and uses it as the host network). Spec.Network is then a value the same
+// executor made.
+type NetworkProvider interface {
+	NewNetwork(ctx context.Context, spec NetworkSpec) (Network, error)
+}
+
+// NetworkSpec says which step a network is for.
+type NetworkSpec struct {
+	// ID is the step's sandbox ID (Spec.ID); the network is named after it
+	// so that a later start can reap what a crashed run left.
+	ID string
+	// Runtime is the step's runtime (Spec.Runtime).
+	Runtime string
+}
+
+// RuntimeResolver is implemented by executors with a choice of OCI
+// runtimes.
+type RuntimeResolver interface {
+	// ResolveRuntime returns the runtime that a step asking for rt (""
+	// for the default) runs under, an administrator's forced one winning,
+	// and its version; an error when it cannot run on this host.
+	ResolveRuntime(rt string) (name, version string, err error)
+}
+
+// Puller is implemented by executors that can pull a registry image with
+// credentials (the GitLab driver's job images).
+type Puller interface {
+	// Pull asks the registry every time, with the credentials auth gives
+	// for a host (nil: anonymous), and returns the image under a name
+	// pinned to its digest.
+	Pull(ctx context.Context, ref string, auth func(host string) (user, secret string, err error)) (Image, error)
+}
+
+// Signaller is implemented by executors that can signal a running sandbox.
+type Signaller interface {
+	// Signal sends sig to every process of the running sandbox id; it is
+	// an error when there is none.
+	Signal(ctx context.Context, id string, sig syscall.Signal) error
+}
+
+// ImageFileReader is implemented by executors that can read files of an
+// image without running it (lockfile and toolchain inspection).
+type ImageFileReader interface {
+	// ReadImageFiles returns the files of paths that exist, each read up
+	// to max bytes, resolved inside the image's root.
+	ReadImageFiles(ctx context.Context, img Image, paths []string, max int64) (map[string][]byte, error)
+}
+
 // Image is a resolved, locally available image.
 type Image struct {
 	// Ref is the reference as the pipeline wrote it.
@@ -86,9 +154,13 @@ type Spec struct {
 	Cwd string
 	// Mounts are bind mounts from the host.
 	Mounts []Mount
-	// NetNSPath is the network namespace to join. Empty means a fresh,
-	// private namespace with loopback only.
-	NetNSPath string
+	// Network is the step's network, made by the executor's
+	// NetworkProvider. Nil means a fresh, private namespace with loopback
+	// only.
+	Network Network
+	// Runtime selects the OCI runtime ("runc", "crun", "runsc"); empty is
+	// the executor's default.
+	Runtime string
 	// Limits are the cgroup limits.
 	Limits Limits
 	// Timeout kills the step after this long; zero means no timeout.
@@ -151,7 +223,14 @@ func (r Result) Reason() string {
 
 // Info describes the backend and the hardening it applies, for provenance.
 type Info struct {
-	Backend        string            `json:"backend"`
+	Backend string `json:"backend"`
+	// Runtime is the default OCI runtime and RuntimeVersion its version;
+	// a step that chose another has it in its own record.
+	Runtime        string `json:"runtime,omitempty"`
+	RuntimeVersion string `json:"runtimeVersion,omitempty"`
+	// UserNamespace tells whether steps run in user namespaces of their
+	// own (container root an unprivileged host uid).
+	UserNamespace  bool              `json:"userNamespace"`
 	Versions       map[string]string `json:"versions"`
 	Capabilities   []string          `json:"capabilities"`
 	SeccompDigest  string            `json:"seccompProfileDigest"`

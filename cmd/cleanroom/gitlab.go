@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cleanroom-ci/cleanroom/runner/gitlab"
-	"github.com/cleanroom-ci/cleanroom/runner/gitlab/ctrops"
 )
 
 // policyEnv overrides the policy path. gitlab-runner passes job variables
@@ -176,11 +175,15 @@ func (o *gitlabOptions) driver(g *globalOptions) (*gitlab.Driver, error) {
 		Logger:   log,
 		Stdout:   os.Stdout,
 		Open: func(ctx context.Context, runID string) (gitlab.Backend, error) {
-			e, err := newExecutor(ctx, g, log, runID)
-			if err != nil {
-				return nil, err
+			g := *g
+			if policy.Runtime != "" && g.forceRuntime == "" {
+				g.forceRuntime = policy.Runtime // the administrator's choice
 			}
-			return ctrops.New(e, g.namespace, log.Named("containerd")), nil
+			e, err := newExecutor(ctx, &g, log, runID)
+			if err != nil {
+				return nil, err // not a typed nil in the interface
+			}
+			return e, nil
 		},
 	}, nil
 }

@@ -20,6 +20,10 @@ type globalOptions struct {
 	namespace string
 	// errOut is the command's stderr (os.Stderr, or a test's buffer).
 	errOut io.Writer
+	// Isolation: --no-userns, and a runtime an administrator forces
+	// (--force-runtime; the agent's and GitLab policy's runtime setting).
+	noUserNS     bool
+	forceRuntime string
 }
 
 func newRootCommand() *cobra.Command {
@@ -48,6 +52,8 @@ infrastructure failure (system failure).`,
 	pf.StringVar(&g.stateDir, "state-dir", "/run/cleanroom", "runtime state: namespaces, run locks, a private containerd")
 	pf.StringVar(&g.address, "containerd-address", "", "containerd socket to use (default: "+defaultAddressHelp+")")
 	pf.StringVar(&g.namespace, "namespace", "cleanroom", "containerd namespace for images and containers")
+	pf.BoolVar(&g.noUserNS, "no-userns", false, "run runc and crun steps as host root (with the step's capabilities) instead of in a user namespace of their own; weaker, for hosts where user namespaces cannot work")
+	pf.StringVar(&g.forceRuntime, "force-runtime", "", "run every step under this OCI runtime (runc, crun, runsc), whatever the pipeline or --runtime ask for")
 
 	root.AddCommand(newRunCommand(g), newImageCommand(g), newLintCommand(g), newVerifyCommand(), newKeygenCommand(), newVersionCommand(), newGitLabCommand(g),
 		newExportMaterialsCommand(), newImportMaterialsCommand(), newAgentCommand(g))

@@ -45,6 +45,7 @@ type runOptions struct {
 	output     string
 	builderID  string
 	trace      string
+	runtime    string
 	secrets    []string
 	sign       signOptions
 	lint       lintOptions
@@ -115,6 +116,7 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	o.lint.addFlags(cmd, false)
 	o.sign.addFlags(cmd)
 	o.materials.addFlags(f)
+	f.StringVar(&o.runtime, "runtime", "", "OCI runtime of the steps: runc, crun or runsc (gVisor); default: the pipeline's runtime, else runc")
 	f.StringVar(&o.trace, "trace", "", "write timed spans of the run (JSON lines) to this file")
 	f.StringVar(&o.builderID, "builder-id", manifest.DefaultBuilderID, "runDetails.builder.id written into the provenance: who ran the build")
 	return cmd
@@ -229,6 +231,9 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	if err != nil {
 		return nil, systemFailure(needsRoot("run", err))
 	}
+	if o.runtime != "" && !ctrexec.ValidRuntime(o.runtime) {
+		return nil, systemFailure(fmt.Errorf("--runtime %q: use one of %s", o.runtime, strings.Join(ctrexec.Runtimes, ", ")))
+	}
 	if os.Geteuid() != 0 {
 		return nil, systemFailure(errors.New("cleanroom run needs root: it creates network namespaces and containers (run it with sudo)"))
 	}
@@ -283,6 +288,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 		Signer:            signer,
 		GoModUpstream:     upstream,
 		Executor:          exec,
+		Runtime:           o.runtime,
 		Output:            os.Stderr,
 		Logger:            log,
 		BuilderID:         o.builderID,
@@ -328,6 +334,12 @@ func newExecutor(ctx context.Context, g *globalOptions, log hclog.Logger, runID 
 	}
 	if g.address != "" {
 		opts = append(opts, ctrexec.WithAddress(g.address))
+	}
+	if g.noUserNS {
+		opts = append(opts, ctrexec.WithoutUserNamespaces())
+	}
+	if g.forceRuntime != "" {
+		opts = append(opts, ctrexec.WithForcedRuntime(g.forceRuntime))
 	}
 	if runID != "" {
 		opts = append(opts, ctrexec.WithRun(runner.LocksDir(g.stateDir), runID))

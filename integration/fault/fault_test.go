@@ -32,7 +32,9 @@ func startDaemon(t *testing.T, dir string) *daemon {
 	testenv.RequireRoot(t)
 	bin := testenv.RequireBinary(t, "containerd")
 	d := &daemon{dir: dir, sock: filepath.Join(dir, "containerd.sock")}
-	os.MkdirAll(dir, 0o700)
+	// Traversable (not listable): runc mounts a step's rootfs under the
+	// daemon's state from inside the step's user namespace.
+	os.MkdirAll(dir, 0o711)
 	cfg := filepath.Join(dir, "config.toml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`version = 2
 root = %q

@@ -126,9 +126,16 @@ func (r Result) String() string {
 	return fmt.Sprintf("exit %d\n--- stdout\n%s\n--- stderr\n%s", r.Code, r.Stdout, r.Stderr)
 }
 
-// BaseArgs are the global flags every run gets.
+// BaseArgs are the global flags every run gets. With
+// CLEANROOM_TEST_RUNTIME set (runc, crun, runsc), every step runs under
+// that runtime (--force-runtime): `make test` runs the attack suite once
+// per runtime this way.
 func (e *Env) BaseArgs() []string {
-	return []string{"--namespace", e.cfg.Namespace, "--state-dir", e.cfg.StateDir, "--containerd-address", e.cfg.address()}
+	args := []string{"--namespace", e.cfg.Namespace, "--state-dir", e.cfg.StateDir, "--containerd-address", e.cfg.address()}
+	if rt := os.Getenv("CLEANROOM_TEST_RUNTIME"); rt != "" {
+		args = append(args, "--force-runtime", rt)
+	}
+	return args
 }
 
 // Run runs the CLI to completion.

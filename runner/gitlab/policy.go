@@ -89,6 +89,9 @@ type Policy struct {
 	RunnerOnly []string
 	// StopGrace is the SIGTERM-to-SIGKILL delay for a cancelled stage.
 	StopGrace time.Duration
+	// Runtime, when set, is the OCI runtime of every stage (runc, crun,
+	// runsc); "" is the runner's default.
+	Runtime string
 }
 
 // Summary is the resolved policy in the policy file's own terms, for
@@ -130,6 +133,7 @@ type policyFile struct {
 	Signing             signingFile `yaml:"signing"`
 	RunnerOnlyVariables []string    `yaml:"runner_only_variables"`
 	StopGrace           string      `yaml:"stop_grace"`
+	Runtime             string      `yaml:"runtime"`
 }
 
 type imagesFile struct {
@@ -392,6 +396,10 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 			p.StopGrace = g
 		}
 	}
+	if raw.Runtime != "" && !slices.Contains(pipeline.Runtimes, raw.Runtime) {
+		d.Errorf("$.runtime", "runtime", "%q: want one of %s", raw.Runtime, strings.Join(pipeline.Runtimes, ", "))
+	}
+	p.Runtime = raw.Runtime
 	return p
 }
 

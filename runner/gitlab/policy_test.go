@@ -118,6 +118,7 @@ func TestParsePolicySemanticErrors(t *testing.T) {
 		{"default not allowed", "version: 1\nimages: {allowed: [\"golang:*\"], default: \"alpine:3\"}\nhelper: {image: a}\n", []string{"images.default", "not allowed"}},
 		{"bad variable", "version: 1\nimages: {allowed: [a]}\nhelper: {image: a}\nrunner_only_variables: [\"A-B\"]\n", []string{"runner_only_variables[0]"}},
 		{"bad grace", "version: 1\nimages: {allowed: [a]}\nhelper: {image: a}\nstop_grace: 1h\n", []string{"stop_grace"}},
+		{"bad runtime", "version: 1\nimages: {allowed: [a]}\nhelper: {image: a}\nruntime: kata\n", []string{"p.yaml:4:10: runtime", `"kata"`}},
 		{"bad size", "version: 1\nimages: {allowed: [a]}\nhelper: {image: a}\nlimits: {memory: lots}\n", []string{"limits.memory"}},
 		{"archive path", "version: 1\nimages: {allowed: [a]}\nhelper: {image: \"oci-archive:helper.tar\"}\n", []string{"helper.image", "absolute"}},
 		{"type", "version: 1\nimages: {allowed: a}\n", []string{"p.yaml:2:"}},
@@ -134,6 +135,13 @@ func TestParsePolicySemanticErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPolicyRuntime(t *testing.T) {
+	p, err := ParsePolicy("p.yaml", []byte("version: 1\nimages: {allowed: [a]}\nhelper: {image: a}\nruntime: runsc\n"))
+	if err != nil || p.Runtime != "runsc" {
+		t.Fatalf("runtime %q, %v", p.Runtime, err)
 	}
 }
 

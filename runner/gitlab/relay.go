@@ -16,8 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
-	"github.com/cleanroom-ci/cleanroom/sandbox/netns"
 )
 
 // A GitLab on the host's loopback (http://127.0.0.1:8080, a test
@@ -77,21 +77,16 @@ func (r *relaySet) Close() error {
 
 // attachRelay returns the runner.SandboxedStep.Attach function that opens
 // a relay for each target.
-func attachRelay(targets []netip.AddrPort) func(*netns.Namespace, string) (io.Closer, error) {
-	return func(ns *netns.Namespace, proxy string) (io.Closer, error) {
+func attachRelay(targets []netip.AddrPort) func(sandbox.Network, string) (io.Closer, error) {
+	return func(nw sandbox.Network, proxy string) (io.Closer, error) {
 		set := &relaySet{}
 		dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var c net.Conn
-			err := ns.Do(func() error {
-				var err error
-				d := net.Dialer{Timeout: 10 * time.Second}
-				c, err = d.DialContext(ctx, "tcp", proxy)
-				return err
-			})
-			return c, err
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return nw.Dial(ctx, "tcp", proxy)
 		}
 		for _, t := range targets {
-			ln, err := ns.Listen("tcp", t.String())
+			ln, err := nw.Listen("tcp", t.String())
 			if err != nil {
 				set.Close()
 				return nil, fmt.Errorf("relay for GitLab at %s in the stage's namespace: %w", t, err)

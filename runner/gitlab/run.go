@@ -18,7 +18,6 @@ import (
 	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
-	"github.com/cleanroom-ci/cleanroom/sandbox/netns"
 )
 
 // Run answers run_exec for one stage: the script runs in a fresh sandbox
@@ -311,7 +310,7 @@ func (d *Driver) stageStep(st *JobState, stage string, kind Kind, args []string,
 		timeout = time.Minute
 	}
 	var env []string
-	var attach func(*netns.Namespace, string) (io.Closer, error)
+	var attach func(sandbox.Network, string) (io.Closer, error)
 	if kind != KindUser {
 		env = helperGitEnv
 	}

@@ -48,6 +48,9 @@ type Policy struct {
 	// a reused live directory where an earlier run or a local build could
 	// have left the files that were attested.
 	FreshWorkspace bool `yaml:"freshWorkspace" json:"freshWorkspace,omitempty"`
+	// RequireRuntime, when set, must equal the OCI runtime the steps ran
+	// under (internalParameters.sandbox.runtime: runc, crun, runsc).
+	RequireRuntime string `yaml:"requireRuntime" json:"requireRuntime,omitempty"`
 }
 
 // LoadPolicy reads a policy from YAML. Unknown and duplicate keys are

@@ -17,6 +17,7 @@ type Report struct {
 	// Fetched lists the dependencies (URL, sha256), in the statement's order.
 	Fetched   []FetchedDependency `json:"fetched"`
 	Denied    int                 `json:"denied"`
+	Runtime   string              `json:"runtime,omitempty"`
 	Artifacts []ArtifactResult    `json:"artifacts"`
 	Failures  []string            `json:"failures"`
 	// Passed lists the policy checks that held, one line each.

@@ -45,6 +45,7 @@ func Verify(st *intoto.Statement, artifacts []string, pol Policy) (Report, error
 	for _, d := range internal["egressDenied"].GetListValue().GetValues() {
 		r.Denied += int(d.GetStructValue().GetFields()["count"].GetNumberValue())
 	}
+	r.Runtime = internal["sandbox"].GetStructValue().GetFields()["runtime"].GetStringValue()
 	r.SourceRepo = prov.GetBuildDefinition().GetExternalParameters().GetFields()["source"].
 		GetStructValue().GetFields()["remote"].GetStringValue()
 
@@ -135,6 +136,18 @@ func checkPolicy(r *Report, pol Policy, undigested, unpinned []string, fail, pas
 			fail("no source commit recorded for %q", r.SourceRepo)
 		default:
 			pass("sourceRepo: source is %s at %s", r.SourceRepo, r.SourceCommit)
+		}
+	}
+	if pol.RequireRuntime != "" {
+		switch {
+		case r.Runtime != pol.RequireRuntime:
+			runtime := r.Runtime
+			if runtime == "" {
+				runtime = "none recorded"
+			}
+			fail("runtime is %q, policy requires %q", runtime, pol.RequireRuntime)
+		default:
+			pass("requireRuntime: the steps ran under %s", r.Runtime)
 		}
 	}
 	if pol.NoDeniedEgress {

@@ -158,6 +158,10 @@ func TestVerifyPolicyRules(t *testing.T) {
 		"unpinned": {func(in *Input) {
 			in.Images = append(in.Images, Image{Step: "test", Ref: "golang:1.26", Digest: hexOf("g")})
 		}, Policy{ImagesPinned: true}, "golang:1.26"},
+		"runtime": {func(in *Input) {
+			in.Sandbox = map[string]any{"backend": "containerd", "runtime": "runc", "runtimeVersion": "1.1.5"}
+		}, Policy{RequireRuntime: "runsc"}, `runtime is "runc", policy requires "runsc"`},
+		"no runtime": {nil, Policy{RequireRuntime: "runsc"}, `runtime is "none recorded"`},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -121,6 +121,10 @@ type Pipeline struct {
 	// Image is the default image reference as written; "" if every step
 	// names its own.
 	Image string
+	// Runtime is the OCI runtime of every step ("runc", "crun", "runsc");
+	// "" leaves it to the runner (--runtime, or its default, runc). An
+	// administrator's policy may force another.
+	Runtime string
 	// Env is set in every step; a step's own Env overrides it key by key.
 	Env map[string]string
 	// Egress is the default egress policy for steps that do not set
@@ -139,6 +143,9 @@ type Pipeline struct {
 	// the line inside a multi-line value, and to read suppression comments.
 	source []byte
 }
+
+// Runtimes are the values of the runtime field.
+var Runtimes = []string{"runc", "crun", "runsc"}
 
 // Pos is a place in the pipeline file.
 type Pos struct{ Line, Column int }

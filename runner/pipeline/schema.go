@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -11,7 +12,7 @@ import (
 // type each has. Rules about values live in validate.go.
 
 var (
-	topFields      = []string{"version", "image", "env", "egress", "steps", "artifacts", "sign"}
+	topFields      = []string{"version", "image", "runtime", "env", "egress", "steps", "artifacts", "sign"}
 	stepFields     = []string{"name", "image", "run", "env", "egress", "timeout", "resources"}
 	egressFields   = []string{"allow", "mode", "inspect", "cache"}
 	resourceFields = []string{"memory", "cpus", "pids"}
@@ -54,6 +55,15 @@ func (d *decoder) pipeline(root ast.Node, p *Pipeline) {
 	if e, ok := top["image"]; ok {
 		imageWritten = true
 		p.Image = d.image(e.value, "image")
+	}
+	if e, ok := top["runtime"]; ok {
+		if v, vn, ok := d.str(e.value, "runtime"); ok {
+			if !slices.Contains(Runtimes, v) {
+				d.errorf(vn, "runtime", "unknown runtime %q; want one of %s", v, strings.Join(Runtimes, ", "))
+			} else {
+				p.Runtime = v
+			}
+		}
 	}
 	if e, ok := top["env"]; ok {
 		p.Env = d.env(e.value, "env")

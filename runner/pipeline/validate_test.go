@@ -95,3 +95,14 @@ func TestCheckEnvName(t *testing.T) {
 		}
 	}
 }
+
+func TestRuntimeField(t *testing.T) {
+	p, err := Parse("cleanroom.yaml", []byte("version: 1\nimage: busybox\nruntime: runsc\nsteps: [{name: a, run: 'true'}]\n"))
+	if err != nil || p.Runtime != "runsc" {
+		t.Fatalf("runtime: runsc → %q, %v", p.Runtime, err)
+	}
+	_, err = Parse("cleanroom.yaml", []byte("version: 1\nimage: busybox\nruntime: kata\nsteps: [{name: a, run: 'true'}]\n"))
+	if err == nil || !strings.Contains(err.Error(), "cleanroom.yaml:3") || !strings.Contains(err.Error(), `unknown runtime "kata"`) {
+		t.Fatalf("runtime: kata → %v", err)
+	}
+}

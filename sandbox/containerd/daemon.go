@@ -92,6 +92,16 @@ func (d *privateDaemon) start(ctx context.Context, bin string) error {
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return err
 	}
+	// runc mounts a step's rootfs from inside the step's user namespace,
+	// as its unprivileged root: the path to the task state must be
+	// traversable (x only, no listing), as containerd's own state is (0711).
+	for _, dir := range []string{filepath.Dir(d.dir), d.dir} {
+		if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o011 != 0o011 {
+			if err := os.Chmod(dir, fi.Mode().Perm()|0o011); err != nil {
+				return err
+			}
+		}
+	}
 	users, err := flock.Acquire(context.Background(), filepath.Join(d.dir, "users.lock"), flock.Shared)
 	if err != nil {
 		return err

@@ -14,14 +14,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/cleanroom-ci/cleanroom/internal/toolcache"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
+	"github.com/cleanroom-ci/cleanroom/sandbox/userns"
 )
 
 const (
@@ -45,6 +46,18 @@ type Executor struct {
 	imageMu   sync.Mutex // serialises import/pull of the same image
 	closeOnce sync.Once
 
+	// Isolation (isolation.go): user namespaces, the default and forced
+	// runtime, the id ranges.
+	userns       bool
+	pool         userns.Pool
+	subIDLocks   string
+	runtime      string
+	forceRuntime string
+	remapMu      sync.Mutex
+	runscOnce    sync.Once
+	runscPath    string
+	runscErr     error
+
 	pending     sync.WaitGroup // background teardowns of finished steps
 	teardownMu  sync.Mutex
 	teardownErr []error
@@ -60,6 +73,12 @@ type options struct {
 	locksDir  string
 	runID     string
 	log       hclog.Logger
+
+	noUserNS     bool
+	runtime      string
+	forceRuntime string
+	subIDLocks   string
+	subIDRoot    string
 }
 
 // Option configures New.
@@ -84,15 +103,43 @@ func WithRun(locksDir, runID string) Option {
 	return func(o *options) { o.locksDir, o.runID = locksDir, runID }
 }
 
+// WithoutUserNamespaces runs runc and crun steps as host root with the
+// step's capabilities, as before user namespaces were the default: for
+// kernels or filesystems where they cannot work. It weakens isolation.
+func WithoutUserNamespaces() Option { return func(o *options) { o.noUserNS = true } }
+
+// WithRuntime sets the default runtime (runc, crun, runsc) of steps that
+// do not choose one; WithForcedRuntime overrides every step's choice (an
+// administrator's policy).
+func WithRuntime(rt string) Option       { return func(o *options) { o.runtime = rt } }
+func WithForcedRuntime(rt string) Option { return func(o *options) { o.forceRuntime = rt } }
+
+// WithSubIDLocks sets the host-wide directory of id-range locks (default
+// DefaultSubIDLocks) and the directory holding subuid and subgid (default
+// /etc).
+func WithSubIDLocks(lockDir, etc string) Option {
+	return func(o *options) { o.subIDLocks, o.subIDRoot = lockDir, etc }
+}
+
 // WithLogger sets the logger.
 func WithLogger(l hclog.Logger) Option { return func(o *options) { o.log = l } }
 
 // New connects to containerd (starting a private daemon when none answers
 // and no address was given), checks it and reaps residue of dead runs.
 func New(ctx context.Context, opts ...Option) (*Executor, error) {
-	o := options{namespace: DefaultNamespace, stateDir: "/run/cleanroom", log: hclog.NewNullLogger()}
+	o := options{namespace: DefaultNamespace, stateDir: "/run/cleanroom", log: hclog.NewNullLogger(),
+		runtime: RuntimeRunc, subIDLocks: DefaultSubIDLocks, subIDRoot: "/etc"}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	for _, rt := range []string{o.runtime, o.forceRuntime} {
+		if rt != "" && !ValidRuntime(rt) {
+			return nil, fmt.Errorf("unknown runtime %q (want one of %s)", rt, strings.Join(Runtimes, ", "))
+		}
+	}
+	pool, err := userns.LoadPool(o.subIDRoot)
+	if err != nil && !o.noUserNS {
+		return nil, err
 	}
 	silenceClientLogs()
 	client, daemon, err := connect(ctx, o.address, o.explicit, o.stateDir, o.log)
@@ -102,6 +149,8 @@ func New(ctx context.Context, opts ...Option) (*Executor, error) {
 	e := &Executor{
 		client: client, daemon: daemon, ns: o.namespace, log: o.log,
 		stateDir: o.stateDir, locksDir: o.locksDir, runID: o.runID,
+		userns: !o.noUserNS, pool: pool, subIDLocks: o.subIDLocks,
+		runtime: o.runtime, forceRuntime: o.forceRuntime,
 	}
 	v, err := client.Version(e.nsctx(ctx))
 	if err != nil {
@@ -121,20 +170,21 @@ func (e *Executor) nsctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, e.ns)
 }
 
-// Client exposes the containerd client for the image commands.
-func (e *Executor) Client() *containerd.Client { return e.client }
-
 // Info reports versions and the hardening every step gets.
 func (e *Executor) Info(ctx context.Context) (sandbox.Info, error) {
 	v, err := e.client.Version(e.nsctx(ctx))
 	if err != nil {
 		return sandbox.Info{}, err
 	}
+	rt := e.runtimeOf("")
 	return sandbox.Info{
-		Backend: "containerd",
+		Backend:        "containerd",
+		Runtime:        rt,
+		RuntimeVersion: e.runtimeVersion(rt),
+		UserNamespace:  e.userns && runtimeUsesUserNS(rt),
 		Versions: map[string]string{
 			"containerd": v.Version,
-			"runc":       runcVersion(filepath.Join(e.stateDir, "toolcache")),
+			"runc":       e.runtimeVersion(RuntimeRunc),
 		},
 		Capabilities:   append([]string(nil), Capabilities...),
 		SeccompDigest:  seccompDigest(),
@@ -164,22 +214,6 @@ func (e *Executor) noteTeardownError(id string, err error) {
 	e.teardownMu.Lock()
 	e.teardownErr = append(e.teardownErr, fmt.Errorf("%s: %w", id, err))
 	e.teardownMu.Unlock()
-}
-
-// runcVersion execs `runc --version` once per runc binary, not once per
-// start: the answer is kept under the state directory, keyed by the
-// binary's path, size and modification time (internal/toolcache).
-var runcVersion = func(cacheDir string) string {
-	b, err := toolcache.Output(cacheDir, "runc", []string{"--version"})
-	if err != nil {
-		return "unknown"
-	}
-	var v string
-	fmt.Sscanf(string(b), "runc version %s", &v)
-	if v == "" {
-		return "unknown"
-	}
-	return v
 }
 
 // fifoDir holds the named pipes that carry a task's stdout and stderr.

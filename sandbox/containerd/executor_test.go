@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/cleanroom-ci/cleanroom/internal/runlock"
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
@@ -21,6 +22,11 @@ import (
 
 // newExecutor connects to the daemon that `make test` started.
 func newExecutor(t *testing.T) (*ctrexec.Executor, sandbox.Image) {
+	t.Helper()
+	return newExecutorWith(t)
+}
+
+func newExecutorWith(t *testing.T, extra ...ctrexec.Option) (*ctrexec.Executor, sandbox.Image) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	if _, err := os.Stat(ctrexec.DefaultAddress); err != nil {
@@ -34,9 +40,13 @@ func newExecutor(t *testing.T) (*ctrexec.Executor, sandbox.Image) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lock.Release() })
-	e, err := ctrexec.New(ctx, ctrexec.WithAddress(ctrexec.DefaultAddress),
+	state := t.TempDir()
+	// The namespace directory is a mount point (see sandbox/netns).
+	t.Cleanup(func() { unix.Unmount(filepath.Join(state, "netns"), unix.MNT_DETACH) })
+	opts := append([]ctrexec.Option{ctrexec.WithAddress(ctrexec.DefaultAddress),
 		ctrexec.WithNamespace(testenv.Scope("cleanroom-test")), ctrexec.WithRun(locks, lock.ID),
-		ctrexec.WithStateDir(t.TempDir()), ctrexec.WithLogger(hclog.NewNullLogger()))
+		ctrexec.WithStateDir(state), ctrexec.WithLogger(hclog.NewNullLogger())}, extra...)
+	e, err := ctrexec.New(ctx, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,7 +93,11 @@ func removeContainer(ctx context.Context, c containerd.Container) error {
 				}
 			}
 		}
-		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		_, err := task.Delete(ctx)
+		if errdefs.IsFailedPrecondition(err) {
+			_, err = task.Delete(ctx, containerd.WithProcessKill)
+		}
+		if err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete task %s: %w", c.ID(), err)
 		}
 	}

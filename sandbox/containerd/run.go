@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	runoptions "github.com/containerd/containerd/api/types/runc/options"
+	runc "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/leases"
@@ -55,6 +55,9 @@ type prepared struct {
 	task      containerd.Task
 	spec      *specs.Spec
 	td        teardown
+	stdout    io.Writer
+	stderr    io.Writer
+	shifts    []shiftedTree // ownership passes around the step (isolation.go)
 	once      sync.Once
 }
 
@@ -112,9 +115,9 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		return nil
 	})
 	// Deleting the container removes its snapshot; this removes one whose
-	// container was never created (NewContainer failed after making it),
-	// which the lease's release would leave to the daemon's next garbage
-	// collection.
+	// container was never created (NewContainer failed, or a cancel came
+	// in between, after making it), which the lease's release would leave
+	// to the daemon's next garbage collection.
 	p.td.push(func(tctx context.Context) error {
 		if serr := e.client.SnapshotService(snapshotter).Remove(tctx, s.ID); serr != nil && !errdefs.IsNotFound(serr) {
 			return fmt.Errorf("remove snapshot: %w", serr)
@@ -125,14 +128,55 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		return nil, err
 	}
 
+	rt := e.runtimeOf(s.Runtime)
+	rtOpts, err := e.runtimeOptions(rt)
+	if err != nil {
+		return nil, err
+	}
+	nw, err := e.stepNetwork(ctx, p, rt)
+	if err != nil {
+		return nil, err
+	}
+	snap := containerd.WithNewSnapshot(s.ID, img, snapshots.WithLabels(labels))
+	if nw.slot != nil {
+		t0 := time.Now()
+		parent, err := e.remappedParent(ctx, img, nw.slot.Range)
+		if err != nil {
+			return nil, err
+		}
+		sn := e.client.SnapshotService(snapshotter)
+		// Not cancelled half-way: a snapshot made by a request whose
+		// answer was lost to a cancel would have no teardown.
+		if _, err := sn.Prepare(lctx, s.ID, parent, snapshots.WithLabels(labels)); err != nil {
+			return nil, fmt.Errorf("prepare snapshot: %w", err)
+		}
+		snap = containerd.WithSnapshot(s.ID)
+		// A step reopens its output (`echo x > /dev/stderr` opens the pipe
+		// again through /proc): the shim makes the pipes its root's.
+		if rtOpts == nil {
+			rtOpts = &runc.Options{}
+		}
+		rtOpts.IoUid, rtOpts.IoGid = nw.slot.Range.HostUID, nw.slot.Range.HostGID
+		if s.Mounts, p.shifts, err = e.idmapMounts(p, nw.slot.Range); err != nil {
+			return nil, err
+		}
+		sandbox.Trace(ctx, "userns.prepare", t0, "id", s.ID)
+	}
+	if rtOpts == nil {
+		rtOpts = benchRuntimeOptions()
+	}
+	if err := cancelled(); err != nil {
+		return nil, err
+	}
+
 	t0 := time.Now()
 	p.container, err = e.client.NewContainer(lctx, s.ID,
 		containerd.WithContainerLabels(labels),
 		containerd.WithImageName(img.Name()),
 		containerd.WithSnapshotter(snapshotter),
-		containerd.WithNewSnapshot(s.ID, img, snapshots.WithLabels(labels)),
-		containerd.WithRuntime(runtimeName, benchRuntimeOptions()),
-		containerd.WithNewSpec(append(specOpts(img, s), e.withShimGroup(), withBenchRuntimeSpec())...),
+		snap,
+		containerd.WithRuntime(runtimeName, rtOpts),
+		containerd.WithNewSpec(append(specOpts(img, s, nw, rt), e.withShimGroup(), withBenchRuntimeSpec())...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
@@ -153,28 +197,75 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		return nil, err
 	}
 
-	t0 = time.Now()
+	p.stdout, p.stderr = stdout, stderr
+	if rt == RuntimeRunsc {
+		// gVisor (Debian's runsc) can neither kill nor delete a task that
+		// was created and never started, so a gVisor step that might be
+		// discarded (the look-ahead) gets its task when it starts.
+		return p, nil
+	}
+	if err := p.createTask(ctx); err != nil {
+		return nil, err
+	}
+	if err := cancelled(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// createTask starts the shim and creates the task (runc create): the
+// step's process waits in its namespaces until Start.
+func (p *prepared) createTask(ctx context.Context) error {
+	s, e := p.s, p.e
+	t0 := time.Now()
+	// Not ended by a cancel: a task the daemon made while its answer was
+	// lost would have no teardown (the cancel is noticed after).
 	e.shims.creating()
-	p.task, err = p.container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(e.fifoDir())))
+	task, err := p.container.NewTask(context.WithoutCancel(ctx), cio.NewCreator(cio.WithStreams(nil, p.stdout, p.stderr), cio.WithFIFODir(e.fifoDir())))
 	e.shims.created(err == nil)
 	if err != nil {
-		return nil, fmt.Errorf("create task: %w", err)
+		return fmt.Errorf("create task: %w", err)
 	}
+	p.task = task
 	sandbox.Trace(ctx, "task.create", t0, "id", s.ID)
 	p.td.push(func(tctx context.Context) error {
 		t0 := time.Now()
 		defer sandbox.Trace(ctx, "task.delete", t0, "id", s.ID)
 		done := e.shims.deleting()
 		defer done()
-		if _, derr := p.task.Delete(tctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+		// A task that exited is deleted as it is: gVisor refuses to kill
+		// a sandbox that is already gone.
+		_, derr := task.Delete(tctx)
+		if errdefs.IsFailedPrecondition(derr) {
+			_, derr = task.Delete(tctx, containerd.WithProcessKill)
+		}
+		if derr != nil && !errdefs.IsNotFound(derr) {
 			return fmt.Errorf("delete task: %w", derr)
 		}
 		return nil
 	})
-	if err := cancelled(); err != nil {
+	return nil
+}
+
+// stepNetwork is the network the spec brings (made by NewNetwork), or a
+// new one the sandbox owns and removes.
+func (e *Executor) stepNetwork(ctx context.Context, p *prepared, rt string) (*network, error) {
+	if p.s.Network != nil {
+		nw, ok := p.s.Network.(*network)
+		if !ok {
+			return nil, fmt.Errorf("the step's network was not made by this executor (%T)", p.s.Network)
+		}
+		if (nw.slot != nil) != (e.userns && runtimeUsesUserNS(rt)) {
+			return nil, fmt.Errorf("the step's network was made for another runtime than %s", rt)
+		}
+		return nw, nil
+	}
+	n, err := e.NewNetwork(ctx, sandbox.NetworkSpec{ID: p.s.ID, Runtime: rt})
+	if err != nil {
 		return nil, err
 	}
-	return p, nil
+	p.td.push(func(context.Context) error { return n.Close() })
+	return n.(*network), nil
 }
 
 // Discard removes a prepared sandbox that will not run.
@@ -191,7 +282,7 @@ func (p *prepared) Start(ctx context.Context) (res sandbox.Result, err error) {
 	if !started {
 		return res, errors.New("sandbox already started or discarded")
 	}
-	e, s, task := p.e, p.s, p.task
+	e, s := p.e, p.s
 	ctx = e.nsctx(ctx)
 	// After a normal exit the teardown runs in the background (the next
 	// step runs meanwhile) and Close waits for it; on every other path it
@@ -216,6 +307,12 @@ func (p *prepared) Start(ctx context.Context) (res sandbox.Result, err error) {
 		res.Cancelled = true
 		return res, nil
 	}
+	if p.task == nil {
+		if err := p.createTask(ctx); err != nil {
+			return res, err
+		}
+	}
+	task := p.task
 
 	// Wait must be subscribed before Start, and on a context that the
 	// run's cancellation does not end: after a cancel we still need the
@@ -225,6 +322,22 @@ func (p *prepared) Start(ctx context.Context) (res sandbox.Result, err error) {
 	exitc, err := task.Wait(waitCtx)
 	if err != nil {
 		return res, fmt.Errorf("wait task: %w", err)
+	}
+	for _, sh := range p.shifts {
+		t0 := time.Now()
+		if !sh.outOnly {
+			if err := sh.shift.In(sh.root); err != nil {
+				return res, err
+			}
+			sandbox.Trace(ctx, "userns.shift-in", t0, "id", s.ID)
+		}
+		defer func() {
+			t0 := time.Now()
+			if serr := sh.shift.Out(sh.root); serr != nil && err == nil {
+				err = serr
+			}
+			sandbox.Trace(ctx, "userns.shift-out", t0, "id", s.ID)
+		}()
 	}
 	res.Started = time.Now()
 	if err := task.Start(ctx); err != nil {
@@ -363,9 +476,9 @@ func oomKilled(cgroupsPath string) bool {
 // OCI runtime binary (crun) under the same runc shim, through its
 // BinaryName option: CLEANROOM_BENCH_OCI_BINARY names it. It is a
 // measurement knob, not a configuration: provenance still reports runc.
-func benchRuntimeOptions() any {
+func benchRuntimeOptions() *runc.Options {
 	if bin := os.Getenv("CLEANROOM_BENCH_OCI_BINARY"); bin != "" {
-		return &runoptions.Options{BinaryName: bin}
+		return &runc.Options{BinaryName: bin}
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ const cpuPeriod = 100_000
 // step gets. Order matters: capabilities before seccomp (the default profile
 // derives its allowances from the capabilities), image config before the
 // overrides of args, env and cwd.
-func specOpts(img containerd.Image, s sandbox.Spec) []oci.SpecOpts {
+func specOpts(img containerd.Image, s sandbox.Spec, nw *network, rt string) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		oci.WithImageConfig(img),
 		oci.WithProcessArgs(s.Args...),
@@ -69,8 +69,16 @@ func specOpts(img containerd.Image, s sandbox.Spec) []oci.SpecOpts {
 		withRlimits,
 	}
 	opts = append(opts, limitOpts(s.Limits)...)
-	if s.NetNSPath != "" {
-		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: s.NetNSPath}))
+	if rt == RuntimeCrun {
+		// crun 1.8 refuses spec versions newer than it knows; the spec
+		// uses nothing past 1.0.
+		opts = append(opts, withOCIVersion("1.0.2"))
+	}
+	if nw != nil {
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: nw.ns.Path()}))
+		if nw.slot != nil {
+			opts = append(opts, withJoinedUserNS(nw.ns.UserPath(), nw.slot.Range))
+		}
 	}
 	return opts
 }
@@ -129,6 +137,13 @@ func withDefaultPath(_ context.Context, _ oci.Client, _ *containers.Container, s
 	}
 	s.Process.Env = append(s.Process.Env, defaultPath)
 	return nil
+}
+
+func withOCIVersion(v string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Version = v
+		return nil
+	}
 }
 
 func withNoInheritableCaps(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {

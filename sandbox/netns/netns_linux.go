@@ -11,6 +11,7 @@
 package netns
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -22,21 +23,74 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/cleanroom-ci/cleanroom/sandbox"
+	"github.com/cleanroom-ci/cleanroom/sandbox/userns"
 )
 
 // Namespace is a loopback-only network namespace pinned at Path.
 type Namespace struct {
 	path string
+	user *userns.Pinned // the owning user namespace, when not the host's
 }
 
 // Path is the file the namespace is bind-mounted on; give it to the
 // container runtime to join the namespace.
 func (n *Namespace) Path() string { return n.path }
 
+// Provider is a sandbox.NetworkProvider of namespaces owned by the host's
+// user namespace, pinned in Dir.
+type Provider struct{ Dir string }
+
+// NewNetwork creates the step's namespace.
+func (p Provider) NewNetwork(_ context.Context, ns sandbox.NetworkSpec) (sandbox.Network, error) {
+	return New(p.Dir, ns.ID)
+}
+
+// UserPath is the pinned user namespace that owns the network namespace,
+// "" when the host's does.
+func (n *Namespace) UserPath() string {
+	if n.user == nil {
+		return ""
+	}
+	return n.user.UserPath
+}
+
+// NewOwned creates a namespace owned by a new user namespace that maps
+// container ids onto r, both pinned in dir (the user namespace at
+// dir/name.user), with lo up and nothing else. A container that joins both
+// gets no host uevents and sees only its namespace's sysctls; the runner
+// (host root) can still enter the network namespace to open listeners.
+func NewOwned(dir, name string, r userns.Range) (*Namespace, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	if err := prepareDir(dir); err != nil {
+		return nil, err
+	}
+	p, err := userns.Pin(dir, name, r, true)
+	if err != nil {
+		return nil, fmt.Errorf("netns: %w", err)
+	}
+	n := &Namespace{path: p.NetPath, user: p}
+	if err := n.loopbackUp(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func checkName(name string) error {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+		return fmt.Errorf("netns: invalid name %q", name)
+	}
+	return nil
+}
+
 // New creates a namespace pinned at dir/name with lo up and nothing else.
 func New(dir, name string) (*Namespace, error) {
-	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
-		return nil, fmt.Errorf("netns: invalid name %q", name)
+	if err := checkName(name); err != nil {
+		return nil, err
 	}
 	if err := prepareDir(dir); err != nil {
 		return nil, err
@@ -115,6 +169,19 @@ func (n *Namespace) Listen(network, address string) (net.Listener, error) {
 	return l, err
 }
 
+// Dial connects from inside the namespace. The socket is made on the
+// namespace's thread and keeps the namespace, so the connection is used
+// from any goroutine.
+func (n *Namespace) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		var err error
+		c, err = (&net.Dialer{}).DialContext(ctx, network, address)
+		return err
+	})
+	return c, err
+}
+
 // Do runs fn on an OS thread that has joined the namespace. fn must not
 // start goroutines that expect to inherit the namespace.
 func (n *Namespace) Do(fn func() error) error {
@@ -156,6 +223,9 @@ func (n *Namespace) Do(fn func() error) error {
 // namespace when the last process in it and the last socket of it are gone.
 // Close is idempotent.
 func (n *Namespace) Close() error {
+	if n.user != nil {
+		return n.user.Remove()
+	}
 	return remove(n.path)
 }
 

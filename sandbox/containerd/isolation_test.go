@@ -1,0 +1,128 @@
+package ctrexec_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cleanroom-ci/cleanroom/sandbox"
+	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
+	"github.com/cleanroom-ci/cleanroom/sandbox/userns"
+)
+
+// TestUserNamespaceByDefault: the step's root is an unprivileged host
+// uid (a non-identity uid_map; a root-owned file of the step belongs to
+// that uid on the host), while what it writes in the workspace belongs to
+// the workspace's owner.
+func TestUserNamespaceByDefault(t *testing.T) {
+	e, img := newExecutor(t)
+	ws := t.TempDir()
+	os.Chown(ws, 1234, 2345)
+	os.WriteFile(filepath.Join(ws, "in.txt"), []byte("input"), 0o600)
+	os.Chown(filepath.Join(ws, "in.txt"), 1234, 2345)
+	// chown to a build user and tar keeping owners work in the workspace;
+	// on the host those files are the owner's too.
+	s := spec(img, `cat /proc/self/uid_map; id -u; cat in.txt; echo made > out.txt; mkdir -p d/e && touch d/e/f
+chown 1000:1000 d/e/f && [ "$(stat -c %u d/e/f)" = 1000 ] || exit 9
+touch /tmp/rootfile-`+t.Name()+`; sleep 5`)
+	s.Cwd = "/workspace"
+	s.Mounts = []sandbox.Mount{{Source: ws, Destination: "/workspace"}}
+
+	type found struct {
+		uid, gid uint32
+		err      error
+	}
+	fc := make(chan found, 1)
+	go func() { fc <- statFromHost(t.Name()) }()
+	res, out, errOut := run(t, e, s)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s %s", res.ExitCode, out, errOut)
+	}
+	lines := strings.Fields(out)
+	if len(lines) < 5 || lines[0] != "0" || lines[1] == "0" || lines[3] != "0" || lines[4] != "input" {
+		t.Fatalf("uid_map / id / workspace read: %q", out)
+	}
+	f := <-fc
+	if f.err != nil {
+		t.Fatal(f.err)
+	}
+	if f.uid < userns.DefaultBase || f.gid < userns.DefaultBase {
+		t.Fatalf("a root-owned file of the step is owned by %d:%d on the host, want an unprivileged id of cleanroom's range", f.uid, f.gid)
+	}
+	for _, p := range []string{"out.txt", "d", "d/e/f", "in.txt"} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(ws, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != 1234 || st.Gid != 2345 {
+			t.Errorf("workspace %s owned by %d:%d on the host, want the workspace owner 1234:2345", p, st.Uid, st.Gid)
+		}
+	}
+}
+
+// statFromHost finds the step's process (by its root-owned file) and
+// stats the file through /proc/PID/root, as the host sees it.
+func statFromHost(name string) (f struct {
+	uid, gid uint32
+	err      error
+}) {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		pids, _ := filepath.Glob("/proc/[0-9]*")
+		for _, p := range pids {
+			var st syscall.Stat_t
+			if syscall.Stat(filepath.Join(p, "root/tmp/rootfile-"+name), &st) == nil {
+				f.uid, f.gid = st.Uid, st.Gid
+				return f
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	f.err = fmt.Errorf("the step's file was never seen from the host")
+	return f
+}
+
+// TestHostUEventsNotSeen: a uevent listener in a step hears the host's
+// device events only when the step's network namespace is the host
+// user namespace's (the control, without user namespaces).
+func TestHostUEventsNotSeen(t *testing.T) {
+	e, img := newExecutor(t)
+	legacy, _ := newExecutorWith(t, ctrexec.WithoutUserNamespaces())
+	probe := `uevent /bin/sh -c 'echo "EVENT $ACTION $DEVPATH"' & sleep 4; kill $!`
+	for _, c := range []struct {
+		name string
+		e    *ctrexec.Executor
+		want bool
+	}{{"userns", e, false}, {"host-userns (control)", legacy, true}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		go triggerUEvents(ctx)
+		var out, errb bytes.Buffer
+		res, err := c.e.Run(context.Background(), spec(img, probe), &out, &errb)
+		cancel()
+		if err != nil || res.ExitCode != 0 {
+			t.Fatalf("%s: %v %+v %s", c.name, err, res, errb.String())
+		}
+		if got := strings.Contains(out.String(), "EVENT change"); got != c.want {
+			t.Errorf("%s: host uevents seen = %v, want %v (output %q %q)", c.name, got, c.want, out.String(), errb.String())
+		}
+	}
+}
+
+// triggerUEvents asks the kernel to re-announce /dev/null (a "change"
+// event, harmless) until ctx ends.
+func triggerUEvents(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(300 * time.Millisecond):
+			os.WriteFile("/sys/devices/virtual/mem/null/uevent", []byte("change"), 0o200)
+		}
+	}
+}
