@@ -144,6 +144,14 @@ func openDirNoSymlink(root *os.Root, name string) (*os.Root, error) {
 // run ends with (success, a failure, a cancellation) the directory never
 // shows another run's files beside this one's. Symlinks are removed as
 // links, never followed.
+// ClearOutputs removes what an earlier run wrote to outDir (as a run does
+// before its first step), for a front end that refuses a run before it
+// starts: the output directory then describes no run rather than an
+// earlier one as if it were this one.
+func ClearOutputs(workspace, outDir string) error {
+	return clearOutputs(Config{Workspace: workspace, OutDir: outDir})
+}
+
 func clearOutputs(cfg Config) error {
 	root, err := openOutDir(cfg)
 	if err != nil {

@@ -149,9 +149,6 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	if _, err := p.Select(o.steps); err != nil {
 		return nil, systemFailure(err)
 	}
-	if err := pipeline.CheckArchives(p, o.steps); err != nil {
-		return nil, systemFailure(err)
-	}
 	o.lint.egressMode, o.lint.allow = o.egressMode, o.allow
 	lo, err := o.lint.lintOpts()
 	if err != nil {
@@ -193,6 +190,15 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	// following a symlink. Any other directory there is the steps' to shape.
 	if rel, err := filepath.Rel(workspace, out); err == nil && out != defaultOut && !strings.HasPrefix(rel, "..") {
 		return nil, systemFailure(fmt.Errorf("--out %s is inside the workspace %s: use a directory outside it, or the default (%s)", out, workspace, defaultOut))
+	}
+	// A missing image archive is found before the run starts; the earlier
+	// run's outputs go all the same, so the output directory never shows
+	// them as this run's.
+	if err := pipeline.CheckArchives(p, o.steps); err != nil {
+		if cerr := runner.ClearOutputs(workspace, out); cerr != nil {
+			log.Warn("clear the earlier run's outputs", "error", cerr)
+		}
+		return nil, systemFailure(err)
 	}
 	sizes := map[string]*int64{}
 	var wsSize, logLimit, artLimit int64
