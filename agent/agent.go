@@ -51,17 +51,21 @@ type Options struct {
 
 // Agent is one running agent.
 type Agent struct {
-	cfg     *Config
-	opts    Options
-	id      string
-	log     hclog.Logger
-	broker  *jobs.Broker
-	auth    *auth.Authenticator
-	hooks   map[string]webhook.Hook
-	metrics *metrics
+	cfg    *Config
+	opts   Options
+	id     string
+	log    hclog.Logger
+	broker *jobs.Broker
+	auth   *auth.Authenticator
+	hooks  map[string]webhook.Hook
+	// cancelSupersededHooks are the hooks whose new pushes cancel the
+	// branch's earlier unfinished jobs.
+	cancelSupersededHooks map[string]bool
+	metrics               *metrics
 
 	slots   chan struct{}
 	running sync.Map // job ID → *running
+	pending sync.Map // job ID → *pendingEntry: results waiting for NATS
 	wg      sync.WaitGroup
 	// bg outlives every job: final writes happen on it. jobsCtx is
 	// cancelled (with errDraining) when the drain grace runs out.
@@ -104,6 +108,10 @@ func Run(ctx context.Context, opts Options) error {
 	if a.hooks, err = loadHooks(cfg.Webhooks, cfg.SourceAllow); err != nil {
 		return err
 	}
+	a.cancelSupersededHooks = map[string]bool{}
+	for _, w := range cfg.Webhooks {
+		a.cancelSupersededHooks[w.Name] = w.CancelSuperseded
+	}
 	if a.auth, err = openAuth(cfg.TokensFile, log); err != nil {
 		return err
 	}
@@ -120,6 +128,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer a.broker.Close()
 	a.metrics = newMetrics(a)
+	a.auth.OnFailure = a.metrics.authFailure
+	a.restoreJobDirs()
+	kaCtx, stopKeepalive := context.WithCancel(context.Background())
+	kaDone := make(chan struct{})
+	go func() { defer close(kaDone); a.keepalive(kaCtx) }()
+	defer func() { stopKeepalive(); <-kaDone }()
 
 	ln, srv, err := listen(cfg, a.routes(), log)
 	if err != nil {
@@ -291,7 +305,7 @@ func loadHooks(in []Webhook, sourceAllow []string) (map[string]webhook.Hook, err
 		if len(s) < 16 {
 			return nil, fmt.Errorf("webhook %s: the secret in %s is shorter than 16 bytes; use a long random one (e.g. openssl rand -hex 32)", w.Name, w.SecretFile)
 		}
-		h := webhook.Hook{Name: w.Name, Provider: webhook.Provider(w.Provider), Secret: s, Repository: w.Repository, Refs: w.Refs, Pipeline: w.Pipeline}
+		h := webhook.Hook{Name: w.Name, Provider: webhook.Provider(w.Provider), Secret: s, Repository: w.Repository, Refs: w.Refs, Pipeline: w.Pipeline, PullRequests: w.PullRequests}
 		if err := h.Check(); err != nil {
 			return nil, err
 		}

@@ -43,6 +43,7 @@ func (a *Agent) routes() http.Handler {
 	mux.Handle("GET /api/v1/jobs/{id}", a.auth.Require(auth.ScopeRead, a.get))
 	mux.Handle("GET /api/v1/jobs/{id}/log", a.auth.Require(auth.ScopeRead, a.logs))
 	mux.Handle("POST /api/v1/jobs/{id}/cancel", a.auth.Require(auth.ScopeSubmit, a.cancel))
+	mux.Handle("POST /api/v1/jobs/{id}/rerun", a.auth.Require(auth.ScopeSubmit, a.rerunAPI))
 	mux.Handle("GET /api/v1/jobs/{id}/files", a.auth.Require(auth.ScopeRead, a.files))
 	mux.Handle("GET /api/v1/jobs/{id}/files/{name...}", a.auth.Require(auth.ScopeRead, a.file))
 	mux.HandleFunc("POST /hooks/{name}", a.hook)
@@ -104,6 +105,9 @@ type submitted struct {
 	Job jobs.Job `json:"job"`
 	URL string   `json:"url"`
 	Log string   `json:"log"`
+	// Spooled: NATS was unreachable; the agent keeps the job on its disk
+	// and queues it when NATS is back.
+	Spooled bool `json:"spooled,omitempty"`
 }
 
 func (a *Agent) submit(w http.ResponseWriter, r *http.Request, tok auth.Token) {
@@ -113,7 +117,7 @@ func (a *Agent) submit(w http.ResponseWriter, r *http.Request, tok auth.Token) {
 	now := time.Now().UTC()
 	job := jobs.Job{ID: jobs.NewID(now), Created: now, Trigger: jobs.Trigger{Kind: "api", Token: tok.Name}}
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	var tarball io.Reader
+	var tarball *os.File
 	switch ct {
 	case "application/json":
 		var req SubmitRequest
@@ -138,21 +142,33 @@ func (a *Agent) submit(w http.ResponseWriter, r *http.Request, tok auth.Token) {
 		job.Source = jobs.Source{Kind: "git", Repository: req.Git.Repository, Ref: req.Git.Ref, Commit: req.Git.Commit}
 		job.Pipeline = req.Pipeline
 	case "application/gzip", "application/x-gzip", "application/x-tar", "application/octet-stream":
-		spool, sum, size, err := a.spoolTarball(w, r)
+		job.Pipeline = orDefault(r.URL.Query().Get("pipeline"), "cleanroom.yaml")
+		if _, err := safeRel(job.Pipeline); err != nil {
+			auth.WriteError(w, http.StatusBadRequest, "job: pipeline: "+err.Error())
+			return
+		}
+		spool, sum, size, err := a.spoolTarball(w, r, job.Pipeline)
 		if err != nil {
 			status := http.StatusBadRequest
 			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
+			var pe policyError
+			var pr pipelineRefused
+			prefix := "source tarball: "
+			switch {
+			case errors.As(err, &mbe):
 				status = http.StatusRequestEntityTooLarge
+			case errors.As(err, &pe):
+				status, prefix = http.StatusForbidden, "job: "
+			case errors.As(err, &pr):
+				prefix = "job: "
 			}
-			auth.WriteError(w, status, "source tarball: "+err.Error())
+			auth.WriteError(w, status, prefix+err.Error())
 			return
 		}
-		defer os.Remove(spool.Name())
+		defer os.Remove(spool.Name()) // unless the job is spooled: then it moved
 		defer spool.Close()
 		tarball = spool
 		job.Source = jobs.Source{Kind: "tarball", SHA256: sum, Size: size}
-		job.Pipeline = r.URL.Query().Get("pipeline")
 	default:
 		auth.WriteError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: send application/json (a git source) or application/gzip / application/x-tar (a source tarball)", ct))
 		return
@@ -164,17 +180,17 @@ func (a *Agent) submit(w http.ResponseWriter, r *http.Request, tok auth.Token) {
 		auth.WriteError(w, http.StatusBadRequest, "job: pipeline: "+err.Error())
 		return
 	}
-	job, err := a.broker.Submit(r.Context(), job, tarball, "")
+	job, spooled, err := a.submitOrSpool(r.Context(), job, tarball)
 	if err != nil {
 		auth.WriteError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	a.log.Info("job submitted", "job", job.ID, "token", tok.Name, "source", job.Source.Kind)
-	writeJSON(w, http.StatusAccepted, a.submittedBody(job))
+	a.log.Info("job submitted", "job", job.ID, "token", tok.Name, "source", job.Source.Kind, "spooled", spooled)
+	writeJSON(w, http.StatusAccepted, a.submittedBody(job, spooled))
 }
 
-func (a *Agent) submittedBody(j jobs.Job) submitted {
-	return submitted{ID: j.ID, Job: j, URL: "/api/v1/jobs/" + j.ID, Log: "/api/v1/jobs/" + j.ID + "/log"}
+func (a *Agent) submittedBody(j jobs.Job, spooled bool) submitted {
+	return submitted{ID: j.ID, Job: j, URL: "/api/v1/jobs/" + j.ID, Log: "/api/v1/jobs/" + j.ID + "/log", Spooled: spooled}
 }
 
 func jsonError(err error) string {
@@ -261,11 +277,18 @@ func isHexSHA(s string) bool {
 	return true
 }
 
+// pipelineRefused marks an upload refused for its pipeline (missing,
+// malformed, or against the agent's policy) rather than the tarball.
+type pipelineRefused struct{ error }
+
+func (e pipelineRefused) Unwrap() error { return e.error }
+
 // spoolTarball saves an upload to a temporary file, hashing it, and
 // extracts it once into a scratch directory so that a bad tarball (path
-// traversal, devices, too large) is refused now with the entry named,
-// not later as a failed job.
-func (a *Agent) spoolTarball(w http.ResponseWriter, r *http.Request) (*os.File, string, int64, error) {
+// traversal, devices, too large) or a pipeline the job could not run
+// (missing, malformed, against the agent's policy) is refused now with
+// the reason, not later as a failed job.
+func (a *Agent) spoolTarball(w http.ResponseWriter, r *http.Request, pipelineName string) (*os.File, string, int64, error) {
 	dir := a.cfg.DataDir + "/uploads"
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, "", 0, err
@@ -302,6 +325,9 @@ func (a *Agent) spoolTarball(w http.ResponseWriter, r *http.Request) (*os.File, 
 	if _, err := source.ExtractTarball(bufio.NewReader(f), scratch, source.Limits{}); err != nil {
 		return fail(err)
 	}
+	if _, err := a.checkPipeline(scratch, pipelineName, false); err != nil {
+		return fail(pipelineRefused{err})
+	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fail(err)
 	}
@@ -318,17 +344,66 @@ func (a *Agent) list(w http.ResponseWriter, r *http.Request, _ auth.Token) {
 		}
 		limit = n
 	}
-	list, err := a.broker.List(r.Context(), limit)
+	f, err := parseJobFilter(r.URL.Query())
+	if err != nil {
+		auth.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	list, next, err := a.broker.ListPage(r.Context(), f.before, limit, f.keep)
 	if err != nil {
 		auth.WriteError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": list})
+	body := map[string]any{"jobs": list}
+	if next != "" {
+		q := r.URL.Query()
+		q.Set("before", next)
+		body["next"] = "/api/v1/jobs?" + q.Encode()
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// jobFilter selects jobs for the list (API and page): by state, ref (a
+// full ref, or a branch name), hook, repository, trigger kind; before is
+// the paging cursor (a job id: older jobs only).
+type jobFilter struct {
+	state, ref, hook, repository, trigger, before string
+}
+
+func parseJobFilter(q url.Values) (jobFilter, error) {
+	f := jobFilter{state: q.Get("state"), ref: q.Get("ref"), hook: q.Get("hook"), repository: q.Get("repository"), trigger: q.Get("trigger"), before: q.Get("before")}
+	switch f.state {
+	case "", jobs.StateQueued, jobs.StateRunning, jobs.StateSucceeded, jobs.StateFailed, jobs.StateError, jobs.StateCancelled:
+	default:
+		return f, fmt.Errorf("state %q: use queued, running, succeeded, failed, error or cancelled", f.state)
+	}
+	if f.before != "" && !jobs.ValidID(f.before) {
+		return f, fmt.Errorf("before %q is not a job id", f.before)
+	}
+	if f.ref != "" && !strings.HasPrefix(f.ref, "refs/") {
+		f.ref = "refs/heads/" + f.ref
+	}
+	return f, nil
+}
+
+func (f jobFilter) keep(j jobs.Job) bool {
+	return (f.state == "" || j.State == f.state) && (f.ref == "" || j.Source.Ref == f.ref) &&
+		(f.hook == "" || j.Trigger.Hook == f.hook) && (f.repository == "" || j.Source.Repository == f.repository) &&
+		(f.trigger == "" || j.Trigger.Kind == f.trigger)
+}
+
+func (f jobFilter) active() bool {
+	return f.state != "" || f.ref != "" || f.hook != "" || f.repository != "" || f.trigger != ""
 }
 
 // job loads the job named in the path, answering 404 itself.
 func (a *Agent) job(w http.ResponseWriter, r *http.Request) (jobs.Job, bool) {
 	j, _, err := a.broker.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		if sj, ok := a.spooledJob(r.PathValue("id")); ok {
+			return sj, true // queued once NATS is back
+		}
+	}
 	if errors.Is(err, jobs.ErrNotFound) {
 		auth.WriteError(w, http.StatusNotFound, fmt.Sprintf("no job %q", r.PathValue("id")))
 		return j, false
@@ -351,24 +426,11 @@ func (a *Agent) cancel(w http.ResponseWriter, r *http.Request, tok auth.Token) {
 	if !ok {
 		return
 	}
-	if !tok.Scope.Allows(auth.ScopeAdmin) && (j.Trigger.Kind != "api" || j.Trigger.Token != tok.Name) {
+	if !mayCancel(tok, j) {
 		auth.WriteError(w, http.StatusForbidden, "only the token that submitted this job, or an admin token, may cancel it")
 		return
 	}
-	var queuedCancel bool
-	j, err := a.broker.Update(r.Context(), j.ID, func(j *jobs.Job) error {
-		if jobs.Terminal(j.State) {
-			return errAlreadyFinished
-		}
-		j.CancelRequested, j.CancelledBy = true, "token "+tok.Name
-		queuedCancel = j.State == jobs.StateQueued
-		if queuedCancel {
-			// No agent holds it: settle it here; the queue message is
-			// acknowledged when an agent next sees it.
-			j.State, j.Finished, j.Error, j.ExitCode = jobs.StateCancelled, time.Now().UTC(), "cancelled by token "+tok.Name, exitcode.SystemFailure
-		}
-		return nil
-	})
+	j, err := a.requestCancel(r.Context(), j.ID, "token "+tok.Name)
 	if errors.Is(err, errAlreadyFinished) {
 		auth.WriteError(w, http.StatusConflict, fmt.Sprintf("job %s already finished (%s)", j.ID, j.State))
 		return
@@ -377,14 +439,95 @@ func (a *Agent) cancel(w http.ResponseWriter, r *http.Request, tok auth.Token) {
 		auth.WriteError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	if queuedCancel {
-		a.broker.EndLog(r.Context(), j.ID, j.State)
-	}
-	a.log.Info("job cancel requested", "job", j.ID, "token", tok.Name)
+	a.log.Info("job cancel requested", "job", j.ID, "by", "token "+tok.Name)
 	writeJSON(w, http.StatusAccepted, j)
 }
 
+// requestCancel asks for a job to stop: the agent running it sees the
+// request through its watch; a queued job is settled here.
+func (a *Agent) requestCancel(ctx context.Context, id, by string) (jobs.Job, error) {
+	var queuedCancel bool
+	j, err := a.broker.Update(ctx, id, func(j *jobs.Job) error {
+		if jobs.Terminal(j.State) {
+			return errAlreadyFinished
+		}
+		j.CancelRequested, j.CancelledBy = true, by
+		queuedCancel = j.State == jobs.StateQueued
+		if queuedCancel {
+			// No agent holds it: settle it here; the queue message is
+			// acknowledged when an agent next sees it.
+			j.State, j.Finished, j.Error, j.ExitCode = jobs.StateCancelled, time.Now().UTC(), "cancelled by "+by, exitcode.SystemFailure
+		}
+		return nil
+	})
+	if err == nil && queuedCancel {
+		a.broker.EndLog(ctx, j.ID, j.State)
+	}
+	return j, err
+}
+
+// cancelSuperseded cancels the earlier unfinished jobs of a hook's branch
+// (or pull request) when a newer push queues a job for it: only the
+// newest commit's result matters, and the agents' time goes to it.
+func (a *Agent) cancelSuperseded(newer jobs.Job) {
+	ctx, cancel := context.WithTimeout(a.bg, 30*time.Second)
+	defer cancel()
+	list, err := a.broker.List(ctx, 1000)
+	if err != nil {
+		a.log.Warn("finding superseded jobs failed", "job", newer.ID, "error", err)
+		return
+	}
+	for _, j := range list {
+		if j.ID == newer.ID || jobs.Terminal(j.State) || j.Trigger.Hook != newer.Trigger.Hook ||
+			j.Source.Ref != newer.Source.Ref || j.Trigger.PullRequest != newer.Trigger.PullRequest || !j.Created.Before(newer.Created) {
+			continue
+		}
+		if _, err := a.requestCancel(ctx, j.ID, "job "+newer.ID+", a newer push"); err == nil {
+			a.log.Info("cancelled a superseded job", "job", j.ID, "newer", newer.ID, "ref", j.Source.Ref)
+		}
+	}
+}
+
 var errAlreadyFinished = errors.New("already finished")
+
+// mayCancel: the token that submitted an API job, or an admin.
+func mayCancel(tok auth.Token, j jobs.Job) bool {
+	return tok.Scope.Allows(auth.ScopeAdmin) || (j.Trigger.Kind == "api" && j.Trigger.Token == tok.Name)
+}
+
+// rerun queues a job again: the same source (an uploaded tree is copied),
+// pipeline and trust (a fork's pull request stays untrusted), and the
+// same trigger, so a webhook job keeps its hook's secrets scope and
+// commit status; RerunOf and Token say who asked.
+func (a *Agent) rerun(ctx context.Context, orig jobs.Job, tok auth.Token) (jobs.Job, error) {
+	now := time.Now().UTC()
+	job := jobs.Job{ID: jobs.NewID(now), Created: now, Source: orig.Source, Pipeline: orig.Pipeline, Trigger: orig.Trigger, Untrusted: orig.Untrusted}
+	job.Trigger.RerunOf, job.Trigger.Token, job.Trigger.Delivery = orig.ID, tok.Name, ""
+	var tarball io.Reader
+	if orig.Source.Kind == "tarball" {
+		rc, _, err := a.broker.GetFile(ctx, jobs.SourceObject(orig.ID))
+		if err != nil {
+			return jobs.Job{}, fmt.Errorf("the source of job %s is gone: %w", orig.ID, err)
+		}
+		defer rc.Close()
+		tarball = rc
+	}
+	return a.broker.Submit(ctx, job, tarball)
+}
+
+func (a *Agent) rerunAPI(w http.ResponseWriter, r *http.Request, tok auth.Token) {
+	j, ok := a.job(w, r)
+	if !ok {
+		return
+	}
+	nj, err := a.rerun(r.Context(), j, tok)
+	if err != nil {
+		auth.WriteError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	a.log.Info("job re-run", "job", nj.ID, "of", j.ID, "token", tok.Name)
+	writeJSON(w, http.StatusAccepted, a.submittedBody(nj, false))
+}
 
 // logs streams a job's log from its start, following it until the job
 // ends: as Server-Sent Events (Accept: text/event-stream; event "log"
@@ -518,32 +661,48 @@ func (a *Agent) file(w http.ResponseWriter, r *http.Request, _ auth.Token) {
 }
 
 // hook takes a push webhook. It needs no token: the delivery is
-// authenticated by its HMAC signature (GitHub) or secret token (GitLab),
-// and failures count against the same per-client limiter as bad tokens.
+// authenticated by its HMAC signature (GitHub) or secret token (GitLab).
+// Failures are limited per hook and sender address (unknown hook names
+// on a route of their own), and an authentic delivery is taken even from
+// a limited address: forges send every customer's deliveries from one
+// pool of addresses, so anyone's bad deliveries must not lock out ours.
 func (a *Agent) hook(w http.ResponseWriter, r *http.Request) {
 	ip := auth.ClientIP(r)
-	if !a.auth.Limiter.Allowed(ip) {
-		w.Header().Set("Retry-After", strconv.Itoa(int(a.auth.Limiter.RetryAfter(ip).Seconds())+1))
-		auth.WriteError(w, http.StatusTooManyRequests, "too many failed requests from this address; retry later")
-		return
+	limited := func(route string) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(a.auth.Limiter.RetryAfter(route, ip).Seconds())+1))
+		auth.WriteError(w, http.StatusTooManyRequests, "too many failed deliveries from this address; retry later")
 	}
 	h, ok := a.hooks[r.PathValue("name")]
 	if !ok {
-		a.auth.Limiter.Fail(ip)
+		const route = "hooks"
+		a.metrics.webhook("", hookUnknown)
+		if !a.auth.Limiter.Allowed(route, ip) {
+			limited(route)
+			return
+		}
+		a.auth.Limiter.Fail(route, ip)
 		auth.WriteError(w, http.StatusNotFound, fmt.Sprintf("no webhook %q on this agent", r.PathValue("name")))
 		return
 	}
+	route := "hook:" + h.Name
 	push, err := webhook.Parse(r, h, maxWebhookBody)
 	var ig *webhook.IgnoredError
 	switch {
 	case errors.As(err, &ig):
+		a.metrics.webhook(h.Name, hookIgnored)
 		writeJSON(w, http.StatusAccepted, map[string]string{"ignored": ig.Reason})
 		return
 	case err != nil:
 		status := webhook.HTTPStatus(err)
 		if status == http.StatusUnauthorized {
-			a.auth.Limiter.Fail(ip)
+			if !a.auth.Limiter.Allowed(route, ip) {
+				a.metrics.webhook(h.Name, hookLimited)
+				limited(route)
+				return
+			}
+			a.auth.Limiter.Fail(route, ip)
 		}
+		a.metrics.webhook(h.Name, hookRefused)
 		a.log.Warn("webhook delivery refused", "hook", h.Name, "status", status, "error", err)
 		auth.WriteError(w, status, err.Error())
 		return
@@ -551,18 +710,34 @@ func (a *Agent) hook(w http.ResponseWriter, r *http.Request) {
 	now := time.Now().UTC()
 	job := jobs.Job{
 		ID: jobs.NewID(now), Created: now, Pipeline: h.PipelinePath(),
-		Source:  jobs.Source{Kind: "git", Repository: push.Repository, Ref: push.Ref, Commit: push.Commit},
-		Trigger: jobs.Trigger{Kind: string(push.Provider), Hook: h.Name, Delivery: push.DeliveryID, Pusher: push.Pusher},
+		Source:    jobs.Source{Kind: "git", Repository: push.Repository, Ref: push.Ref, Commit: push.Commit},
+		Trigger:   jobs.Trigger{Kind: string(push.Provider), Hook: h.Name, Delivery: push.DeliveryID, Pusher: push.Pusher, PullRequest: push.PullRequest},
+		Untrusted: push.Fork,
 	}
-	dedup := ""
+	// A redelivery has the delivery ID of the first; a replay of a
+	// captured delivery under a new ID has its body (the signature covers
+	// the body only): either is the job the first one queued.
+	dedup := []string{jobs.BodyKey(string(push.Provider) + ":" + h.Name + ":" + push.BodySHA256)}
 	if push.DeliveryID != "" {
-		dedup = string(push.Provider) + ":" + h.Name + ":" + push.DeliveryID
+		dedup = append(dedup, jobs.DeliveryKey(string(push.Provider)+":"+h.Name+":"+push.DeliveryID))
 	}
-	job, err = a.broker.Submit(r.Context(), job, nil, dedup)
+	id := job.ID
+	job, spooled, err := a.submitOrSpool(r.Context(), job, nil, dedup...)
 	if err != nil {
 		auth.WriteError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	a.log.Info("webhook queued a job", "hook", h.Name, "job", job.ID, "ref", push.Ref, "commit", push.Commit)
-	writeJSON(w, http.StatusAccepted, a.submittedBody(job))
+	switch {
+	case spooled:
+		a.metrics.webhook(h.Name, hookSpooled)
+	case job.ID != id:
+		a.metrics.webhook(h.Name, hookDuplicate)
+	default:
+		a.metrics.webhook(h.Name, hookQueued)
+		if a.cancelSupersededHooks[h.Name] {
+			go a.cancelSuperseded(job)
+		}
+	}
+	a.log.Info("webhook queued a job", "hook", h.Name, "job", job.ID, "ref", push.Ref, "commit", push.Commit, "spooled", spooled)
+	writeJSON(w, http.StatusAccepted, a.submittedBody(job, spooled))
 }

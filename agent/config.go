@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cleanroom-ci/cleanroom/agent/forge"
+	"github.com/cleanroom-ci/cleanroom/internal/glob"
 	"github.com/cleanroom-ci/cleanroom/internal/imagepattern"
 	"github.com/cleanroom-ci/cleanroom/internal/yamlconf"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
@@ -44,6 +47,9 @@ const (
 // Config is the agent's configuration, resolved and validated.
 type Config struct {
 	Path string
+	// URL is the agent's address as its users reach it (behind a load
+	// balancer, say): commit statuses link to URL/jobs/<id>.
+	URL string
 	// Listen is the HTTP(S) address; TLSCert and TLSKey turn on TLS.
 	Listen            string
 	TLSCert, TLSKey   string
@@ -62,18 +68,43 @@ type Config struct {
 	JobTimeout        time.Duration
 	OnAgentLoss       string
 	MaxAttempts       int
-	Grace             time.Duration
-	Retention         time.Duration
-	AckWait           time.Duration
-	RunAllow          []string
-	GoProxyUpstream   string
-	BuilderID         string
+	// RepositoryConcurrency bounds the jobs of one repository running
+	// at once across the agents; 0 means no bound.
+	RepositoryConcurrency int
+	Grace                 time.Duration
+	Retention             time.Duration
+	AckWait               time.Duration
+	RunAllow              []string
+	// EgressMaximum caps the egress rules a pipeline may write; when
+	// EgressCapped is false the built-in default applies (see checkEgress).
+	EgressMaximum   []string
+	EgressCapped    bool
+	Untrusted       Untrusted
+	GoProxyUpstream string
+	BuilderID       string
 	// Runtime, when set, is the OCI runtime of every job's steps (runc,
 	// crun, runsc), whatever a pushed pipeline asks for.
 	Runtime  string
 	Signing  Signing
 	Webhooks []Webhook
+	Secrets  []Secret
 }
+
+// Untrusted is how the agent runs builds of code from outside the
+// repository (pull requests from forks): never signed, no secrets, and
+// egress within their own, stricter, cap.
+type Untrusted struct {
+	// EgressMaximum caps their pipelines' egress rules (default: none).
+	EgressMaximum []string
+	// Allow replaces run.allow for them (default: nothing).
+	Allow []string
+	// BuilderID is their provenance's builder.id, so a verifier tells
+	// them from trusted builds.
+	BuilderID string
+}
+
+// DefaultUntrustedBuilderID names untrusted builds in their provenance.
+const DefaultUntrustedBuilderID = "https://cleanroom.dev/builder/agent-untrusted@v1"
 
 // Signing is how the agent signs the jobs' provenance and artifacts: the
 // one signing configuration (sign.Config), which the agent hands to each
@@ -99,22 +130,43 @@ type Webhook struct {
 	Repository string
 	Refs       []string
 	Pipeline   string
+	// PullRequests builds pull and merge requests targeting Refs;
+	// those from forks run untrusted (see Untrusted).
+	PullRequests bool
+	// CancelSuperseded: a new push to a branch (or pull request) cancels
+	// the earlier unfinished jobs of the same hook and ref.
+	CancelSuperseded bool
+	// Status, if set, reports the hook's jobs back to the forge as commit
+	// statuses.
+	Status *forge.Reporter
 }
 
 type configFile struct {
-	Version     int         `yaml:"version"`
-	Listen      string      `yaml:"listen"`
-	TLS         tlsFile     `yaml:"tls"`
-	DataDir     string      `yaml:"data_dir"`
-	Concurrency int         `yaml:"concurrency"`
-	NATS        natsFile    `yaml:"nats"`
-	TokensFile  string      `yaml:"tokens_file"`
-	Source      sourceFile  `yaml:"source"`
-	Images      imagesFile  `yaml:"images"`
-	Jobs        jobsFile    `yaml:"jobs"`
-	Run         runFile     `yaml:"run"`
-	Signing     signingFile `yaml:"signing"`
-	Webhooks    []hookFile  `yaml:"webhooks"`
+	Version     int           `yaml:"version"`
+	Listen      string        `yaml:"listen"`
+	URL         string        `yaml:"url"`
+	TLS         tlsFile       `yaml:"tls"`
+	DataDir     string        `yaml:"data_dir"`
+	Concurrency int           `yaml:"concurrency"`
+	NATS        natsFile      `yaml:"nats"`
+	TokensFile  string        `yaml:"tokens_file"`
+	Source      sourceFile    `yaml:"source"`
+	Images      imagesFile    `yaml:"images"`
+	Jobs        jobsFile      `yaml:"jobs"`
+	Run         runFile       `yaml:"run"`
+	Egress      egressFile    `yaml:"egress"`
+	Untrusted   untrustedFile `yaml:"untrusted"`
+	Signing     signingFile   `yaml:"signing"`
+	Webhooks    []hookFile    `yaml:"webhooks"`
+	Secrets     []secretFile  `yaml:"secrets"`
+}
+
+type secretFile struct {
+	Name         string   `yaml:"name"`
+	File         string   `yaml:"file"`
+	Dir          string   `yaml:"dir"`
+	Repositories []string `yaml:"repositories"`
+	Refs         []string `yaml:"refs"`
 }
 
 type tlsFile struct {
@@ -147,11 +199,12 @@ type imagesFile struct {
 }
 
 type jobsFile struct {
-	Timeout     string `yaml:"timeout"`
-	OnAgentLoss string `yaml:"on_agent_loss"`
-	MaxAttempts int    `yaml:"max_attempts"`
-	Grace       string `yaml:"grace"`
-	Retention   string `yaml:"retention"`
+	Timeout               string `yaml:"timeout"`
+	OnAgentLoss           string `yaml:"on_agent_loss"`
+	MaxAttempts           int    `yaml:"max_attempts"`
+	Grace                 string `yaml:"grace"`
+	Retention             string `yaml:"retention"`
+	RepositoryConcurrency int    `yaml:"repository_concurrency"`
 }
 
 type runFile struct {
@@ -159,6 +212,12 @@ type runFile struct {
 	GoProxyUpstream string   `yaml:"goproxy_upstream"`
 	BuilderID       string   `yaml:"builder_id"`
 	Runtime         string   `yaml:"runtime"`
+}
+
+type egressFile struct {
+	// Maximum is a pointer so that "maximum: []" (pipelines get no
+	// egress of their own) differs from no setting (the default cap).
+	Maximum *[]string `yaml:"maximum"`
 }
 
 type signingFile struct {
@@ -173,12 +232,29 @@ type signingFile struct {
 }
 
 type hookFile struct {
-	Name       string   `yaml:"name"`
-	Provider   string   `yaml:"provider"`
-	SecretFile string   `yaml:"secret_file"`
-	Repository string   `yaml:"repository"`
-	Refs       []string `yaml:"refs"`
-	Pipeline   string   `yaml:"pipeline"`
+	Name             string      `yaml:"name"`
+	Provider         string      `yaml:"provider"`
+	SecretFile       string      `yaml:"secret_file"`
+	Repository       string      `yaml:"repository"`
+	Refs             []string    `yaml:"refs"`
+	Pipeline         string      `yaml:"pipeline"`
+	PullRequests     bool        `yaml:"pull_requests"`
+	CancelSuperseded bool        `yaml:"cancel_superseded"`
+	Status           *statusFile `yaml:"status"`
+}
+
+type untrustedFile struct {
+	EgressMaximum *[]string `yaml:"egress_maximum"`
+	Allow         []string  `yaml:"allow"`
+	BuilderID     string    `yaml:"builder_id"`
+}
+
+type statusFile struct {
+	Kind       string `yaml:"kind"`
+	API        string `yaml:"api"`
+	Repository string `yaml:"repository"`
+	TokenFile  string `yaml:"token_file"`
+	Context    string `yaml:"context"`
 }
 
 // ConfigError is one problem in the configuration, at FILE:LINE:COL.
@@ -243,6 +319,7 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 	}
 	c := &Config{
 		Listen:          orDefault(raw.Listen, DefaultListen),
+		URL:             strings.TrimRight(raw.URL, "/"),
 		TLSCert:         raw.TLS.Cert,
 		TLSKey:          raw.TLS.Key,
 		DataDir:         orDefault(raw.DataDir, DefaultDataDir),
@@ -273,11 +350,20 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 2
 	}
+	c.RepositoryConcurrency = raw.Jobs.RepositoryConcurrency
+	if c.RepositoryConcurrency < 0 {
+		d.Errorf("$.jobs.repository_concurrency", "jobs.repository_concurrency", "must be 0 (no bound) or positive")
+	}
 	if c.MaxAttempts < 0 {
 		d.Errorf("$.jobs.max_attempts", "jobs.max_attempts", "must be positive")
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		d.Errorf("$.listen", "listen", "%q is not HOST:PORT", c.Listen)
+	}
+	if c.URL != "" {
+		if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+			d.Errorf("$.url", "url", "%q: the agent's http(s) address as its users reach it, e.g. https://ci.example.org", c.URL)
+		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		d.Errorf("$.tls", "tls", "set both cert and key, or neither")
@@ -321,8 +407,21 @@ func (d *configDecoder) resolve(raw *configFile) *Config {
 		d.Errorf("$.jobs.on_agent_loss", "jobs.on_agent_loss", "%q: use retry (run the job again, up to max_attempts) or fail", c.OnAgentLoss)
 	}
 	c.RunAllow = d.rules("$.run.allow", "run.allow", raw.Run.Allow)
+	c.Untrusted = Untrusted{EgressMaximum: []string{}, BuilderID: orDefault(raw.Untrusted.BuilderID, DefaultUntrustedBuilderID)}
+	if raw.Untrusted.EgressMaximum != nil {
+		c.Untrusted.EgressMaximum = d.rules("$.untrusted.egress_maximum", "untrusted.egress_maximum", *raw.Untrusted.EgressMaximum)
+	}
+	c.Untrusted.Allow = d.rules("$.untrusted.allow", "untrusted.allow", raw.Untrusted.Allow)
+	if c.Untrusted.BuilderID == c.BuilderID {
+		d.Errorf("$.untrusted.builder_id", "untrusted.builder_id", "must differ from run.builder_id: it is how provenance tells untrusted builds from trusted ones")
+	}
+	if raw.Egress.Maximum != nil {
+		c.EgressCapped = true
+		c.EgressMaximum = d.rules("$.egress.maximum", "egress.maximum", *raw.Egress.Maximum)
+	}
 	c.Signing = d.signing(raw.Signing)
 	c.Webhooks = d.webhooks(raw.Webhooks, c.SourceAllowHTTP)
+	c.Secrets = d.secrets(raw.Secrets)
 	return c
 }
 
@@ -350,7 +449,7 @@ func (d *configDecoder) webhooks(in []hookFile, allowHTTP bool) []Webhook {
 	names := map[string]bool{}
 	for i, h := range in {
 		at := fmt.Sprintf("$.webhooks[%d]", i)
-		w := Webhook{Name: h.Name, Provider: h.Provider, SecretFile: h.SecretFile, Repository: h.Repository, Refs: h.Refs, Pipeline: orDefault(h.Pipeline, "cleanroom.yaml")}
+		w := Webhook{Name: h.Name, Provider: h.Provider, SecretFile: h.SecretFile, Repository: h.Repository, Refs: h.Refs, Pipeline: orDefault(h.Pipeline, "cleanroom.yaml"), PullRequests: h.PullRequests, CancelSuperseded: h.CancelSuperseded}
 		if !hookNameRE(w.Name) {
 			d.Errorf(at+".name", "webhooks.name", "%q: use letters, digits, '-' and '_' (it is the URL path /hooks/<name>)", w.Name)
 		} else if names[w.Name] {
@@ -366,7 +465,49 @@ func (d *configDecoder) webhooks(in []hookFile, allowHTTP bool) []Webhook {
 		if !strings.HasPrefix(w.Repository, "https://") && !(allowHTTP && strings.HasPrefix(w.Repository, "http://")) {
 			d.Errorf(at, "webhooks.repository", "%q: the https clone URL of the repository", w.Repository)
 		}
+		if st := h.Status; st != nil {
+			w.Status = &forge.Reporter{Kind: orDefault(st.Kind, w.Provider), API: st.API, Repository: st.Repository, TokenFile: st.TokenFile, Context: st.Context}
+			if err := w.Status.Check(); err != nil {
+				d.Errorf(at+".status", "webhooks.status", "%v", err)
+			} else if strings.HasPrefix(st.API, "http://") && !allowHTTP {
+				d.Errorf(at+".status.api", "webhooks.status.api", "%q: use https (http only with source.allow_http)", st.API)
+			}
+			if !filepath.IsAbs(st.TokenFile) {
+				d.Errorf(at+".status.token_file", "webhooks.status.token_file", "%q: the absolute path of the file holding the API token", st.TokenFile)
+			}
+		}
 		out = append(out, w)
+	}
+	return out
+}
+
+func (d *configDecoder) secrets(in []secretFile) []Secret {
+	var out []Secret
+	for i, sf := range in {
+		at := fmt.Sprintf("$.secrets[%d]", i)
+		s := Secret{Name: sf.Name, File: sf.File, Dir: sf.Dir, Repositories: sf.Repositories, Refs: sf.Refs}
+		switch {
+		case (s.File == "") == (s.Dir == ""):
+			d.Errorf(at, "secrets", "give file (one secret, with name) or dir (a secret per file, named after it)")
+		case s.File != "" && !secretNameOK(s.Name):
+			d.Errorf(at+".name", "secrets.name", "%q: an environment variable name (not PATH, HOME or one the runner sets)", s.Name)
+		case s.Dir != "" && s.Name != "":
+			d.Errorf(at+".name", "secrets.name", "a dir of secrets names each after its file; drop name")
+		}
+		for _, p := range []string{s.File, s.Dir} {
+			if p != "" && !filepath.IsAbs(p) {
+				d.Errorf(at, "secrets", "%q must be an absolute path", p)
+			}
+		}
+		if len(s.Repositories) == 0 {
+			d.Errorf(at, "secrets.repositories", "name the repositories (clone URLs, globs allowed) whose jobs get it")
+		}
+		for _, p := range append(append([]string{}, s.Repositories...), s.Refs...) {
+			if _, err := glob.Compile(p); err != nil {
+				d.Errorf(at, "secrets", "%v", err)
+			}
+		}
+		out = append(out, s)
 	}
 	return out
 }

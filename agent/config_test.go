@@ -37,7 +37,7 @@ func TestConfigRuntimeForcesTheChildsRuntime(t *testing.T) {
 		t.Fatalf("runtime %q, %v", c.Runtime, err)
 	}
 	a := &Agent{cfg: c}
-	args, _, err := a.childArgs("cleanroom.yaml", "/ws", "/out")
+	args, _, err := a.childArgs("cleanroom.yaml", "/ws", "/out", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +67,19 @@ func TestConfigErrorsNameFileLineAndField(t *testing.T) {
 		{"version: 1\nsigning:\n  mode: sometimes\n", "signing.mode:"},
 		{"version: 1\nrun:\n  runtime: kata\n", "agent.yaml:3:12: run.runtime: \"kata\""},
 		{"version: 1\ntls:\n  cert: /c.pem\n", "tls: set both cert and key"},
+		{"version: 1\negress:\n  maximum: [\"10.0.0.1/8\"]\n", "egress.maximum:"},
+		{"version: 1\nurl: ci.example.org\n", "url: \"ci.example.org\""},
+		{"version: 1\njobs:\n  repository_concurrency: -1\n", "jobs.repository_concurrency:"},
+		{"version: 1\nsecrets:\n  - {name: PATH, file: /s, repositories: [x]}\n", "secrets.name: \"PATH\""},
+		{"version: 1\nsecrets:\n  - {name: A, file: /s, dir: /d, repositories: [x]}\n", "give file"},
+		{"version: 1\nsecrets:\n  - {name: A, file: /s}\n", "secrets.repositories:"},
+		{"version: 1\nuntrusted:\n  builder_id: https://cleanroom.dev/builder/agent@v1\n", "untrusted.builder_id: must differ"},
+		{"version: 1\nuntrusted:\n  egress_maximum: [\"*\"]\n", "untrusted.egress_maximum"},
+		{"version: 1\nwebhooks:\n  - {name: a, provider: github, secret_file: /s, repository: \"https://g.example.org/a.git\", status: {api: \"https://api.example.org\", repository: a, token_file: /t}}\n", "webhooks.status: status.repository \"a\""},
+		{"version: 1\nwebhooks:\n  - {name: a, provider: github, secret_file: /s, repository: \"https://g.example.org/a.git\", status: {kind: bitbucket, api: \"https://api.example.org\", repository: a/b, token_file: /t}}\n", "status.kind \"bitbucket\""},
+		{"version: 1\nwebhooks:\n  - {name: a, provider: github, secret_file: /s, repository: \"https://g.example.org/a.git\", status: {api: \"http://api.example.org\", repository: a/b, token_file: /t}}\n", "webhooks.status.api:"},
+		{"version: 1\nwebhooks:\n  - {name: a, provider: github, secret_file: /s, repository: \"https://g.example.org/a.git\", status: {api: \"https://api.example.org\", repository: a/b, token_file: t}}\n", "webhooks.status.token_file:"},
+		{"version: 1\negress:\n  maximun: []\n", "agent.yaml:3:"},
 		{"version: 1\nwebhooks:\n  - name: a/b\n    provider: github\n    secret_file: /s\n    repository: https://git.example.org/a.git\n", "agent.yaml:3:11: webhooks.name:"},
 		{"version: 1\nwebhooks:\n  - name: a\n    provider: gitea\n    secret_file: /s\n    repository: https://git.example.org/a.git\n", "webhooks.provider: \"gitea\""},
 		{"version: 1\nwebhooks:\n  - name: a\n    provider: github\n    repository: https://git.example.org/a.git\n", "webhooks.secret_file: a webhook needs a secret"},

@@ -34,6 +34,15 @@ func TestExampleConfig(t *testing.T) {
 	if !slices.Equal(c.SourceAllow, []string{"git.example.org", "github.example.org"}) || c.SourceAllowHTTP || c.MaxUpload != DefaultMaxUpload {
 		t.Errorf("source: allow %q, allow_http %v, max_upload %d", c.SourceAllow, c.SourceAllowHTTP, c.MaxUpload)
 	}
+	if !c.EgressCapped || !slices.Equal(c.EgressMaximum, []string{"*.example.org", "proxy.golang.org", "10.20.0.0/16:443"}) {
+		t.Errorf("egress.maximum %v %q", c.EgressCapped, c.EgressMaximum)
+	}
+	if c.URL != "https://ci.example.org:8443" || c.Webhooks[0].Status == nil || c.Webhooks[0].Status.Kind != "github" || c.Webhooks[1].Status != nil {
+		t.Errorf("url %q, statuses %+v %+v", c.URL, c.Webhooks[0].Status, c.Webhooks[1].Status)
+	}
+	if len(c.Secrets) != 1 || c.Secrets[0].Name != "DEPLOY_TOKEN" || c.Untrusted.BuilderID != "https://ci.example.org/cleanroom-agent-untrusted@v1" || !c.Webhooks[0].PullRequests {
+		t.Errorf("secrets %+v, untrusted %+v, pull_requests %v", c.Secrets, c.Untrusted, c.Webhooks[0].PullRequests)
+	}
 	if len(c.ImagesAllowed) != 2 {
 		t.Errorf("images.allowed %q", c.ImagesAllowed)
 	}

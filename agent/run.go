@@ -36,32 +36,90 @@ type outcome struct {
 	exitCode int
 	err      string
 	result   *jobs.Result
-	outputs  []jobs.Output
+	// logLost is set when part of the live log could not be published
+	// (NATS unreachable): the agent's own copy is kept instead.
+	logLost bool
+	// stop is what stopped the run from outside (a cause of the run's
+	// context), nil when it ended on its own.
+	stop error
+	// cause of a state error: jobs.CauseUser or jobs.CauseInfrastructure.
+	cause string
 }
 
 func infraFailure(err error) outcome {
-	return outcome{state: jobs.StateError, exitCode: exitcode.SystemFailure, err: err.Error()}
+	return outcome{state: jobs.StateError, exitCode: exitcode.SystemFailure, err: err.Error(), cause: jobs.CauseInfrastructure}
+}
+
+// userFailure is a job refused for what its submitter controls (the
+// pipeline file, its images and egress): exit 2 like any configuration
+// failure, but not the agent's fault, so it is counted apart.
+func userFailure(err error) outcome {
+	return outcome{state: jobs.StateError, exitCode: exitcode.SystemFailure, err: err.Error(), cause: jobs.CauseUser}
+}
+
+// policyError is a pipeline the agent's admin does not allow (images,
+// egress), as opposed to one that is missing or malformed.
+type policyError struct{ error }
+
+func (e policyError) Unwrap() error { return e.error }
+
+// checkPipeline loads the job's pipeline from the source tree at ws and
+// holds it against the agent's policy (images, egress); it returns the
+// pipeline's path relative to ws. It runs at submission for an uploaded
+// tree and again before the run, for every source.
+func (a *Agent) checkPipeline(ws, name string, untrusted bool) (string, error) {
+	rel, err := safeRel(orDefault(name, "cleanroom.yaml"))
+	if err != nil {
+		return "", fmt.Errorf("pipeline: %w", err)
+	}
+	pfile := filepath.Join(ws, rel)
+	if _, err := os.Stat(pfile); errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("pipeline: the source has no file %s", rel)
+	}
+	p, err := pipeline.Load(pfile, pipeline.WithRuleCheck(func(r string) error { _, err := egress.ParseRule(r); return err }))
+	if err != nil {
+		return "", fmt.Errorf("pipeline: %s", strings.ReplaceAll(err.Error(), ws+"/", ""))
+	}
+	if err := checkImages(p, ws, a.cfg.ImagesAllowed); err != nil {
+		return "", policyError{err}
+	}
+	maximum, capped := a.cfg.EgressMaximum, a.cfg.EgressCapped
+	if untrusted {
+		maximum, capped = a.cfg.Untrusted.EgressMaximum, true
+	}
+	if err := checkEgress(p, maximum, capped, ownAddrs()); err != nil {
+		if untrusted {
+			err = fmt.Errorf("untrusted build (a pull request from a fork): %w", err)
+		}
+		return "", policyError{err}
+	}
+	return rel, nil
 }
 
 // run carries out one attempt: source onto disk, pipeline checked against
-// the agent's policy, `cleanroom run` in a child process, outputs stored.
+// the agent's policy, `cleanroom run` in a child process. The job's
+// directory stays: its outputs are stored, and the directory removed,
+// when the result is recorded (settle), which may have to wait for NATS.
 func (a *Agent) run(ctx context.Context, job *jobs.Job) outcome {
 	dir := a.jobDir(job.ID)
 	os.RemoveAll(dir) // a previous attempt on this machine
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return infraFailure(err)
 	}
-	defer os.RemoveAll(dir)
 	logw, err := a.newLog(job.ID, filepath.Join(dir, "job.log"))
 	if err != nil {
 		return infraFailure(err)
 	}
 	logw.Printf("job %s, attempt %d, on agent %s", job.ID, job.Attempt, a.id)
 	out := a.runLogged(ctx, job, dir, logw)
-	switch cause := context.Cause(ctx); {
+	switch cause := out.stop; {
 	case errors.Is(cause, errLeaseLost):
 		// Another agent runs the job now: keep nothing of this run.
 		logw.Printf("this run on %s was stopped: the job's lease passed to another agent", a.id)
+		logw.Close()
+		return out
+	case errors.Is(cause, errQueueUnreachable):
+		logw.Printf("this run on %s was stopped: NATS was unreachable for longer than ack_wait, so another agent may take the job; it goes back to the queue uncounted", a.id)
 		logw.Close()
 		return out
 	case errors.Is(cause, errDraining):
@@ -81,18 +139,8 @@ func (a *Agent) run(ctx context.Context, job *jobs.Job) outcome {
 			logw.Printf("job %s (exit %d)", out.state, out.exitCode)
 		}
 	}
-	logPath := logw.Close()
-	// The kept log is the whole job's, earlier attempts included (they may
-	// have run on another agent); this attempt's own copy is the fallback.
-	if f, err := os.Create(filepath.Join(dir, "whole.log")); err == nil {
-		if a.broker.ReadLog(a.bg, job.ID, f) == nil {
-			logPath = f.Name()
-		}
-		f.Close()
-	}
-	if o, err := a.storeFile(a.bg, job.ID, "job.log", logPath); err == nil {
-		out.outputs = append(out.outputs, o)
-	}
+	logw.Close()
+	out.logLost = logw.lost.Load()
 	return out
 }
 
@@ -101,31 +149,44 @@ func (a *Agent) runLogged(ctx context.Context, job *jobs.Job, dir string, logw *
 	outDir := filepath.Join(dir, "out")
 	if err := a.fetchSource(ctx, job, ws, logw); err != nil {
 		if ctx.Err() != nil {
-			return a.interrupted(ctx)
+			return a.interrupted(context.Cause(ctx))
 		}
 		return infraFailure(err)
 	}
-	rel, err := safeRel(job.Pipeline)
+	rel, err := a.checkPipeline(ws, job.Pipeline, job.Untrusted)
 	if err != nil {
-		return infraFailure(fmt.Errorf("pipeline: %w", err))
+		return userFailure(err)
 	}
-	pfile := filepath.Join(ws, rel)
-	p, err := pipeline.Load(pfile, pipeline.WithRuleCheck(func(r string) error { _, err := egress.ParseRule(r); return err }))
-	if err != nil {
-		return infraFailure(fmt.Errorf("pipeline: %s", strings.ReplaceAll(err.Error(), ws+"/", "")))
-	}
-	if err := checkImages(p, ws, a.cfg.ImagesAllowed); err != nil {
-		return infraFailure(err)
-	}
-	args, env, err := a.childArgs(rel, ws, outDir)
+	args, env, err := a.childArgs(rel, ws, outDir, job.Untrusted)
 	if err != nil {
 		return infraFailure(err)
+	}
+	secrets, err := a.secretsFor(job)
+	if err != nil {
+		return infraFailure(err)
+	}
+	if len(secrets) > 0 {
+		args, env = secretArgs(secrets, args, env)
+		names := make([]string, 0, len(secrets))
+		for k := range secrets {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		logw.Printf("secrets: %s", strings.Join(names, ", "))
 	}
 	var stdout bytes.Buffer
 	stderr := &lastError{w: logw}
 	code, err := a.runChild(ctx, ws, args, env, &stdout, stderr)
+	// What stopped the run is known now: a cancel or a lost lease after
+	// this point comes too late to change a finished build's result.
+	stop := context.Cause(ctx)
+	if ctx.Err() == nil {
+		stop = nil
+	}
 	if err != nil {
-		return infraFailure(err)
+		o := infraFailure(err)
+		o.stop = stop
+		return o
 	}
 	out := outcome{exitCode: code}
 	if code != 0 {
@@ -136,8 +197,12 @@ func (a *Agent) runLogged(ctx context.Context, job *jobs.Job, dir string, logw *
 		out.result = summarize(&res, outDir)
 	}
 	switch {
-	case ctx.Err() != nil:
-		out = a.interrupted(ctx)
+	case stop != nil:
+		// The child stops its steps and still reports the ones that ran:
+		// a cancelled or timed-out job keeps its step table.
+		res := out.result
+		out = a.interrupted(stop)
+		out.result = res
 	case code == exitcode.OK:
 		out.state = jobs.StateSucceeded
 	case code == exitcode.BuildFailure:
@@ -145,23 +210,18 @@ func (a *Agent) runLogged(ctx context.Context, job *jobs.Job, dir string, logw *
 	default:
 		out.state = jobs.StateError
 	}
-	if cause := context.Cause(ctx); errors.Is(cause, errLeaseLost) || errors.Is(cause, errDraining) {
-		return out // not this run's to keep (see run)
-	}
-	outs, err := a.storeOutputs(a.bg, job.ID, outDir, ws, out.result)
-	if err != nil {
-		logw.Printf("storing outputs failed: %v", err)
-		if out.state == jobs.StateSucceeded {
-			out.state, out.exitCode, out.err = jobs.StateError, exitcode.SystemFailure, "storing outputs: "+err.Error()
-		}
-	}
-	out.outputs = outs
+	out.stop = stop
 	return out
 }
 
 // interrupted names why a run stopped from outside.
-func (a *Agent) interrupted(ctx context.Context) outcome {
-	cause := context.Cause(ctx)
+func (a *Agent) interrupted(cause error) outcome {
+	o := a.interruptedBy(cause)
+	o.stop = cause
+	return o
+}
+
+func (a *Agent) interruptedBy(cause error) outcome {
 	switch {
 	case errors.Is(cause, errCancelRequested):
 		return outcome{state: jobs.StateCancelled, exitCode: exitcode.SystemFailure}
@@ -251,11 +311,19 @@ func (a *Agent) gitOptions(remote string) (source.GitOptions, error) {
 // The pipeline is named relative to the workspace, the child's working
 // directory, so that its messages (lint, errors with file:line) name the
 // file as the repository does, not the agent's disk.
-func (a *Agent) childArgs(pipelineRel, ws, outDir string) ([]string, []string, error) {
+//
+// An untrusted job (a pull request from a fork) gets no signing identity
+// at all (nor the key's password), untrusted.allow instead of run.allow,
+// and the untrusted builder id, which its provenance records.
+func (a *Agent) childArgs(pipelineRel, ws, outDir string, untrusted bool) ([]string, []string, error) {
+	builder, allow := a.cfg.BuilderID, a.cfg.RunAllow
+	if untrusted {
+		builder, allow = a.cfg.Untrusted.BuilderID, a.cfg.Untrusted.Allow
+	}
 	args := append([]string{}, a.opts.ChildArgs...)
 	args = append(args, "run", "-f", pipelineRel, "--workdir", ws, "--out", outDir, "--output", "json",
-		"--builder-id", a.cfg.BuilderID)
-	for _, r := range a.cfg.RunAllow {
+		"--builder-id", builder)
+	for _, r := range allow {
 		args = append(args, "--allow", r)
 	}
 	if a.cfg.GoProxyUpstream != "" {
@@ -265,6 +333,9 @@ func (a *Agent) childArgs(pipelineRel, ws, outDir string) ([]string, []string, e
 		args = append(args, "--force-runtime", a.cfg.Runtime)
 	}
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + filepath.Dir(outDir), "GOPROXY=off"}
+	if untrusted {
+		return args, env, nil
+	}
 	s := a.cfg.Signing
 	switch s.Mode {
 	case sign.ModeKey:

@@ -54,7 +54,7 @@ var (
 )
 
 func init() {
-	funcs := template.FuncMap{"static": webStaticURL}
+	funcs := template.FuncMap{"static": webStaticURL, "list": func(s ...string) []string { return s }}
 	base := template.Must(template.New("base.html").Funcs(funcs).ParseFS(webFS, "web/templates/base.html"))
 	for _, p := range []string{"list", "job", "login", "message"} {
 		webPages[p] = template.Must(template.Must(base.Clone()).ParseFS(webFS, "web/templates/"+p+".html"))
@@ -111,6 +111,58 @@ func (a *Agent) registerWeb(mux *http.ServeMux) {
 	cop := http.NewCrossOriginProtection()
 	mux.Handle("POST /login", cop.Handler(http.HandlerFunc(a.webLoginPost)))
 	mux.Handle("POST /logout", cop.Handler(http.HandlerFunc(a.webLogout)))
+	// Cancel and re-run from the job page: cross-origin requests are
+	// refused, the cookie is SameSite=Strict, and the token's scope is
+	// checked as the API checks it.
+	mux.Handle("POST /jobs/{id}/cancel", cop.Handler(a.webPage(a.webCancel)))
+	mux.Handle("POST /jobs/{id}/rerun", cop.Handler(a.webPage(a.webRerun)))
+}
+
+func (a *Agent) webAction(w http.ResponseWriter, r *http.Request, tok auth.Token, act func(jobs.Job) (string, error)) {
+	fail := func(status int, msg string) {
+		a.webRender(w, status, "message", webMessage{webChrome: webChrome{Title: "Not done", Agent: a.id, User: tok.Name}, Message: msg})
+	}
+	if !tok.Scope.Allows(auth.ScopeSubmit) {
+		fail(http.StatusForbidden, fmt.Sprintf("Token %q has scope %s: cancelling and re-running need submit.", tok.Name, tok.Scope))
+		return
+	}
+	j, _, err := a.broker.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		fail(http.StatusNotFound, "There is no job "+r.PathValue("id")+".")
+		return
+	}
+	to, err := act(j)
+	if err != nil {
+		fail(http.StatusConflict, err.Error())
+		return
+	}
+	http.Redirect(w, r, "/jobs/"+to, http.StatusSeeOther)
+}
+
+func (a *Agent) webCancel(w http.ResponseWriter, r *http.Request, tok auth.Token) {
+	a.webAction(w, r, tok, func(j jobs.Job) (string, error) {
+		if !mayCancel(tok, j) {
+			return "", errors.New("Only the token that submitted this job, or an admin token, may cancel it.")
+		}
+		if _, err := a.requestCancel(r.Context(), j.ID, "token "+tok.Name); errors.Is(err, errAlreadyFinished) {
+			return "", fmt.Errorf("Job %s already finished (%s).", j.ID, j.State)
+		} else if err != nil {
+			return "", err
+		}
+		a.log.Info("job cancel requested", "job", j.ID, "by", "token "+tok.Name, "from", "web")
+		return j.ID, nil
+	})
+}
+
+func (a *Agent) webRerun(w http.ResponseWriter, r *http.Request, tok auth.Token) {
+	a.webAction(w, r, tok, func(j jobs.Job) (string, error) {
+		nj, err := a.rerun(r.Context(), j, tok)
+		if err != nil {
+			return "", err
+		}
+		a.log.Info("job re-run", "job", nj.ID, "of", j.ID, "token", tok.Name, "from", "web")
+		return nj.ID, nil
+	})
 }
 
 func (a *Agent) webCookieName() string {
@@ -195,7 +247,7 @@ func (a *Agent) webLoginForm(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) webRenderLogin(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	if status == http.StatusTooManyRequests && a.auth.Limiter != nil {
-		w.Header().Set("Retry-After", strconv.Itoa(int(a.auth.Limiter.RetryAfter(auth.ClientIP(r))/time.Second)+1))
+		w.Header().Set("Retry-After", strconv.Itoa(int(a.auth.Limiter.RetryAfter(auth.APIRoute, auth.ClientIP(r))/time.Second)+1))
 	}
 	next := r.URL.Query().Get("next")
 	if r.Method == http.MethodPost {
@@ -205,7 +257,7 @@ func (a *Agent) webRenderLogin(w http.ResponseWriter, r *http.Request, status in
 }
 
 // webLoginPost checks a token typed into the form the way the API checks a
-// bearer token (the same store, the same per-address failure limit) and
+// bearer token (the same store, the same failure limit) and
 // keeps it in an HttpOnly cookie.
 func (a *Agent) webLoginPost(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, webMaxLoginBody)
@@ -214,22 +266,24 @@ func (a *Agent) webLoginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := auth.ClientIP(r)
-	if l := a.auth.Limiter; l != nil {
-		if wait := l.RetryAfter(ip); wait > 0 {
-			a.webRenderLogin(w, r, http.StatusTooManyRequests, fmt.Sprintf("too many failed attempts from this address; retry in %ds", int(wait/time.Second)+1))
-			return
-		}
-	}
 	secret := strings.TrimSpace(r.PostFormValue("token"))
 	if secret == "" {
 		a.webRenderLogin(w, r, http.StatusBadRequest, "enter an API token")
 		return
 	}
+	// As for bearer tokens: a valid token signs in even from a limited
+	// address; a wrong one from there gets 429.
 	tok, ok := a.auth.Store.Authenticate(secret)
 	if !ok {
 		if l := a.auth.Limiter; l != nil {
-			l.Fail(ip)
-			if !l.Allowed(ip) {
+			if wait := l.RetryAfter(auth.APIRoute, ip); wait > 0 {
+				a.metrics.authFailure(true)
+				a.webRenderLogin(w, r, http.StatusTooManyRequests, fmt.Sprintf("too many failed attempts from this address; retry in %ds", int(wait/time.Second)+1))
+				return
+			}
+			l.Fail(auth.APIRoute, ip)
+			a.metrics.authFailure(false)
+			if !l.Allowed(auth.APIRoute, ip) {
 				a.log.Warn("address limited after repeated failed web logins", "remote", ip)
 			}
 		}
@@ -276,19 +330,40 @@ type webJobRow struct {
 	Duration    string
 	Attempt     int
 	Pipeline    string
+	// Branch is the branch, tag or pull request built ("" for uploads).
+	Branch    string
+	Untrusted bool
 }
 
 type webList struct {
 	webChrome
 	Jobs  []webJobRow
 	Error string
+	// Filter is the list's filter as the form shows it; Older links to
+	// the next page.
+	Filter   webFilter
+	Filtered bool
+	Older    string
 }
+
+type webFilter struct{ State, Ref, Hook string }
 
 func (a *Agent) webListPage(w http.ResponseWriter, r *http.Request, tok auth.Token) {
 	d := webList{webChrome: webChrome{Title: "Jobs", Agent: a.id, User: tok.Name, Refresh: webListRefresh}}
-	list, err := a.broker.List(r.Context(), webListLimit)
+	q := r.URL.Query()
+	d.Filter = webFilter{State: q.Get("state"), Ref: q.Get("ref"), Hook: q.Get("hook")}
+	f, err := parseJobFilter(q)
+	var list []jobs.Job
+	var next string
 	if err != nil {
+		d.Error = err.Error()
+	} else if list, next, err = a.broker.ListPage(r.Context(), f.before, webListLimit, f.keep); err != nil {
 		d.Error = "the job list is unavailable: " + err.Error()
+	}
+	d.Filtered = f.active()
+	if next != "" {
+		q.Set("before", next)
+		d.Older = "/?" + q.Encode()
 	}
 	now := time.Now()
 	for _, j := range list {
@@ -301,7 +376,7 @@ func webRow(j jobs.Job, now time.Time) webJobRow {
 	r := webJobRow{
 		ID: j.ID, State: j.State, StateClass: webState(j.State), Attempt: j.Attempt, Pipeline: j.Pipeline,
 		Created: j.Created.UTC().Format("2006-01-02 15:04:05Z"), CreatedISO: j.Created.UTC().Format(time.RFC3339),
-		Trigger: webTrigger(j.Trigger),
+		Trigger: webTrigger(j.Trigger), Branch: webBranch(j), Untrusted: j.Untrusted,
 	}
 	switch j.Source.Kind {
 	case "git":
@@ -327,6 +402,23 @@ func webRow(j jobs.Job, now time.Time) webJobRow {
 		r.Duration = webDuration(j.Finished.Sub(j.Started))
 	}
 	return r
+}
+
+// webBranch names what a job built as people say it: a branch, a tag, a
+// pull or merge request.
+func webBranch(j jobs.Job) string {
+	ref := j.Source.Ref
+	switch {
+	case j.Trigger.PullRequest > 0 && j.Trigger.Kind == "gitlab":
+		return fmt.Sprintf("!%d", j.Trigger.PullRequest)
+	case j.Trigger.PullRequest > 0:
+		return fmt.Sprintf("#%d", j.Trigger.PullRequest)
+	case strings.HasPrefix(ref, "refs/heads/"):
+		return strings.TrimPrefix(ref, "refs/heads/")
+	case strings.HasPrefix(ref, "refs/tags/"):
+		return "tag " + strings.TrimPrefix(ref, "refs/tags/")
+	}
+	return ref
 }
 
 // webState is the job's state if it is one the stylesheet knows, so a
@@ -423,20 +515,22 @@ type webEgress struct {
 
 type webJob struct {
 	webChrome
-	Job        jobs.Job
-	Row        webJobRow
-	Live       bool
-	LogURL     string
-	Steps      []webStep
-	FailedStep string
-	Artifacts  []webFile
-	Outputs    []webFile
-	Egress     *webEgress
-	Provenance *webFile
-	Bundles    []webFile
-	SignedBy   string
-	VerifyCmd  string
-	VerifyNote string
+	Job    jobs.Job
+	Row    webJobRow
+	Live   bool
+	LogURL string
+	// CanCancel and CanRerun show the buttons the token may use.
+	CanCancel, CanRerun bool
+	Steps               []webStep
+	FailedStep          string
+	Artifacts           []webFile
+	Outputs             []webFile
+	Egress              *webEgress
+	Provenance          *webFile
+	Bundles             []webFile
+	SignedBy            string
+	VerifyCmd           string
+	VerifyNote          string
 }
 
 func (a *Agent) webJobPage(w http.ResponseWriter, r *http.Request, tok auth.Token) {
@@ -460,7 +554,9 @@ func (a *Agent) webJobPage(w http.ResponseWriter, r *http.Request, tok auth.Toke
 	d := webJob{
 		webChrome: webChrome{Title: "Job " + j.ID, Agent: a.id, User: tok.Name},
 		Job:       j, Row: webRow(j, time.Now()), Live: !jobs.Terminal(j.State),
-		LogURL: "/api/v1/jobs/" + j.ID + "/log",
+		LogURL:    "/api/v1/jobs/" + j.ID + "/log",
+		CanCancel: !jobs.Terminal(j.State) && mayCancel(tok, j),
+		CanRerun:  jobs.Terminal(j.State) && tok.Scope.Allows(auth.ScopeSubmit),
 	}
 	outputs := map[string]webFile{}
 	for _, o := range j.Outputs {

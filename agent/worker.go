@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cleanroom-ci/cleanroom/agent/jobs"
@@ -72,21 +73,32 @@ func (a *Agent) claim(ctx context.Context, d *jobs.Delivery) (*jobs.Job, error) 
 			}
 			a.broker.EndLog(ctx, j.ID, j.State)
 			a.metrics.finished(j)
+			a.reportStatus(j)
 			return nil, d.Done(ctx)
 		case j.State == jobs.StateRunning:
 			_, mine := a.running.Load(j.ID)
 			if mine {
 				return nil, nil // a duplicate delivery of a job this agent runs
 			}
+			if a.adoptDelivery(j.ID, d) {
+				return nil, nil // its result waits here to be recorded
+			}
 			if j.Agent != a.id && now.Before(j.LeaseUntil) {
 				// Its agent is alive and heartbeating: leave it there.
 				return nil, d.Retry(time.Until(j.LeaseUntil) + time.Second)
 			}
+			if j.Agent != a.id {
+				if why := a.holderAlive(ctx, j); why != "" {
+					a.log.Info("lease expired but the job's agent is not lost: waiting", "job", j.ID, "holder", j.Agent, "why", why)
+					return nil, d.Retry(a.broker.AckWait())
+				}
+			}
+			a.metrics.lost()
 			// The agent that ran it is gone (or is this one, restarted).
 			lost := fmt.Sprintf("agent %s was lost while running attempt %d", j.Agent, j.Attempt)
 			endAttempt(&j, now, "lost: "+lost)
 			if a.cfg.OnAgentLoss == OnLossFail || j.Attempt >= a.cfg.MaxAttempts {
-				j.State, j.Finished, j.ExitCode = jobs.StateError, now, exitcode.SystemFailure
+				j.State, j.Finished, j.ExitCode, j.Cause = jobs.StateError, now, exitcode.SystemFailure, jobs.CauseInfrastructure
 				j.Error = lost + "; not retried (jobs.on_agent_loss: " + a.cfg.OnAgentLoss + fmt.Sprintf(", max_attempts: %d)", a.cfg.MaxAttempts)
 				j.Agent, j.LeaseUntil = "", time.Time{}
 				if _, err := a.broker.Put(ctx, j, rev); errors.Is(err, jobs.ErrConflict) {
@@ -97,9 +109,22 @@ func (a *Agent) claim(ctx context.Context, d *jobs.Delivery) (*jobs.Job, error) 
 				a.broker.AppendLog(ctx, j.ID, []byte("cleanroom agent: "+j.Error+"\n"))
 				a.broker.EndLog(ctx, j.ID, j.State)
 				a.metrics.finished(j)
+				a.reportStatus(j)
 				return nil, d.Done(ctx)
 			}
 			a.log.Warn("retrying a job whose agent was lost", "job", j.ID, "lost_agent", j.Agent, "attempt", j.Attempt+1)
+			a.metrics.retried()
+		}
+		if ok, err := a.acquireSlot(ctx, j); err != nil {
+			d.Retry(5 * time.Second)
+			return nil, err
+		} else if !ok {
+			// Its repository's slots are taken: leave it queued.
+			return nil, d.Retry(max(a.broker.AckWait()/3, time.Second))
+		}
+		queuedSince := j.Created
+		if n := len(j.History); n > 0 && !j.History[n-1].Finished.IsZero() {
+			queuedSince = j.History[n-1].Finished
 		}
 		j.State, j.Agent = jobs.StateRunning, a.id
 		j.Attempt++
@@ -113,6 +138,7 @@ func (a *Agent) claim(ctx context.Context, d *jobs.Delivery) (*jobs.Job, error) 
 		} else if err != nil {
 			return nil, err
 		}
+		a.metrics.waited(now.Sub(queuedSince))
 		return &j, nil
 	}
 }
@@ -142,6 +168,9 @@ var (
 	errLeaseLost       = errors.New("another agent took the job over")
 	errDraining        = errors.New("agent draining: job handed back")
 	errJobTimeout      = errors.New("job timeout")
+	// errQueueUnreachable: the lease ran out without a heartbeat reaching
+	// NATS, so another agent may take the job over.
+	errQueueUnreachable = errors.New("NATS unreachable for longer than ack_wait")
 )
 
 // handle runs one delivered job to a terminal state, or hands it back.
@@ -163,68 +192,67 @@ func (a *Agent) handle(d *jobs.Delivery) {
 	a.running.Store(job.ID, &running{job: job, cancel: cancel})
 	defer a.running.Delete(job.ID)
 	a.metrics.started()
-	defer a.metrics.stopped()
 
 	hb := a.heartbeat(runCtx, d, job, cancel)
 	defer hb()
 
 	log.Info("running job", "source", job.Source.Kind, "pipeline", job.Pipeline)
+	a.reportStatus(job)
 	out := a.run(runCtx, &job)
+	// Not running any more, whether or not its result is recorded yet
+	// (results_pending counts those).
+	a.metrics.stopped()
 
-	cause := context.Cause(runCtx)
+	cause := out.stop
 	now := time.Now().UTC()
 	switch {
 	case errors.Is(cause, errLeaseLost):
 		// Not ours any more: write nothing, ack nothing.
+		os.RemoveAll(a.jobDir(job.ID))
 		log.Warn("job taken over by another agent; this run was stopped")
 		return
 	case errors.Is(cause, errDraining):
-		a.handBack(d, job, now)
+		os.RemoveAll(a.jobDir(job.ID))
+		a.handBack(d, job, now, "agent "+a.id+" stopped (drain grace exceeded)")
 		log.Info("job handed back to the queue (agent draining)")
 		return
-	}
-	final, err := a.broker.Update(a.bg, job.ID, func(j *jobs.Job) error {
-		if j.Agent != a.id || j.Attempt != job.Attempt {
-			return errLeaseLost
-		}
-		j.State, j.ExitCode, j.Error = out.state, out.exitCode, out.err
-		if out.state == jobs.StateCancelled {
-			j.Error = cancelledMessage(*j)
-		}
-		j.Finished, j.Agent, j.LeaseUntil = now, "", time.Time{}
-		j.Source.Commit = orDefault(job.Source.Commit, j.Source.Commit)
-		j.Result, j.Outputs = out.result, out.outputs
-		endAttempt(j, now, out.state)
-		return nil
-	})
-	if err != nil {
-		log.Warn("recording the job's end failed", "error", err)
+	case errors.Is(cause, errQueueUnreachable):
+		// The run was stopped so that two runs never overlap for long;
+		// the attempt is handed back, uncounted, once NATS is back.
+		a.keep(pendingResult{ID: job.ID, Attempt: job.Attempt, HandBack: true}, d)
+		log.Warn("NATS unreachable for longer than ack_wait: run stopped; the job goes back to the queue when NATS is back")
 		return
 	}
-	a.broker.EndLog(a.bg, job.ID, final.State)
-	if err := d.Done(a.bg); err != nil {
-		log.Warn("acknowledging the job failed; its state is final, so a redelivery will only be settled", "error", err)
+	state, errMsg, cause2 := out.state, out.err, ""
+	if state == jobs.StateError {
+		cause2 = orDefault(out.cause, jobs.CauseInfrastructure)
 	}
-	a.metrics.finished(final)
-	log.Info("job finished", "state", final.State, "exit", final.ExitCode, "duration", now.Sub(job.History[len(job.History)-1].Started).Round(time.Millisecond))
+	p := pendingResult{ID: job.ID, Attempt: job.Attempt, Commit: job.Source.Commit, Started: job.History[len(job.History)-1].Started, Finished: now,
+		State: state, ExitCode: out.exitCode, Error: errMsg, Cause: cause2, Result: out.result, LogLost: out.logLost}
+	a.keep(p, d)
 }
 
-// handBack returns a job to the queue when the agent drains past its
-// grace period: the attempt does not count against max_attempts.
-func (a *Agent) handBack(d *jobs.Delivery, job jobs.Job, now time.Time) {
+// handBack returns a job to the queue when the agent cannot finish it
+// (draining past its grace period): the attempt does not count against
+// max_attempts.
+func (a *Agent) handBack(d *jobs.Delivery, job jobs.Job, now time.Time, why string) error {
 	_, err := a.broker.Update(a.bg, job.ID, func(j *jobs.Job) error {
 		if j.Agent != a.id || j.Attempt != job.Attempt {
 			return errLeaseLost
 		}
-		endAttempt(j, now, "handed back: agent "+a.id+" stopped (drain grace exceeded); this attempt is not counted")
+		endAttempt(j, now, "handed back: "+why+"; this attempt is not counted")
 		j.State, j.Agent, j.LeaseUntil = jobs.StateQueued, "", time.Time{}
 		j.Attempt--
 		return nil
 	})
 	if err == nil {
-		a.broker.AppendLog(a.bg, job.ID, []byte("cleanroom agent: "+a.id+" is stopping; the job goes back to the queue\n"))
-		d.Retry(0)
+		a.metrics.handedBack(why)
+		a.broker.AppendLog(a.bg, job.ID, []byte("cleanroom agent: "+why+"; the job goes back to the queue\n"))
+		if d != nil {
+			d.Retry(0)
+		}
 	}
+	return err
 }
 
 // heartbeat keeps the job's delivery and lease alive while it runs, and
@@ -265,7 +293,7 @@ func (a *Agent) heartbeat(ctx context.Context, d *jobs.Delivery, job jobs.Job, c
 			case <-t.C:
 				if time.Since(renewed) >= a.broker.AckWait() {
 					a.log.Warn("lease expired without a heartbeat reaching NATS: stopping the run, another agent may take the job", "job", job.ID)
-					cancel(errLeaseLost)
+					cancel(errQueueUnreachable)
 					return
 				}
 				d.InProgress()
@@ -310,6 +338,8 @@ type logPublisher struct {
 	ch    chan []byte
 	done  chan struct{}
 	masks []string
+	// lost is set when a chunk could not be published.
+	lost atomic.Bool
 }
 
 func (a *Agent) newLog(id, path string) (*logPublisher, error) {
@@ -341,7 +371,8 @@ func (l *logPublisher) loop() {
 			return
 		}
 		l.file.Write(buf)
-		if err := l.a.broker.AppendLog(l.ctx, l.id, buf); err != nil {
+		if err := l.publish(buf); err != nil {
+			l.lost.Store(true)
 			l.a.log.Warn("publishing log failed", "job", l.id, "error", err)
 		}
 		buf = nil
@@ -361,6 +392,14 @@ func (l *logPublisher) loop() {
 			flush()
 		}
 	}
+}
+
+// publish sends one chunk, bounded: a live log must not hold up the run
+// when NATS is unreachable (the agent's copy on disk is complete).
+func (l *logPublisher) publish(p []byte) error {
+	ctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
+	defer cancel()
+	return l.a.broker.AppendLog(ctx, l.id, p)
 }
 
 // Close flushes the log and returns its path.

@@ -27,24 +27,27 @@ type Authenticator struct {
 	// Logger, if set, gets failures (address and reason, never the
 	// credential) at debug and an address becoming limited at warn.
 	Logger hclog.Logger
+	// OnFailure, if set, is called for each invalid token presented;
+	// limited tells a 429 from a 401 (metrics).
+	OnFailure func(limited bool)
 }
+
+// APIRoute is the limiter route of the API's tokens (the API, the web
+// page and /metrics share one token store).
+const APIRoute = "api"
 
 // Check authenticates r for an action needing scope need. It returns the
 // token and http.StatusOK, or the status to answer with (401, 403, 429)
 // and an error whose message is fit for the client.
 //
-// The limit is checked before the credential is looked at: a limited
-// client gets 429 even with a good token, so it cannot learn whether a
-// guess was right. Only a presented credential that matches no token
-// counts as a failure: no credential at all, or a valid token with too
-// small a scope, reveals nothing about any secret.
+// Only a presented credential that matches no token counts as a failure:
+// no credential at all, or a valid token with too small a scope, reveals
+// nothing about any secret. A valid token is accepted even from an
+// address the limiter holds back (see FailureLimiter): failures are
+// someone's on that address, not necessarily this client's. A failure from
+// a limited address gets 429 instead of 401.
 func (a *Authenticator) Check(r *http.Request, need Scope) (Token, int, error) {
 	ip := ClientIP(r)
-	if a.Limiter != nil {
-		if wait := a.Limiter.RetryAfter(ip); wait > 0 {
-			return Token{}, http.StatusTooManyRequests, fmt.Errorf("too many failed authentication attempts from this address; retry in %s", retrySeconds(wait)+"s")
-		}
-	}
 	secret, err := a.credential(r)
 	if err != nil {
 		a.debug("authentication failed", "remote", ip, "reason", err)
@@ -54,11 +57,16 @@ func (a *Authenticator) Check(r *http.Request, need Scope) (Token, int, error) {
 	if !ok {
 		a.debug("authentication failed", "remote", ip, "reason", "unknown token")
 		if a.Limiter != nil {
-			a.Limiter.Fail(ip)
-			if a.Logger != nil && !a.Limiter.Allowed(ip) {
+			if wait := a.Limiter.RetryAfter(APIRoute, ip); wait > 0 {
+				a.failed(true)
+				return Token{}, http.StatusTooManyRequests, fmt.Errorf("too many failed authentication attempts from this address; retry in %s", retrySeconds(wait)+"s")
+			}
+			a.Limiter.Fail(APIRoute, ip)
+			if a.Logger != nil && !a.Limiter.Allowed(APIRoute, ip) {
 				a.Logger.Warn("address limited after repeated authentication failures", "remote", ip)
 			}
 		}
+		a.failed(false)
 		return Token{}, http.StatusUnauthorized, errInvalidToken
 	}
 	if !tok.Scope.Allows(need) {
@@ -99,6 +107,12 @@ func (a *Authenticator) cookieName() string {
 	return DefaultCookieName
 }
 
+func (a *Authenticator) failed(limited bool) {
+	if a.OnFailure != nil {
+		a.OnFailure(limited)
+	}
+}
+
 func (a *Authenticator) debug(msg string, args ...any) {
 	if a.Logger != nil {
 		a.Logger.Debug(msg, args...)
@@ -123,7 +137,7 @@ func (a *Authenticator) Require(need Scope, next func(http.ResponseWriter, *http
 			w.Header().Set("WWW-Authenticate", v)
 		case http.StatusTooManyRequests:
 			if a.Limiter != nil {
-				w.Header().Set("Retry-After", retrySeconds(a.Limiter.RetryAfter(ClientIP(r))))
+				w.Header().Set("Retry-After", retrySeconds(a.Limiter.RetryAfter(APIRoute, ClientIP(r))))
 			}
 		}
 		WriteError(w, status, err.Error())

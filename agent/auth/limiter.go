@@ -14,9 +14,16 @@ import (
 // many addresses fail.
 const DefaultMaxEntries = 10000
 
-// FailureLimiter limits failed authentications per client address: each
-// address may fail burst times in a row, then once per every. Successes
-// cost nothing, so a user with a good token is never slowed down.
+// FailureLimiter limits failed authentications per route and client
+// address: each (route, address) may fail burst times in a row, then once
+// per every. A route is what was authenticated against (the API's tokens,
+// one webhook's secret), so failures against one never limit another.
+// Successes cost nothing, and the callers let a valid credential through
+// even from a limited address: many clients share an address (an office
+// NAT, a forge's pool of delivery senders), and one of them failing must
+// not lock the others out. What defeats guessing is the credentials'
+// entropy (256-bit tokens, webhook secrets of 16 bytes or more); the
+// limiter bounds the noise and the work of answering it.
 type FailureLimiter struct {
 	burst int
 	every time.Duration
@@ -43,17 +50,17 @@ func NewFailureLimiter(burst int, every time.Duration) *FailureLimiter {
 	return &FailureLimiter{burst: burst, every: every, max: DefaultMaxEntries, now: time.Now, m: map[string]*list.Element{}}
 }
 
-// Allowed reports whether ip may try to authenticate now.
-func (l *FailureLimiter) Allowed(ip string) bool {
-	return l.RetryAfter(ip) == 0
+// Allowed reports whether ip may fail on route now.
+func (l *FailureLimiter) Allowed(route, ip string) bool {
+	return l.RetryAfter(route, ip) == 0
 }
 
-// RetryAfter is how long ip must wait before it may try again; 0 if it may
-// now.
-func (l *FailureLimiter) RetryAfter(ip string) time.Duration {
+// RetryAfter is how long ip must wait before it may fail on route again;
+// 0 if it may now.
+func (l *FailureLimiter) RetryAfter(route, ip string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	e, ok := l.m[limiterKey(ip)]
+	e, ok := l.m[limiterKey(route, ip)]
 	if !ok {
 		return 0
 	}
@@ -64,9 +71,9 @@ func (l *FailureLimiter) RetryAfter(ip string) time.Duration {
 	return time.Duration(math.Ceil((1 - tokens) * float64(l.every)))
 }
 
-// Fail records a failed authentication from ip.
-func (l *FailureLimiter) Fail(ip string) {
-	key := limiterKey(ip)
+// Fail records a failed authentication from ip on route.
+func (l *FailureLimiter) Fail(route, ip string) {
+	key := limiterKey(route, ip)
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -86,7 +93,7 @@ func (l *FailureLimiter) Fail(ip string) {
 	e.lim.AllowN(now, 1)
 }
 
-// Len is the number of addresses tracked.
+// Len is the number of (route, address) pairs tracked.
 func (l *FailureLimiter) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -113,15 +120,15 @@ func (l *FailureLimiter) removeLocked(el *list.Element) {
 
 // limiterKey groups IPv6 clients by /64: one host usually holds a whole
 // /64, and per-address limits would give it 2^64 allowances.
-func limiterKey(ip string) string {
+func limiterKey(route, ip string) string {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
-		return ip
+		return route + " " + ip
 	}
 	a = a.Unmap()
 	if a.Is6() {
 		p, _ := a.WithZone("").Prefix(64)
-		return p.String()
+		return route + " " + p.String()
 	}
-	return a.String()
+	return route + " " + a.String()
 }

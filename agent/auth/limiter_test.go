@@ -18,44 +18,44 @@ func TestLimiterBurstAndRefill(t *testing.T) {
 	l, clock := newTestLimiter(3, 10*time.Second, 100)
 	const ip = "192.0.2.1"
 	for i := range 3 {
-		if !l.Allowed(ip) {
+		if !l.Allowed("api", ip) {
 			t.Fatalf("limited after %d failures, burst is 3", i)
 		}
-		l.Fail(ip)
+		l.Fail("api", ip)
 	}
-	if l.Allowed(ip) {
+	if l.Allowed("api", ip) {
 		t.Fatal("not limited after 3 failures")
 	}
-	if d := l.RetryAfter(ip); d <= 0 || d > 10*time.Second {
+	if d := l.RetryAfter("api", ip); d <= 0 || d > 10*time.Second {
 		t.Fatalf("RetryAfter = %v, want in (0, 10s]", d)
 	}
-	if !l.Allowed("192.0.2.2") {
+	if !l.Allowed("api", "192.0.2.2") {
 		t.Fatal("another address is limited too")
 	}
 	clock.Advance(10 * time.Second)
-	if !l.Allowed(ip) {
+	if !l.Allowed("api", ip) {
 		t.Fatal("still limited after one refill period")
 	}
-	l.Fail(ip)
-	if l.Allowed(ip) {
+	l.Fail("api", ip)
+	if l.Allowed("api", ip) {
 		t.Fatal("one refill should allow exactly one more failure")
 	}
 }
 
 func TestLimiterIPv6ByPrefix(t *testing.T) {
 	l, _ := newTestLimiter(2, time.Minute, 100)
-	l.Fail("2001:db8:1:2::1")
-	l.Fail("2001:db8:1:2:ffff::9")
-	if l.Allowed("2001:db8:1:2::77") {
+	l.Fail("api", "2001:db8:1:2::1")
+	l.Fail("api", "2001:db8:1:2:ffff::9")
+	if l.Allowed("api", "2001:db8:1:2::77") {
 		t.Fatal("an address in the same /64 is not limited")
 	}
-	if !l.Allowed("2001:db8:1:3::1") {
+	if !l.Allowed("api", "2001:db8:1:3::1") {
 		t.Fatal("another /64 is limited")
 	}
 	// IPv4-mapped IPv6 is the IPv4 address.
-	l.Fail("::ffff:192.0.2.7")
-	l.Fail("192.0.2.7")
-	if l.Allowed("192.0.2.7") {
+	l.Fail("api", "::ffff:192.0.2.7")
+	l.Fail("api", "192.0.2.7")
+	if l.Allowed("api", "192.0.2.7") {
 		t.Fatal("a v4-mapped address counted separately from its IPv4 form")
 	}
 }
@@ -63,7 +63,7 @@ func TestLimiterIPv6ByPrefix(t *testing.T) {
 func TestLimiterBoundedUnderSpray(t *testing.T) {
 	l, clock := newTestLimiter(5, time.Second, 100)
 	for i := range 10_000 {
-		l.Fail(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
+		l.Fail("api", fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
 		if n := l.Len(); n > 100 {
 			t.Fatalf("%d entries after %d addresses, cap 100", n, i+1)
 		}
@@ -71,19 +71,19 @@ func TestLimiterBoundedUnderSpray(t *testing.T) {
 	// The most recent failers are the ones kept.
 	last := "10.0.39.15" // 9999
 	for range 4 {
-		l.Fail(last)
+		l.Fail("api", last)
 	}
-	if l.Allowed(last) {
+	if l.Allowed("api", last) {
 		t.Fatal("the most recent failing address was evicted")
 	}
 
 	// Entries whose allowance has refilled go away on their own.
 	clock.Advance(5 * time.Second)
-	l.Fail("192.0.2.1")
+	l.Fail("api", "192.0.2.1")
 	if n := l.Len(); n != 1 {
 		t.Fatalf("%d entries after all others went idle, want 1", n)
 	}
-	if !l.Allowed(last) {
+	if !l.Allowed("api", last) {
 		t.Fatal("an evicted idle address is still limited")
 	}
 }
@@ -94,9 +94,21 @@ func TestLimiterDefaultCap(t *testing.T) {
 		t.Fatalf("cap = %d", l.max)
 	}
 	for i := range DefaultMaxEntries + 500 {
-		l.Fail(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
+		l.Fail("api", fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
 	}
 	if n := l.Len(); n != DefaultMaxEntries {
 		t.Fatalf("Len = %d, want %d", n, DefaultMaxEntries)
+	}
+}
+
+func TestLimiterPerRoute(t *testing.T) {
+	l, _ := newTestLimiter(2, time.Minute, 100)
+	l.Fail("hook:a", "192.0.2.1")
+	l.Fail("hook:a", "192.0.2.1")
+	if l.Allowed("hook:a", "192.0.2.1") {
+		t.Fatal("not limited after 2 failures on the route")
+	}
+	if !l.Allowed("hook:b", "192.0.2.1") || !l.Allowed("api", "192.0.2.1") {
+		t.Fatal("failures on one route limited another")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -71,6 +72,12 @@ type Broker struct {
 	files   jetstream.ObjectStore
 	ackWait time.Duration
 	log     hclog.Logger
+
+	// reconnected gets a value each time the connection comes back;
+	// lastOutage is when it was last lost or regained.
+	reconnected chan struct{}
+	mu          sync.Mutex
+	lastOutage  time.Time
 }
 
 // Open connects (or starts the embedded server) and makes sure the
@@ -88,16 +95,28 @@ func Open(ctx context.Context, o Options) (*Broker, error) {
 	if o.LogRetention <= 0 {
 		o.LogRetention = 7 * 24 * time.Hour
 	}
-	b := &Broker{ackWait: o.AckWait, log: o.Logger}
+	b := &Broker{ackWait: o.AckWait, log: o.Logger, reconnected: make(chan struct{}, 1)}
 	copts := []nats.Option{
 		nats.Name(o.Name),
 		nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			b.mu.Lock()
+			b.lastOutage = time.Now()
+			b.mu.Unlock()
 			if err != nil {
 				o.Logger.Warn("disconnected from NATS", "error", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { o.Logger.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.mu.Lock()
+			b.lastOutage = time.Now()
+			b.mu.Unlock()
+			select {
+			case b.reconnected <- struct{}{}:
+			default:
+			}
+			o.Logger.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+		}),
 	}
 	var err error
 	if o.URL == "" {
@@ -225,34 +244,153 @@ func (b *Broker) Close() {
 // Connected reports whether the broker can reach JetStream now (/readyz).
 func (b *Broker) Connected() bool { return b.nc != nil && b.nc.IsConnected() }
 
+// Reconnected receives a value each time the connection to NATS comes
+// back after an outage.
+func (b *Broker) Reconnected() <-chan struct{} { return b.reconnected }
+
+// SinceOutage is how long ago this agent last lost or regained its
+// connection to NATS; a large value when it never did.
+func (b *Broker) SinceOutage() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lastOutage.IsZero() {
+		return time.Duration(1<<63 - 1)
+	}
+	return time.Since(b.lastOutage)
+}
+
+// Unreachable reports whether err means NATS could not be reached (as
+// opposed to a refusal it answered with): the operation may be retried
+// once the connection is back.
+func (b *Broker) Unreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	return !b.Connected() || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected)
+}
+
+// Presence is what an agent last said about itself: which jobs it holds
+// (running, or finished with a result still to record). Another agent
+// that finds one of those jobs' leases expired knows the agent is alive
+// and the queue was unreachable, and waits instead of running the job
+// again.
+type Presence struct {
+	Agent string `json:"agent"`
+	// Updated is when NATS stored the record (set by GetPresence).
+	Updated time.Time `json:"-"`
+	Jobs    []string  `json:"jobs"`
+}
+
+func presenceKey(agent string) string { return "agent." + hashKey(agent) }
+
+// PutPresence records this agent's presence.
+func (b *Broker) PutPresence(ctx context.Context, p Presence) error {
+	data, _ := json.Marshal(p)
+	_, err := b.kv.Put(ctx, presenceKey(p.Agent), data)
+	return err
+}
+
+// GetPresence returns an agent's last presence.
+func (b *Broker) GetPresence(ctx context.Context, agent string) (Presence, error) {
+	e, err := b.kv.Get(ctx, presenceKey(agent))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Presence{}, ErrNotFound
+	}
+	if err != nil {
+		return Presence{}, err
+	}
+	var p Presence
+	err = json.Unmarshal(e.Value(), &p)
+	// When NATS stored it, not the agent's clock: agents' clocks differ.
+	p.Updated = e.Created()
+	return p, err
+}
+
+// SlotHolder is a job holding one of a repository's run slots.
+type SlotHolder struct {
+	Job   string    `json:"job"`
+	Since time.Time `json:"since"`
+}
+
+func slotsKey(repository string) string { return "slots." + hashKey(repository) }
+
+// Slots returns the holders of a repository's run slots and the revision
+// to compare-and-set against (0: none yet).
+func (b *Broker) Slots(ctx context.Context, repository string) ([]SlotHolder, uint64, error) {
+	e, err := b.kv.Get(ctx, slotsKey(repository))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var hs []SlotHolder
+	if err := json.Unmarshal(e.Value(), &hs); err != nil {
+		return nil, e.Revision(), nil // corrupt: start afresh
+	}
+	return hs, e.Revision(), nil
+}
+
+// PutSlots writes a repository's slot holders if the revision is still
+// rev (ErrConflict otherwise).
+func (b *Broker) PutSlots(ctx context.Context, repository string, hs []SlotHolder, rev uint64) error {
+	data, _ := json.Marshal(hs)
+	var err error
+	if rev == 0 {
+		_, err = b.kv.Create(ctx, slotsKey(repository), data)
+	} else {
+		_, err = b.kv.Update(ctx, slotsKey(repository), data, rev)
+	}
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return ErrConflict
+		}
+	}
+	return err
+}
+
 // AckWait is the redelivery timeout of a job whose agent went silent.
 func (b *Broker) AckWait() time.Duration { return b.ackWait }
 
 // Submit records a new job and queues it. A source tarball, if any, is
 // stored first, so no agent can pick up a job whose source is missing.
-// dedupID, when set, makes a second submission with the same ID within
-// the stream's duplicate window a no-op (webhook redeliveries); the job
+// dedup keys (DeliveryKey, BodyKey), when given, make a second submission
+// carrying any of them a no-op (webhook redeliveries and replays); the job
 // that was kept is returned.
-func (b *Broker) Submit(ctx context.Context, job Job, tarball io.Reader, dedupID string) (Job, error) {
+func (b *Broker) Submit(ctx context.Context, job Job, tarball io.Reader, dedup ...string) (Job, error) {
 	if !ValidID(job.ID) {
 		return Job{}, fmt.Errorf("invalid job id %q", job.ID)
 	}
-	if dedupID != "" {
-		key := "delivery." + hashKey(dedupID)
-		if e, err := b.kv.Get(ctx, key); err == nil {
-			if prev, _, err := b.Get(ctx, string(e.Value())); err == nil {
-				return prev, nil
-			}
+	var keys []string
+	for _, k := range dedup {
+		if k != "" {
+			keys = append(keys, k)
 		}
-		if _, err := b.kv.Create(ctx, key, []byte(job.ID)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return Job{}, err
-		} else if err != nil {
-			// Lost a race with the same delivery.
-			if e, err := b.kv.Get(ctx, key); err == nil {
+	}
+	previous := func() (Job, bool) {
+		for _, k := range keys {
+			if e, err := b.kv.Get(ctx, k); err == nil {
 				if prev, _, err := b.Get(ctx, string(e.Value())); err == nil {
-					return prev, nil
+					return prev, true
 				}
 			}
+		}
+		return Job{}, false
+	}
+	if prev, ok := previous(); ok {
+		return prev, nil
+	}
+	for _, k := range keys {
+		if _, err := b.kv.Create(ctx, k, []byte(job.ID)); errors.Is(err, jetstream.ErrKeyExists) {
+			// Lost a race with the same delivery.
+			if prev, ok := previous(); ok {
+				return prev, nil
+			}
+		} else if err != nil {
+			return Job{}, err
 		}
 	}
 	if tarball != nil {
@@ -262,7 +400,22 @@ func (b *Broker) Submit(ctx context.Context, job Job, tarball io.Reader, dedupID
 	}
 	job.State = StateQueued
 	data, _ := json.Marshal(job)
-	if _, err := b.kv.Create(ctx, job.ID, data); err != nil {
+	if _, err := b.kv.Create(ctx, job.ID, data); errors.Is(err, jetstream.ErrKeyExists) {
+		// This very job submitted again (from a spool, after an attempt
+		// cut short by an outage): a job that is in keeps its state; one
+		// whose queueing failed is queued now. The queue message's ID is
+		// the job's, so it is never queued twice.
+		prev, rev, err := b.Get(ctx, job.ID)
+		if err != nil {
+			return Job{}, fmt.Errorf("record job: %w", err)
+		}
+		if prev.State != StateQueued && !(prev.State == StateError && prev.Attempt == 0) {
+			return prev, nil
+		}
+		if _, err := b.Put(ctx, job, rev); err != nil {
+			return Job{}, fmt.Errorf("record job: %w", err)
+		}
+	} else if err != nil {
 		return Job{}, fmt.Errorf("record job: %w", err)
 	}
 	if _, err := b.js.Publish(ctx, queueSubject, []byte(job.ID), jetstream.WithMsgID(job.ID)); err != nil {
@@ -274,6 +427,15 @@ func (b *Broker) Submit(ctx context.Context, job Job, tarball io.Reader, dedupID
 	}
 	return job, nil
 }
+
+// DeliveryKey is the deduplication key of a forge's delivery ID: a
+// redelivery within a day is the same job.
+func DeliveryKey(id string) string { return "delivery." + hashKey(id) }
+
+// BodyKey is the deduplication key of a webhook body's digest: the same
+// signed body sent again under a new delivery ID (a replay) is the same
+// job for as long as finished jobs are kept.
+func BodyKey(digest string) string { return "replay." + hashKey(digest) }
 
 // SourceObject is the object name of a job's uploaded source tarball.
 func SourceObject(id string) string { return id + "/source.tar" }
@@ -363,6 +525,40 @@ func (b *Broker) List(ctx context.Context, limit int) ([]Job, error) {
 		}
 	}
 	return out, nil
+}
+
+// ListPage returns up to limit jobs that keep accepts, newest first,
+// starting after the job before (a previous page's cursor; "" for the
+// first page). next is the cursor of the following page, "" when there
+// is none.
+func (b *Broker) ListPage(ctx context.Context, before string, limit int, keep func(Job) bool) (page []Job, next string, err error) {
+	lister, err := b.kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return []Job{}, "", nil
+		}
+		return nil, "", err
+	}
+	var ids []string
+	for k := range lister.Keys() {
+		if ValidID(k) && (before == "" || k < before) {
+			ids = append(ids, k)
+		}
+	}
+	slices.Sort(ids)
+	slices.Reverse(ids)
+	page = []Job{}
+	for _, id := range ids {
+		j, _, err := b.Get(ctx, id)
+		if err != nil || (keep != nil && !keep(j)) {
+			continue
+		}
+		if len(page) == limit {
+			return page, page[len(page)-1].ID, nil
+		}
+		page = append(page, j)
+	}
+	return page, "", nil
 }
 
 // Watch sends the job's state each time it changes, until ctx ends.
@@ -545,20 +741,22 @@ func (b *Broker) ReadLog(ctx context.Context, id string, w io.Writer) error {
 // than before (finished before it): the job's state, its files (outputs,
 // kept log, uploaded source) and its live log. Queued and running jobs are
 // never touched. Delivery records used to recognise webhook redeliveries
-// are deleted after a day. It returns how many jobs it deleted. Several
+// are deleted after a day, those of webhook bodies with the jobs. It returns how many jobs it deleted. Several
 // agents may purge at once: every deletion is idempotent.
 func (b *Broker) Purge(ctx context.Context, before time.Time) (int, error) {
 	lister, err := b.kv.ListKeys(ctx)
 	if err != nil {
 		return 0, err
 	}
-	var ids, deliveries []string
+	var ids, deliveries, replays []string
 	for k := range lister.Keys() {
 		switch {
 		case ValidID(k):
 			ids = append(ids, k)
 		case strings.HasPrefix(k, "delivery."):
 			deliveries = append(deliveries, k)
+		case strings.HasPrefix(k, "replay."):
+			replays = append(replays, k)
 		}
 	}
 	purged := map[string]bool{}
@@ -597,6 +795,11 @@ func (b *Broker) Purge(ctx context.Context, before time.Time) (int, error) {
 	dayAgo := time.Now().Add(-24 * time.Hour)
 	for _, k := range deliveries {
 		if e, err := b.kv.Get(ctx, k); err == nil && e.Created().Before(dayAgo) {
+			b.kv.Purge(ctx, k)
+		}
+	}
+	for _, k := range replays {
+		if e, err := b.kv.Get(ctx, k); err == nil && e.Created().Before(before) {
 			b.kv.Purge(ctx, k)
 		}
 	}

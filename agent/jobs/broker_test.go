@@ -143,11 +143,11 @@ func TestCompareAndSet(t *testing.T) {
 func TestDeliveryDedup(t *testing.T) {
 	b := openTest(t, 5*time.Second)
 	ctx := context.Background()
-	first, err := b.Submit(ctx, newJob(), nil, "delivery-1")
+	first, err := b.Submit(ctx, newJob(), nil, DeliveryKey("delivery-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := b.Submit(ctx, newJob(), nil, "delivery-1")
+	second, err := b.Submit(ctx, newJob(), nil, DeliveryKey("delivery-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,5 +270,20 @@ func TestDifferingAckWaitIsReported(t *testing.T) {
 	defer b.Close()
 	if !strings.Contains(logs.String(), "ack_wait differs") || b.AckWait() != 9*time.Second {
 		t.Fatalf("log: %s", logs.String())
+	}
+}
+
+func TestPresence(t *testing.T) {
+	b := openTest(t, 5*time.Second)
+	ctx := context.Background()
+	if _, err := b.GetPresence(ctx, "a1"); err != ErrNotFound {
+		t.Fatalf("no presence yet: %v", err)
+	}
+	if err := b.PutPresence(ctx, Presence{Agent: "a1", Jobs: []string{"j1"}}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.GetPresence(ctx, "a1")
+	if err != nil || p.Agent != "a1" || len(p.Jobs) != 1 || p.Jobs[0] != "j1" || time.Since(p.Updated) > 5*time.Second || p.Updated.After(time.Now().Add(time.Second)) {
+		t.Fatalf("presence %+v %v", p, err)
 	}
 }

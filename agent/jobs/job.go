@@ -26,6 +26,12 @@ const (
 	StateCancelled = "cancelled"
 )
 
+// Causes of a job in state error.
+const (
+	CauseUser           = "user"
+	CauseInfrastructure = "infrastructure"
+)
+
 // Terminal reports whether a job in this state will never run again.
 func Terminal(state string) bool {
 	switch state {
@@ -39,14 +45,18 @@ func Terminal(state string) bool {
 // job-state bucket under its ID and only ever changed by compare-and-set
 // on the bucket's revision, so two agents cannot both claim it.
 type Job struct {
-	ID       string    `json:"id"`
-	State    string    `json:"state"`
-	Source   Source    `json:"source"`
-	Pipeline string    `json:"pipeline"`
-	Trigger  Trigger   `json:"trigger"`
-	Created  time.Time `json:"created"`
-	Started  time.Time `json:"started,omitzero"`
-	Finished time.Time `json:"finished,omitzero"`
+	ID       string  `json:"id"`
+	State    string  `json:"state"`
+	Source   Source  `json:"source"`
+	Pipeline string  `json:"pipeline"`
+	Trigger  Trigger `json:"trigger"`
+	// Untrusted: the code comes from outside the repository (a pull
+	// request from a fork). It runs unsigned, without secrets, within the
+	// agent's untrusted egress cap, under the untrusted builder id.
+	Untrusted bool      `json:"untrusted,omitempty"`
+	Created   time.Time `json:"created"`
+	Started   time.Time `json:"started,omitzero"`
+	Finished  time.Time `json:"finished,omitzero"`
 	// Attempt counts the runs started; Agent holds the job while running
 	// until LeaseUntil, which its heartbeat extends.
 	Attempt    int       `json:"attempt"`
@@ -58,6 +68,10 @@ type Job struct {
 	CancelledBy     string `json:"cancelledBy,omitempty"`
 	ExitCode        int    `json:"exitCode"`
 	Error           string `json:"error,omitempty"`
+	// Cause says whose a state error is: CauseUser (the pipeline, its
+	// images or egress were refused) or CauseInfrastructure (the agent,
+	// the sandbox, the source fetch, a time-out).
+	Cause string `json:"cause,omitempty"`
 	// History has one line per attempt: which agent, how it ended.
 	History []Attempt `json:"history,omitempty"`
 	Result  *Result   `json:"result,omitempty"`
@@ -85,6 +99,11 @@ type Trigger struct {
 	Hook     string `json:"hook,omitempty"`
 	Delivery string `json:"delivery,omitempty"`
 	Pusher   string `json:"pusher,omitempty"`
+	// PullRequest is the pull or merge request's number, 0 for a push.
+	PullRequest int `json:"pullRequest,omitempty"`
+	// RerunOf is the job this one runs again (same source, pipeline and
+	// trust); Token then names who asked.
+	RerunOf string `json:"rerunOf,omitempty"`
 }
 
 // Attempt is one run of a job.

@@ -62,6 +62,10 @@ type Hook struct {
 	Refs []string
 	// Pipeline is the pipeline's path in the repository; see PipelinePath.
 	Pipeline string
+	// PullRequests turns on builds of pull requests (GitHub) and merge
+	// requests (GitLab) whose base branch matches Refs; a request from a
+	// fork is marked untrusted (Push.Fork).
+	PullRequests bool
 }
 
 // PipelinePath returns Pipeline, or DefaultPipeline when it is empty.
@@ -106,6 +110,17 @@ type Push struct {
 	Commit     string // 40 lowercase hex digits
 	Pusher     string // user name as the provider reported it; informative only
 	DeliveryID string // the provider's delivery id, for logs and deduplication
+	// BodySHA256 is the hex digest of the authenticated body: a replay
+	// of one delivery under a new delivery id has the same digest.
+	BodySHA256 string
+	// PullRequest is the number of the pull or merge request built (0 for
+	// a push); then Ref is the forge's ref of its head in the hook's
+	// repository (refs/pull/N/head, refs/merge-requests/N/head), BaseRef
+	// the branch it targets, and Fork says whether its head comes from
+	// another repository: someone who cannot push to this one.
+	PullRequest int
+	BaseRef     string
+	Fork        bool
 }
 
 // ErrSignature is wrapped by every authentication failure: a missing or
@@ -162,12 +177,18 @@ func Parse(r *http.Request, hook Hook, maxBody int64) (Push, error) {
 	if err != nil {
 		return Push{}, fmt.Errorf("webhook %q: %w", hook.Name, err)
 	}
+	var p Push
 	switch hook.Provider {
 	case GitHub:
-		return parseGitHub(r.Header, body, hook)
+		p, err = parseGitHub(r.Header, body, hook)
 	default:
-		return parseGitLab(r.Header, body, hook)
+		p, err = parseGitLab(r.Header, body, hook)
 	}
+	if err == nil {
+		sum := sha256.Sum256(body)
+		p.BodySHA256 = hex.EncodeToString(sum[:])
+	}
+	return p, err
 }
 
 func readBody(r *http.Request, maxBody int64) ([]byte, error) {
@@ -232,6 +253,11 @@ func parseGitHub(h http.Header, body []byte, hook Hook) (Push, error) {
 	delivery := clean(h.Get("X-GitHub-Delivery"), 128)
 	switch ev := h.Get("X-GitHub-Event"); ev {
 	case "push":
+	case "pull_request":
+		if !hook.PullRequests {
+			return Push{}, ignored("pull requests are not built by this hook (pull_requests: false)")
+		}
+		return parseGitHubPR(body, hook, delivery)
 	case "ping":
 		return Push{}, ignored("ping")
 	case "":
@@ -291,6 +317,11 @@ func parseGitLab(h http.Header, body []byte, hook Hook) (Push, error) {
 	delivery := clean(h.Get("X-Gitlab-Event-UUID"), 128)
 	switch ev := h.Get("X-Gitlab-Event"); ev {
 	case "Push Hook", "Tag Push Hook":
+	case "Merge Request Hook":
+		if !hook.PullRequests {
+			return Push{}, ignored("merge requests are not built by this hook (pull_requests: false)")
+		}
+		return parseGitLabMR(body, hook, delivery)
 	case "":
 		return Push{}, fmt.Errorf("webhook %q: missing X-Gitlab-Event header", hook.Name)
 	default:
@@ -363,11 +394,16 @@ func finish(hook Hook, p Push, repoURLs []string, deleted bool) (Push, error) {
 	if deleted || isZeroSHA(p.Commit) {
 		return Push{}, ignored("%s was deleted", p.Ref)
 	}
-	if !refMatches(hook.Refs, p.Ref) {
+	// A pull request is built when the branch it targets is.
+	matchRef := p.Ref
+	if p.BaseRef != "" {
+		matchRef = p.BaseRef
+	}
+	if !refMatches(hook.Refs, matchRef) {
 		if len(hook.Refs) == 0 {
-			return Push{}, ignored("%s is not a branch (the hook builds refs/heads/*)", p.Ref)
+			return Push{}, ignored("%s is not a branch (the hook builds refs/heads/*)", matchRef)
 		}
-		return Push{}, ignored("%s matches none of the hook's refs (%s)", p.Ref, strings.Join(hook.Refs, ", "))
+		return Push{}, ignored("%s matches none of the hook's refs (%s)", matchRef, strings.Join(hook.Refs, ", "))
 	}
 	if p.Commit == "" {
 		return Push{}, fmt.Errorf("webhook %q: the payload names no commit", hook.Name)
@@ -398,6 +434,10 @@ func refMatches(patterns []string, ref string) bool {
 // dropped, trailing "/" and ".git" removed. The path keeps its case:
 // whether it matters is the forge's business, and a false mismatch is the
 // safe side.
+// NormalizeRepo is the form repositories are compared in: lower-case
+// scheme and host, no default port, no trailing "/" or ".git".
+func NormalizeRepo(raw string) (string, error) { return normalizeRepo(raw) }
+
 func normalizeRepo(raw string) (string, error) {
 	if raw == "" {
 		return "", errors.New("empty URL")

@@ -82,7 +82,7 @@ func TestGitHubPush(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Push{Provider: GitHub, Hook: "widget", Repository: repo, Ref: "refs/heads/main", Commit: sha,
-		Pusher: "alice", DeliveryID: "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
+		Pusher: "alice", DeliveryID: "72d3162e-cc78-11e3-81ab-4c9367dc0958", BodySHA256: sha256Hex([]byte(body))}
 	if p != want {
 		t.Fatalf("got %+v\nwant %+v", p, want)
 	}
@@ -127,7 +127,7 @@ func TestGitLabPush(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Push{Provider: GitLab, Hook: "widget", Repository: repo, Ref: "refs/heads/main", Commit: sha,
-		Pusher: "bob", DeliveryID: "13792a34-cac6-4fda-95a8-c58e00a3954e"}
+		Pusher: "bob", DeliveryID: "13792a34-cac6-4fda-95a8-c58e00a3954e", BodySHA256: sha256Hex([]byte(body))}
 	if p != want {
 		t.Fatalf("got %+v\nwant %+v", p, want)
 	}
@@ -206,7 +206,7 @@ func TestPingIgnored(t *testing.T) {
 	wantIgnored(t, err, "ping")
 
 	_, err = Parse(gitlabReq("Merge Request Hook", `{"object_kind":"merge_request"}`, string(secret)), gitlabHook(), 0)
-	wantIgnored(t, err, "not a push")
+	wantIgnored(t, err, "merge requests are not built by this hook")
 
 	// An unauthenticated ping is not "ignored": it is refused.
 	_, err = Parse(githubReq("ping", body, []byte("wrong")), githubHook(), 0)
@@ -378,4 +378,9 @@ func wantIgnored(t *testing.T, err error, substr string) {
 	if !strings.Contains(ig.Reason, substr) {
 		t.Fatalf("reason %q does not say %q", ig.Reason, substr)
 	}
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

@@ -148,30 +148,40 @@ echo "second line"`, "artifacts: [out/a.txt]\n")
 			t.Errorf("%s: %s, want %d", c.name, r, c.status)
 		}
 	}
-	r, _ := viewer.Do("GET", "/metrics", "", nil, nil)
-	for _, want := range []string{`cleanroom_agent_jobs_finished_total{state="succeeded"} 1`, "cleanroom_agent_queue_depth 0", "cleanroom_agent_jobs_running 0", "cleanroom_agent_job_duration_seconds_bucket", "cleanroom_agent_egress_denials_total 0", "cleanroom_agent_sandbox_failures_total 0"} {
-		if !strings.Contains(string(r.Body), want) {
-			t.Errorf("metrics lack %q", want)
+	// The counters move right after the state is recorded: poll briefly.
+	var r agenttest.Response
+	for _, want := range []string{`cleanroom_agent_jobs_finished_total{state="succeeded"} 1`, "cleanroom_agent_queue_depth 0", "cleanroom_agent_jobs_running 0",
+		"cleanroom_agent_job_duration_seconds_bucket", "cleanroom_agent_egress_denials_total 0",
+		`cleanroom_agent_job_errors_total{cause="infrastructure"} 0`, `cleanroom_agent_job_errors_total{cause="user"} 0`,
+		"cleanroom_agent_queue_wait_seconds_count 1", `cleanroom_agent_step_duration_seconds_count{status="ok"} 1`,
+		`cleanroom_agent_auth_failures_total{outcome="invalid"} 1`, "cleanroom_agent_nats_connected 1", "cleanroom_agent_build_info{agent=",
+		"cleanroom_agent_jobs_lost_total 0", `cleanroom_agent_jobs_handed_back_total{reason="drain"} 0`} {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			r, _ = viewer.Do("GET", "/metrics", "", nil, nil)
+			if strings.Contains(string(r.Body), want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("metrics lack %q", want)
+				break
+			}
 		}
 	}
 
-	// A step failure is a failed job (exit 1), a broken pipeline an
-	// error (exit 2) that names file, line and field.
+	// A step failure is a failed job (exit 1); a broken pipeline is
+	// refused at submission, naming file, line and field.
 	failID := e.submit1(ci, e.source(pipeline("echo failing; exit 3", ""), nil))
 	bad := "version: 1\nimage: oci-archive:./images/builder.tar\nsteps:\n  - name: x\n    rn: echo\n"
-	badID := e.submit1(ci, e.source(bad, nil))
+	if r, _ := ci.Do("POST", "/api/v1/jobs", "application/gzip", bytes.NewReader(e.source(bad, nil)), nil); r.Status != 400 || !strings.Contains(string(r.Body), "cleanroom.yaml:5:") || !strings.Contains(string(r.Body), "rn") {
+		t.Errorf("broken pipeline: %s", r)
+	}
 	if j := e.wait(ci, failID, time.Minute, agenttest.Finished); j.State != jobs.StateFailed || j.ExitCode != 1 || j.Result.FailedStep != "build" {
 		t.Errorf("failing step: %+v", j)
 	}
-	j = e.wait(ci, badID, time.Minute, agenttest.Finished)
-	if j.State != jobs.StateError || j.ExitCode != 2 || !strings.Contains(j.Error, "cleanroom.yaml:5:") || !strings.Contains(j.Error, "rn") {
-		t.Errorf("broken pipeline: state %s exit %d error %q", j.State, j.ExitCode, j.Error)
-	}
 	// An image archive outside the job's source is refused.
 	outside := strings.Replace(pipeline("echo x", ""), "./images/builder.tar", e.image, 1)
-	j = e.wait(ci, e.submit1(ci, e.source(outside, nil)), time.Minute, agenttest.Finished)
-	if j.State != jobs.StateError || !strings.Contains(j.Error, "outside the job's source") {
-		t.Errorf("host image archive: state %s error %q", j.State, j.Error)
+	if r, _ := ci.Do("POST", "/api/v1/jobs", "application/gzip", bytes.NewReader(e.source(outside, nil)), nil); r.Status != 403 || !strings.Contains(string(r.Body), "outside the job's source") {
+		t.Errorf("host image archive: %s", r)
 	}
 }
 
@@ -267,6 +277,10 @@ func TestAgentCancel(t *testing.T) {
 	if j.State != jobs.StateCancelled || j.Error != "cancelled by token ci" {
 		t.Fatalf("cancelled job: state %s error %q", j.State, j.Error)
 	}
+	// The step table survives the cancel.
+	if j.Result == nil || len(j.Result.Steps) != 1 || j.Result.Steps[0].Name != "build" {
+		t.Fatalf("cancelled job lost its step table: %+v", j.Result)
+	}
 	t.Logf("cancel took %v", time.Since(start).Round(time.Millisecond))
 	waitNoChildRuns(t, 10*time.Second)
 
@@ -283,6 +297,14 @@ func TestAgentCancel(t *testing.T) {
 	j = e.wait(c2, queued, 10*time.Second, agenttest.Finished)
 	if j.State != jobs.StateCancelled || j.Attempt != 0 || strings.Contains(logOf(t, c2, queued), "must-not-run") {
 		t.Fatalf("queued job cancelled: %+v", j)
+	}
+
+	// A job stopped by jobs.timeout keeps its step table too.
+	timed := e.agent("timeout", "", "jobs: {timeout: 4s}\n", 0)
+	c3 := e.client(timed, e.submit)
+	j = e.wait(c3, e.submit1(c3, e.source(pipeline("echo slow\nsleep 120", ""), nil)), time.Minute, agenttest.Finished)
+	if j.State != jobs.StateError || !strings.Contains(j.Error, "jobs.timeout") || j.Result == nil || len(j.Result.Steps) != 1 {
+		t.Fatalf("timed-out job: state %s error %q result %+v", j.State, j.Error, j.Result)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -52,10 +54,15 @@ func TestAgentRestartMidJob(t *testing.T) {
 	waitLog(t, ci, id, "attempt-begin", time.Minute)
 	a.Kill()
 	waitNoChildRuns(t, 30*time.Second)
-	e.agent("restart", "", "jobs: {on_agent_loss: fail}\n", port)
+	a = e.agent("restart", "", "jobs: {on_agent_loss: fail}\n", port)
 	j = e.wait(ci, id, 2*time.Minute, agenttest.Finished)
 	if j.State != jobs.StateError || j.Attempt != 1 || !strings.Contains(j.Error, "was lost while running attempt 1") || !strings.Contains(j.Error, "on_agent_loss: fail") {
 		t.Fatalf("job with on_agent_loss fail: state %s attempt %d error %q", j.State, j.Attempt, j.Error)
+	}
+	// The killed run's workspace was removed when the agent came back,
+	// though the job never ran here again.
+	if left, _ := os.ReadDir(filepath.Join(a.Cfg.Dir, "data", "jobs")); len(left) != 0 {
+		t.Fatalf("workspaces left after the restart: %v", left)
 	}
 }
 
@@ -131,8 +138,11 @@ func TestAgentFailoverTwoAgents(t *testing.T) {
 	}
 	t.Cleanup(n.Stop)
 	w := newWitness(t, 4*time.Second)
-	a1 := e.agent("a1", n.URL, "", 0)
-	a2 := e.agent("a2", n.URL, "", 0)
+	// The witness is on loopback: only an admin's maximum lets a
+	// pipeline's IP rule reach it.
+	maximum := fmt.Sprintf("egress: {maximum: [%q]}\n", w.addr)
+	a1 := e.agent("a1", n.URL, maximum, 0)
+	a2 := e.agent("a2", n.URL, maximum, 0)
 	c1, c2 := e.client(a1, e.submit), e.client(a2, e.submit)
 
 	p := pipeline(`id=$(cat id.txt)
@@ -273,7 +283,9 @@ func TestAgentDrainHandsBack(t *testing.T) {
 // stops) while a job runs: once a whole ack_wait passes without a
 // heartbeat reaching NATS, the agent stops the run itself, because
 // another agent may take the job over after the same lease expiry. When
-// NATS is back, the job is retried and succeeds.
+// NATS is back, the attempt is handed back uncounted (the queue was
+// unreachable; the agent was not lost), and the job runs again and
+// succeeds.
 func TestAgentPartitionedStopsItsRun(t *testing.T) {
 	e := newEnv(t)
 	bin, err := agenttest.BuildNATSServer(t.TempDir())
@@ -303,8 +315,10 @@ func TestAgentPartitionedStopsItsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(n.Stop)
+	// The stopped attempt was handed back uncounted: the queue was
+	// unreachable, the agent was not lost.
 	j := e.wait(ci, id, 2*time.Minute, agenttest.Finished)
-	if j.State != jobs.StateSucceeded || j.Attempt != 2 {
+	if j.State != jobs.StateSucceeded || j.Attempt != 1 || len(j.History) != 2 || !strings.Contains(j.History[0].Outcome, "handed back: NATS was unreachable") {
 		t.Fatalf("job after the partition: state %s attempt %d history %+v", j.State, j.Attempt, j.History)
 	}
 	t.Logf("run stopped %v after NATS went away", took.Round(100*time.Millisecond))

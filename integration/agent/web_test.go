@@ -224,6 +224,21 @@ artifacts: ["out/hello.txt"]
 	// At the end the page reloads to show the finished job.
 	webWait(t, ctx, time.Minute, `document.getElementById("state").textContent === "succeeded" && document.querySelector('tr[data-step="build"]') !== null`)
 
+	// Re-run the finished job from its page, then cancel the re-run from
+	// its own page while it runs.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("rerun"))); err != nil {
+		t.Fatalf("re-run button: %v", err)
+	}
+	webWait(t, ctx, 20*time.Second, `location.pathname !== "/jobs/`+id2+`" && document.body.textContent.includes("Re-run of") && !!document.getElementById("cancel")`)
+	rerunID := strings.TrimPrefix(webEval[string](t, ctx, `location.pathname`), "/jobs/")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("cancel"))); err != nil {
+		t.Fatalf("cancel button: %v", err)
+	}
+	if j := e.wait(ci, rerunID, time.Minute, agenttest.Finished); j.State != jobs.StateCancelled || j.Trigger.RerunOf != id2 || j.Error != "cancelled by token ci" {
+		t.Fatalf("re-run cancelled from the page: %+v", j)
+	}
+	webWait(t, ctx, 30*time.Second, `document.getElementById("state").textContent === "cancelled" && !!document.getElementById("rerun")`)
+
 	// Sign out: the session is gone.
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`form.logout button`))); err != nil {
 		t.Fatal(err)

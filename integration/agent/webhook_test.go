@@ -30,6 +30,27 @@ type gitServer struct {
 	URL    string // clone URL
 	Addr   string // 127.0.0.1:port
 	Commit string
+	git    func(dir string, args ...string) string
+	work   string // the working copy commits are made in
+	bare   string // the served repository
+}
+
+// pushRef commits files on top of the first commit and pushes the commit
+// to ref in the served repository (as a forge keeps refs/pull/N/head for
+// a pull request, forks included); it returns the commit.
+func (g *gitServer) pushRef(t *testing.T, ref string, files map[string]string) string {
+	t.Helper()
+	g.git(g.work, "checkout", "-q", "-B", "topic", g.Commit)
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(g.work, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.git(g.work, "add", ".")
+	g.git(g.work, "commit", "-q", "-m", "change from a fork")
+	sha := g.git(g.work, "rev-parse", "HEAD")
+	g.git(g.work, "push", "-q", g.bare, "HEAD:"+ref)
+	return sha
 }
 
 func newGitServer(t *testing.T, files map[string]string) *gitServer {
@@ -78,14 +99,16 @@ func newGitServer(t *testing.T, files map[string]string) *gitServer {
 	srv := &http.Server{Handler: h}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	return &gitServer{URL: "http://" + l.Addr().String() + "/app.git", Addr: l.Addr().String(), Commit: sha}
+	return &gitServer{URL: "http://" + l.Addr().String() + "/app.git", Addr: l.Addr().String(), Commit: sha,
+		git: git, work: work, bare: filepath.Join(root, "app.git")}
 }
 
 // TestAgentWebhook pushes to a repository on a loopback git server: a
 // GitHub-signed delivery builds the commit, fetched by the agent through
 // its git allowlist and recorded as the source material; a wrong
 // signature builds nothing; a GitLab delivery with its token builds; a
-// redelivery is the same job.
+// redelivery, or a replay of the same body under a new delivery id, is
+// the same job.
 func TestAgentWebhook(t *testing.T) {
 	e := newEnv(t)
 	g := newGitServer(t, map[string]string{
@@ -164,6 +187,12 @@ webhooks:
 	if r2 := post("app", ghPayload, hdr); r2.Status != 202 || !strings.Contains(string(r2.Body), sub.ID) {
 		t.Fatalf("redelivery: %s (first job %s)", r2, sub.ID)
 	}
+	// A captured delivery replayed under a new delivery id (the signature
+	// covers the body only) is the same job too.
+	replay := map[string]string{"X-GitHub-Event": "push", "X-GitHub-Delivery": "d-replayed", "X-Hub-Signature-256": sign(ghPayload, secret)}
+	if r3 := post("app", ghPayload, replay); r3.Status != 202 || !strings.Contains(string(r3.Body), sub.ID) {
+		t.Fatalf("replay with a new delivery id: %s (first job %s)", r3, sub.ID)
+	}
 	j := e.wait(viewer, sub.ID, 2*time.Minute, agenttest.Finished)
 	if j.State != jobs.StateSucceeded {
 		t.Fatalf("webhook job: %+v\nlog:\n%s", j, logOf(t, viewer, sub.ID))
@@ -206,5 +235,35 @@ webhooks:
 	}
 	if r := post("nope", glPayload, nil); r.Status != 404 {
 		t.Fatalf("unknown hook: %s", r)
+	}
+
+	// Forges send everyone's deliveries from a shared pool of addresses:
+	// a stream of bad deliveries from this address is held back (429),
+	// but authentic deliveries from it, to that hook or another, and
+	// valid API tokens keep working.
+	bad := map[string]string{"X-GitHub-Event": "push", "X-Hub-Signature-256": sign(ghPayload, "wrong-secret-wrong-secret")}
+	var last agenttest.Response
+	for range 12 {
+		last = post("app", ghPayload, bad)
+	}
+	if last.Status != 429 {
+		t.Fatalf("12th bad delivery: %s, want 429", last)
+	}
+	for i := range 12 {
+		viewer := agenttest.Client{URL: a.URL, Token: fmt.Sprintf("crt_wrong%d", i)}
+		last, _ = viewer.Do("GET", "/api/v1/jobs", "", nil, nil)
+	}
+	if last.Status != 429 {
+		t.Fatalf("12th bad token: %s, want 429", last)
+	}
+	hdr["X-GitHub-Delivery"] = "d-after-the-flood"
+	if r := post("app", ghPayload, hdr); r.Status != 202 {
+		t.Fatalf("authentic delivery from a limited address: %s", r)
+	}
+	if r := post("lab", glPayload, map[string]string{"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": token, "X-Gitlab-Event-UUID": "u-1"}); r.Status != 202 {
+		t.Fatalf("another hook's delivery from a limited address: %s", r)
+	}
+	if r, _ := viewer.Do("GET", "/api/v1/jobs", "", nil, nil); r.Status != 200 {
+		t.Fatalf("valid token from a limited address: %s", r)
 	}
 }

@@ -3,10 +3,8 @@ package gitlab
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
@@ -44,7 +42,7 @@ func EffectiveAllow(p *Policy, requested []string) ([]string, error) {
 			refused = append(refused, fmt.Sprintf("%q (%v)", s, err))
 			continue
 		}
-		if !coveredBy(r, p.MaximumAllow) {
+		if !egress.CoveredBy(r, p.MaximumAllow) {
 			refused = append(refused, fmt.Sprintf("%q", s))
 			continue
 		}
@@ -57,109 +55,6 @@ func EffectiveAllow(p *Policy, requested []string) ([]string, error) {
 			EgressRequestVariable, strings.Join(refused, ", "), strings.Join(p.MaximumAllow, ", "))
 	}
 	return allow, nil
-}
-
-func coveredBy(r egress.Rule, maximum []string) bool {
-	for _, m := range maximum {
-		mr, err := egress.ParseRule(m)
-		if err == nil && Covers(mr, r) {
-			return true
-		}
-	}
-	return false
-}
-
-// Covers reports whether every destination that rule r allows is also
-// allowed by max. Ports: a rule without a port means 80 and 443.
-// Names: an exact name is covered by the same name or a wildcard above
-// it; a wildcard only by a wildcard at or above its suffix. Addresses: a
-// prefix only by a prefix containing it. Names and addresses never cover
-// each other, as in the proxy (a name never grants a private address).
-func Covers(max, r egress.Rule) bool {
-	ports := []int{r.Port()}
-	if r.Port() == 0 {
-		ports = []int{80, 443}
-	}
-	host, _, err := splitCanonical(r.String())
-	if err != nil {
-		return false
-	}
-	for _, port := range ports {
-		if !coversOne(max, r, host, port) {
-			return false
-		}
-	}
-	return true
-}
-
-func coversOne(max, r egress.Rule, host string, port int) bool {
-	if r.IsIP() {
-		if !max.IsIP() {
-			return false
-		}
-		pfx, err := parsePrefix(host)
-		if err != nil {
-			return false
-		}
-		return max.MatchAddr(pfx.Masked().Addr(), port) && max.MatchAddr(lastAddr(pfx), port)
-	}
-	if max.IsIP() {
-		return false
-	}
-	if suffix, ok := strings.CutPrefix(host, "*."); ok {
-		// A wildcard is covered only by a wildcard at or above its suffix:
-		// then any name one label below the suffix is matched by max.
-		if !strings.HasPrefix(max.String(), "*.") {
-			return false
-		}
-		return max.MatchName("x."+suffix, port)
-	}
-	return max.MatchName(host, port)
-}
-
-// splitCanonical splits a rule's canonical String() form into host (or
-// prefix) and port.
-func splitCanonical(s string) (string, int, error) {
-	if strings.HasPrefix(s, "[") {
-		h, p, err := net.SplitHostPort(s)
-		if err != nil {
-			return "", 0, err
-		}
-		n, err := strconv.Atoi(p)
-		return h, n, err
-	}
-	if strings.Count(s, ":") == 1 {
-		h, p, _ := strings.Cut(s, ":")
-		n, err := strconv.Atoi(p)
-		return h, n, err
-	}
-	return s, 0, nil
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		return netip.ParsePrefix(s)
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
-// lastAddr is the highest address of a prefix.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	bits := p.Bits()
-	for i := range b {
-		for j := 0; j < 8; j++ {
-			if i*8+j >= bits {
-				b[i] |= 0x80 >> j
-			}
-		}
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // ServerRule is the egress rule for the GitLab instance at serverURL
