@@ -126,9 +126,15 @@ func reportMaterials(w io.Writer, res *runner.Result) {
 			fmt.Fprintf(w, "replay: reproduced (the artifacts are identical to those of %s)\n", r.Provenance)
 			return
 		}
-		fmt.Fprintf(w, "replay: artifacts differ from %s:\n", r.Provenance)
+		fmt.Fprintf(w, "replay: not reproduced from %s:\n", r.Provenance)
 		for _, d := range r.Differences {
 			fmt.Fprintf(w, "  differs: %s recorded %s replayed %s\n", d.Name, digestOrNone(d.Recorded), digestOrNone(d.Replayed))
+		}
+		if r.WorkspaceDiffers {
+			fmt.Fprintf(w, "  the workspace differs from the recorded one (recorded sha256:%s, this run sha256:%s): another checkout or local changes\n", r.RecordedWorkspace, r.ReplayedWorkspace)
+		}
+		for _, im := range r.Images {
+			fmt.Fprintf(w, "  image %s is %s, recorded %s\n", im.Ref, im.Used, im.Recorded)
 		}
 	}
 }
