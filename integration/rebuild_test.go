@@ -2,11 +2,15 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cleanroom-ci/cleanroom/runner/vary"
@@ -237,6 +241,123 @@ artifacts: ["out/app"]
 	}
 	if _, err := os.Stat(filepath.Join(e.dir, ".cleanroom", "check", "build-1", "artifacts", "out", "app")); err != nil {
 		t.Fatal(err)
+	}
+	requireNoResidue(t)
+}
+
+// Two runs of a pipeline whose middle step embeds the time: the
+// provenances carry every step's workspace digests, and cleanroom diff
+// names the middle step as the first to diverge, without building.
+func TestDiffFindsTheFirstDivergingStep(t *testing.T) {
+	e := newEnv(t)
+	e.pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: one
+    run: mkdir -p out && echo one > out/one
+  - name: two
+    run: date +%s%N > out/two
+  - name: three
+    run: cat out/one out/two > out/all
+artifacts: ["out/all"]
+`)
+	gitCommit(t, e.dir, "2026-01-02T03:04:05Z")
+	a, b := filepath.Join(e.dir+".out", "a"), filepath.Join(e.dir+".out", "b")
+	for _, out := range []string{a, b} {
+		if r := e.run(nil, "run", "--out", out); r.code != 0 {
+			t.Fatalf("%s", r)
+		}
+	}
+	pa, pb := filepath.Join(a, "provenance.intoto.json"), filepath.Join(b, "provenance.intoto.json")
+	raw, _ := os.ReadFile(pa)
+	var st struct {
+		Predicate struct {
+			BuildDefinition struct {
+				InternalParameters struct {
+					SourceDateEpoch struct {
+						Value float64 `json:"value"`
+						From  string  `json:"from"`
+					} `json:"sourceDateEpoch"`
+				} `json:"internalParameters"`
+			} `json:"buildDefinition"`
+			RunDetails struct {
+				Byproducts []struct {
+					Name   string            `json:"name"`
+					Digest map[string]string `json:"digest"`
+				} `json:"byproducts"`
+			} `json:"runDetails"`
+		} `json:"predicate"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	if s := st.Predicate.BuildDefinition.InternalParameters.SourceDateEpoch; s.Value != 1767323045 || s.From != "git commit" {
+		t.Fatalf("sourceDateEpoch %+v", s)
+	}
+	var stepDigests int
+	for _, bp := range st.Predicate.RunDetails.Byproducts {
+		if strings.HasPrefix(bp.Name, "steps/") && len(bp.Digest["sha256"]) == 64 {
+			stepDigests++
+		}
+	}
+	if stepDigests != 6 {
+		t.Fatalf("want before and after digests of 3 steps, got %d:\n%s", stepDigests, raw)
+	}
+	r := e.run(nil, "diff", pa, pb)
+	if r.code != 1 || !strings.Contains(r.stdout, `first diverging step: step "two"`) || !strings.Contains(r.stdout, "artifact differs: out/all") {
+		t.Fatalf("diff: %s", r)
+	}
+	if strings.Contains(r.stdout, "input differs") {
+		t.Fatalf("same inputs reported as different: %s", r)
+	}
+	if r := e.run(nil, "diff", pa, pa); r.code != 0 || !strings.Contains(r.stdout, "the same inputs") {
+		t.Fatalf("diff of a provenance with itself: %s", r)
+	}
+}
+
+// A replay whose store lacks recorded bodies lists every missing one and
+// starts no step; a replay in a changed workspace is not "reproduced",
+// even though its artifacts are the same.
+func TestReplayPreflightAndChangedWorkspace(t *testing.T) {
+	e := newEnv(t)
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write([]byte("body of " + r.URL.Path))
+	}))
+	defer up.Close()
+	hostPort := strings.TrimPrefix(up.URL, "http://")
+	e.pipeline(fmt.Sprintf(`version: 1
+image: IMAGE
+steps:
+  - name: fetch
+    egress: {allow: ["%s"]}
+    run: mkdir -p out && wget -q -O out/a http://%s/a && wget -q -O out/b http://%s/b
+artifacts: ["out/*"]
+`, hostPort, hostPort, hostPort))
+	os.WriteFile(filepath.Join(e.dir, "notes.txt"), []byte("v1"), 0o644)
+	cache := t.TempDir()
+	rec := filepath.Join(e.dir+".out", "rec")
+	if r := e.run(nil, "run", "--cache", cache, "--out", rec); r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	prov := filepath.Join(rec, "provenance.intoto.json")
+	r := e.run(nil, "run", "--replay", prov, "--cache", t.TempDir(), "--out", filepath.Join(e.dir+".out", "empty"))
+	if r.code != 2 || !strings.Contains(r.stderr, "2 recorded materials are not available") ||
+		!strings.Contains(r.stderr, up.URL+"/a") || !strings.Contains(r.stderr, up.URL+"/b") {
+		t.Fatalf("preflight: %s", r)
+	}
+	if strings.Contains(r.stderr, "step starting") {
+		t.Fatalf("a step started before the preflight failed: %s", r)
+	}
+	// The same materials, another workspace.
+	os.WriteFile(filepath.Join(e.dir, "notes.txt"), []byte("v2"), 0o644)
+	r = e.run(nil, "run", "--replay", prov, "--cache", cache, "--out", filepath.Join(e.dir+".out", "changed"))
+	if r.code != 1 || strings.Contains(r.stdout, "replay: reproduced") || !strings.Contains(r.stdout, "the workspace differs from the recorded one") {
+		t.Fatalf("changed workspace: %s", r)
+	}
+	if strings.Contains(r.stdout, "differs: out/") {
+		t.Fatalf("the artifacts are the same: %s", r)
 	}
 	requireNoResidue(t)
 }

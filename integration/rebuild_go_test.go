@@ -1,0 +1,163 @@
+package integration
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cleanroom-ci/cleanroom/internal/testenv"
+)
+
+var (
+	goImageOnce sync.Once
+	goImagePath string
+	goImageErr  error
+)
+
+// goToolchainImage builds the examples' Go image (busybox and the host's
+// toolchain) once per test binary, as make demo-go does.
+func goToolchainImage(t *testing.T) string {
+	t.Helper()
+	goImageOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..")
+		dir, err := os.MkdirTemp("", "cleanroom-testimage-gotoolchain-")
+		if err != nil {
+			goImageErr = err
+			return
+		}
+		goroot, err := exec.Command("go", "env", "GOROOT").Output()
+		if err != nil {
+			goImageErr = err
+			return
+		}
+		goImagePath = filepath.Join(dir, "go.tar")
+		cmd := exec.Command("go", "run", "./internal/cmd/mkbusybox", "-goroot", strings.TrimSpace(string(goroot)), "-o", goImagePath)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			goImageErr = &exec.Error{Name: "mkbusybox", Err: err}
+			t.Logf("%s", out)
+		}
+	})
+	if goImageErr != nil {
+		t.Fatal(goImageErr)
+	}
+	return goImagePath
+}
+
+// moduleFiles fetches a module version into the host's module cache (the
+// host's own go command, as any build of this repository does) and returns
+// its proxy files by proxy path.
+func moduleFiles(t *testing.T, mod, version string) map[string][]byte {
+	t.Helper()
+	cmd := exec.Command("go", "mod", "download", "-json", mod+"@"+version)
+	cmd.Dir = t.TempDir()
+	out, err := cmd.Output()
+	if err != nil {
+		testenv.Missing(t, "the module "+mod+"@"+version+" (go mod download: "+err.Error()+")")
+	}
+	var info struct{ Info, GoMod, Zip string }
+	if err := json.Unmarshal(out, &info); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"/" + mod + "/@v/list": []byte(version + "\n")}
+	for ext, p := range map[string]string{".info": info.Info, ".mod": info.GoMod, ".zip": info.Zip} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["/"+mod+"/@v/"+version+ext] = b
+	}
+	return files
+}
+
+// The Go example (examples/go-module) is reproducible: rebuild --check 2
+// passes with every variation, live through the recording proxy against a
+// loopback module proxy, and then offline from the exported materials
+// (upstream closed), compared with the reference's provenance, whose flags
+// are reused.
+func TestRebuildGoExampleLiveAndOffline(t *testing.T) {
+	e := newEnv(t)
+	image := goToolchainImage(t)
+	files := moduleFiles(t, "github.com/google/uuid", "v1.6.0")
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		b, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(b)
+	}))
+	defer up.Close()
+	hostPort := strings.TrimPrefix(up.URL, "http://")
+
+	_, file, _, _ := runtime.Caller(0)
+	example := filepath.Join(filepath.Dir(file), "..", "examples", "go-module")
+	for _, f := range []string{"cleanroom.yaml", "go.mod", "go.sum", "main.go"} {
+		b, err := os.ReadFile(filepath.Join(example, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(e.dir, f), b, 0o644)
+	}
+	os.MkdirAll(filepath.Join(e.dir, "images"), 0o755)
+	if err := os.Link(image, filepath.Join(e.dir, "images", "go.tar")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(e.dir, ".gitignore"), []byte("images/\n.cleanroom/\nout/\n"), 0o644)
+	gitCommit(t, e.dir, "2026-03-04T05:06:07Z")
+
+	cacheA, cacheB := t.TempDir(), t.TempDir()
+	r := e.run(nil, "rebuild", "--check", "2", "--cache", cacheA, "--goproxy-upstream", up.URL+"/", "--allow", hostPort)
+	if r.code != 0 || !strings.Contains(r.stdout, "rebuild: reproduced") {
+		t.Fatalf("live rebuild: %s", r)
+	}
+	out := filepath.Join(e.dir, ".cleanroom", "rebuild")
+	rep := readRebuildReport(t, out)
+	if !rep.Reproduced || len(rep.Builds) != 2 || len(rep.Builds[0].Varied) < 8 {
+		t.Fatalf("report %+v", rep)
+	}
+
+	// The reference's provenance, its materials exported to a kit and
+	// imported into an empty store; the upstream is gone.
+	prov := filepath.Join(t.TempDir(), "provenance.intoto.json")
+	data, err := os.ReadFile(filepath.Join(out, "build-0", "provenance.intoto.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(prov, data, 0o644)
+	kit := filepath.Join(t.TempDir(), "kit")
+	if r := e.run(nil, "export-materials", prov, kit, "--cache", cacheA); r.code != 0 {
+		t.Fatalf("export: %s", r)
+	}
+	if r := e.run(nil, "import-materials", kit, "--cache", cacheB); r.code != 0 {
+		t.Fatalf("import: %s", r)
+	}
+	up.Close()
+	before := hits.Load()
+	r = e.run(nil, "rebuild", "--check", "2", "--against", prov, "--offline", "--cache", cacheB)
+	if r.code != 0 || !strings.Contains(r.stdout, "rebuild: reproduced") {
+		t.Fatalf("offline rebuild: %s", r)
+	}
+	if !strings.Contains(r.stderr, "reusing the flags the provenance records") {
+		t.Errorf("recorded flags not reused:\n%s", r.stderr)
+	}
+	if hits.Load() != before {
+		t.Fatal("the offline rebuild contacted the upstream")
+	}
+	rep = readRebuildReport(t, out)
+	if !rep.Reproduced || len(rep.Builds) != 2 || rep.Reference != prov {
+		t.Fatalf("offline report %+v", rep)
+	}
+	requireNoResidue(t)
+}
