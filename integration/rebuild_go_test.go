@@ -136,13 +136,31 @@ func TestRebuildGoExampleLiveAndOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(prov, data, 0o644)
+	// The kit carries the image and the provenance too: the image archive
+	// and the local image are removed, and import-materials brings both
+	// back.
 	kit := filepath.Join(t.TempDir(), "kit")
-	if r := e.run(nil, "export-materials", prov, kit, "--cache", cacheA); r.code != 0 {
+	if r := e.run(nil, "export-materials", "--images", "--workdir", e.dir, prov, kit, "--cache", cacheA); r.code != 0 || !strings.Contains(r.stdout, "exported image oci-archive:./images/go.tar") {
 		t.Fatalf("export: %s", r)
 	}
-	if r := e.run(nil, "import-materials", kit, "--cache", cacheB); r.code != 0 {
+	os.Remove(filepath.Join(e.dir, "images", "go.tar"))
+	for _, f := range []string{"images.json", "provenance.intoto.json"} {
+		if _, err := os.Stat(filepath.Join(kit, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var imgs []struct{ Digest string }
+	b, _ := os.ReadFile(filepath.Join(kit, "images.json"))
+	if err := json.Unmarshal(b, &imgs); err != nil || len(imgs) != 1 {
+		t.Fatalf("images.json: %s %v", b, err)
+	}
+	if r := e.run(nil, "image", "rm", imgs[0].Digest); r.code != 0 {
+		t.Fatalf("image rm: %s", r)
+	}
+	if r := e.run(nil, "import-materials", kit, "--cache", cacheB, "--workdir", e.dir); r.code != 0 || !strings.Contains(r.stdout, "imported 1 images") {
 		t.Fatalf("import: %s", r)
 	}
+	prov = filepath.Join(kit, "provenance.intoto.json")
 	up.Close()
 	before := hits.Load()
 	r = e.run(nil, "rebuild", "--check", "2", "--against", prov, "--offline", "--cache", cacheB)

@@ -35,6 +35,8 @@ type Replay struct {
 	Path           string
 	SHA256         string
 	PipelineSHA256 string
+	// PipelinePath is the pipeline file as recorded (workspace-relative).
+	PipelinePath string
 	// Materials are the recorded fetches with a digest.
 	Materials []Material
 	// Tunnels are fetches recorded without content (opaque CONNECT
@@ -76,6 +78,8 @@ func LoadReplay(path string) (*Replay, error) {
 	r := &Replay{Path: path, SHA256: sum, set: egress.NewMaterials()}
 	r.PipelineSHA256 = prov.GetBuildDefinition().GetExternalParameters().GetFields()["pipeline"].
 		GetStructValue().GetFields()["digest"].GetStructValue().GetFields()["sha256"].GetStringValue()
+	r.PipelinePath = prov.GetBuildDefinition().GetExternalParameters().GetFields()["pipeline"].
+		GetStructValue().GetFields()["path"].GetStringValue()
 	r.set.Normalize = manifest.RedactURL
 	bd := prov.GetBuildDefinition()
 	internal := bd.GetInternalParameters().GetFields()

@@ -56,7 +56,7 @@ infrastructure failure (system failure).`,
 	pf.StringVar(&g.forceRuntime, "force-runtime", "", "run every step under this OCI runtime (runc, crun, runsc), whatever the pipeline or --runtime ask for")
 
 	root.AddCommand(newRunCommand(g), newRebuildCommand(g), newDiffCommand(), newImageCommand(g), newLintCommand(g), newVerifyCommand(), newKeygenCommand(), newVersionCommand(), newGitLabCommand(g),
-		newExportMaterialsCommand(), newImportMaterialsCommand(), newAgentCommand(g))
+		newExportMaterialsCommand(g), newImportMaterialsCommand(g), newAgentCommand(g))
 	return root
 }
 
