@@ -128,7 +128,11 @@ func reportMaterials(w io.Writer, res *runner.Result) {
 			fmt.Fprintf(w, "replay: reproduced (the artifacts are identical to those of %s)\n", r.Provenance)
 			return
 		}
-		fmt.Fprintf(w, "replay: not reproduced from %s:\n", r.Provenance)
+		if len(r.Differences) > 0 {
+			fmt.Fprintf(w, "replay: artifacts differ from %s:\n", r.Provenance)
+		} else {
+			fmt.Fprintf(w, "replay: not reproduced from %s: the artifacts are identical, the inputs are not:\n", r.Provenance)
+		}
 		for _, d := range r.Differences {
 			fmt.Fprintf(w, "  differs: %s recorded %s replayed %s\n", d.Name, digestOrNone(d.Recorded), digestOrNone(d.Replayed))
 		}
