@@ -251,7 +251,10 @@ func (o Options) build(ctx context.Context, name string, n int, plan *vary.Plan,
 	}
 	b.Differences = ref.cmp.Compare(res.Subjects).Differences
 	b.Divergence = FirstDivergence(ref.steps, runner.StepDigestsOfResult(res))
-	b.Reproduced = res.Failed == "" && len(b.Differences) == 0 && (res.Replay == nil || res.Replay.Reproduced)
+	// A build from another workspace than the reference's reproduces
+	// nothing, whatever its artifacts: the inputs differ.
+	inputsDiffer := b.Divergence != nil && b.Divergence.InputsDiffer
+	b.Reproduced = res.Failed == "" && len(b.Differences) == 0 && !inputsDiffer && (res.Replay == nil || res.Replay.Reproduced)
 	if b.Reproduced {
 		o.status("%s: reproduced", name)
 	} else {
