@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cleanroom-ci/cleanroom/internal/testenv"
 )
@@ -86,6 +87,9 @@ func moduleFiles(t *testing.T, mod, version string) map[string][]byte {
 // are reused.
 func TestRebuildGoExampleLiveAndOffline(t *testing.T) {
 	e := newEnv(t)
+	// Each rebuild compiles the program and the standard library three
+	// times (with empty caches, as every build's /tmp is fresh).
+	e.Timeout = 20 * time.Minute
 	image := goToolchainImage(t)
 	files := moduleFiles(t, "github.com/google/uuid", "v1.6.0")
 	var hits atomic.Int64
