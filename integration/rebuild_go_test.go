@@ -2,12 +2,14 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,29 +26,33 @@ var (
 )
 
 // goToolchainImage builds the examples' Go image (busybox and the host's
-// toolchain) once per test binary, as make demo-go does.
+// toolchain), as make demo-go does, once per Go version: it is kept in the
+// temporary directory under a name derived from `go version`, so later
+// test runs reuse it.
 func goToolchainImage(t *testing.T) string {
 	t.Helper()
 	goImageOnce.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..")
-		dir, err := os.MkdirTemp("", "cleanroom-testimage-gotoolchain-")
+		ver, err := exec.Command("go", "env", "GOVERSION", "GOROOT").Output()
 		if err != nil {
 			goImageErr = err
 			return
 		}
-		goroot, err := exec.Command("go", "env", "GOROOT").Output()
-		if err != nil {
-			goImageErr = err
+		lines := strings.Fields(string(ver))
+		goImagePath = filepath.Join(os.TempDir(), "cleanroom-testimage-gotoolchain-"+lines[0]+".tar")
+		if _, err := os.Stat(goImagePath); err == nil {
 			return
 		}
-		goImagePath = filepath.Join(dir, "go.tar")
-		cmd := exec.Command("go", "run", "./internal/cmd/mkbusybox", "-goroot", strings.TrimSpace(string(goroot)), "-o", goImagePath)
+		tmp := goImagePath + ".tmp-" + strconv.Itoa(os.Getpid())
+		defer os.Remove(tmp)
+		cmd := exec.Command("go", "run", "./internal/cmd/mkbusybox", "-goroot", lines[1], "-o", tmp)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			goImageErr = &exec.Error{Name: "mkbusybox", Err: err}
-			t.Logf("%s", out)
+			goImageErr = fmt.Errorf("mkbusybox: %v\n%s", err, out)
+			return
 		}
+		goImageErr = os.Rename(tmp, goImagePath)
 	})
 	if goImageErr != nil {
 		t.Fatal(goImageErr)
