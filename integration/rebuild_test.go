@@ -183,7 +183,9 @@ steps:
     run: mkdir -p out && echo fixed > out/fixed
   - name: stamp
     run: |
-      date +%s%N > out/stamp
+      # a second at least after the build before it wrote its date
+      sleep 1
+      date > out/stamp
       head -c 16 /dev/urandom | od -x > out/random
 artifacts: ["out/*"]
 `)
@@ -245,7 +247,7 @@ artifacts: ["out/app"]
 	requireNoResidue(t)
 }
 
-// Two runs of a pipeline whose middle step embeds the time: the
+// Two runs of a pipeline whose middle step embeds random data: the
 // provenances carry every step's workspace digests, and cleanroom diff
 // names the middle step as the first to diverge, without building.
 func TestDiffFindsTheFirstDivergingStep(t *testing.T) {
@@ -256,7 +258,7 @@ steps:
   - name: one
     run: mkdir -p out && echo one > out/one
   - name: two
-    run: date +%s%N > out/two
+    run: cat /proc/sys/kernel/random/uuid > out/two
   - name: three
     run: cat out/one out/two > out/all
 artifacts: ["out/all"]
