@@ -125,7 +125,7 @@ func (o *runOptions) applyRecordedFlags(log hclog.Logger) error {
 	}
 	r, err := runner.LoadReplay(path)
 	if err != nil {
-		return err
+		return nil // opening the replay or comparison reports it, with the fix
 	}
 	var reused []string
 	set := func(name string, apply func(v []string)) {
@@ -154,8 +154,8 @@ func runRebuild(ctx context.Context, o *runOptions, cfg runner.Config, mat *mate
 	}
 	against := mat.replay
 	if against == nil && o.rebuild.against != "" {
-		if against, err = runner.LoadReplay(o.rebuild.against); err != nil {
-			return systemFailure(fmt.Errorf("--against: %w", err))
+		if against, err = loadReplay("--against", o.rebuild.against); err != nil {
+			return systemFailure(err)
 		}
 	}
 	// Whatever an ordinary run left in the default output directory is
