@@ -143,6 +143,13 @@ func withVariation(v sandbox.Variation) oci.SpecOpts {
 		if v.UID != 0 {
 			s.Process.User.UID, s.Process.User.GID = v.UID, v.GID
 			s.Process.User.AdditionalGids = nil
+			// A non-root process loses its capabilities at execve unless
+			// they are ambient: the step keeps exactly the set root would
+			// have (so it writes the workspace as root would), no more.
+			if c := s.Process.Capabilities; c != nil {
+				c.Inheritable = slices.Clone(c.Effective)
+				c.Ambient = slices.Clone(c.Effective)
+			}
 		}
 		if v.Umask != nil {
 			m := *v.Umask
