@@ -68,6 +68,8 @@ type Report struct {
 	Causes []Cause `json:"causes,omitempty"`
 	// NotVaried lists variations that could not be applied, with why.
 	NotVaried map[string]string `json:"notVaried,omitempty"`
+	// Out is the directory holding every build's outputs side by side.
+	Out string `json:"outputs"`
 	// Diffoscope are the reports written for differing artifacts; a note
 	// says why there are none when diffoscope is not installed.
 	Diffoscope     []DiffoscopeReport `json:"diffoscope,omitempty"`
@@ -135,7 +137,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := clearOut(o.Out); err != nil {
 		return nil, err
 	}
-	rep := &Report{}
+	rep := &Report{Out: o.Out}
 	ref, err := o.reference(ctx)
 	if err != nil {
 		return nil, err
@@ -459,6 +461,7 @@ func WriteText(w io.Writer, rep *Report) {
 	for _, k := range sortedKeys(rep.NotVaried) {
 		fmt.Fprintf(w, "not varied: %s: %s\n", k, rep.NotVaried[k])
 	}
+	fmt.Fprintf(w, "outputs: %s (build-N/ side by side, report.txt, report.json)\n", rep.Out)
 }
 
 func orNothing(v []string) string {
