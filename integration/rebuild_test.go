@@ -241,6 +241,16 @@ artifacts: ["out/app"]
 	if r.code != 0 || !strings.Contains(r.stdout, "rebuild: reproduced") {
 		t.Fatalf("run --check: %s", r)
 	}
+	r = e.run(nil, "run", "--check", "1", "-o", "json")
+	var both struct {
+		Run struct {
+			Status string `json:"status"`
+		} `json:"run"`
+		Check rebuildReport `json:"check"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &both); err != nil || r.code != 0 || both.Run.Status != "ok" || !both.Check.Reproduced || len(both.Check.Builds) != 1 {
+		t.Fatalf("run --check -o json: %v\n%s", err, r)
+	}
 	if _, err := os.Stat(filepath.Join(e.dir, ".cleanroom", "check", "build-1", "artifacts", "out", "app")); err != nil {
 		t.Fatal(err)
 	}
