@@ -2,7 +2,8 @@
 # Installs and starts what cleanroom's demo and tests need on a Debian
 # machine, as root: containerd, runc, crun and runsc (gVisor) from Debian,
 # busybox-static (the example and test images are built from it), iproute2,
-# util-linux, e2fsprogs (the fresh workspace's filesystem), and
+# util-linux, e2fsprogs (the fresh workspace's filesystem), diffoscope-minimal
+# (cleanroom rebuild's reports on differing artifacts), and
 # chromium (the agent web page test).
 # Idempotent: it does nothing that is already done.
 set -euo pipefail
@@ -31,6 +32,8 @@ command -v mount >/dev/null || need+=(mount)
 # xz decompresses the real gitlab-runner the GitLab tests drive.
 command -v xz >/dev/null || need+=(xz-utils)
 command -v curl >/dev/null || need+=(curl ca-certificates)
+# cleanroom rebuild runs diffoscope on artifacts that differ.
+command -v diffoscope >/dev/null || need+=(diffoscope-minimal)
 # The agent's web page test drives a headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then

@@ -336,6 +336,10 @@ func finishMaterials(cfg Config, m *materialsRun, res *Result) {
 	res.LockfileCheck = checkLockfiles(m.declared, res.Events, cfg.Store)
 	if cfg.Replay != nil && res.Failed == "" {
 		res.Replay = cfg.Replay.Compare(res.Subjects)
+		if r := cfg.Replay; r.WorkspaceSHA256 != "" && r.WorkspaceSHA256 != res.WorkspaceSHA256 {
+			res.Replay.WorkspaceDiffers, res.Replay.Reproduced = true, false
+			res.Replay.RecordedWorkspace, res.Replay.ReplayedWorkspace = r.WorkspaceSHA256, res.WorkspaceSHA256
+		}
 	}
 }
 

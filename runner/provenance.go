@@ -31,11 +31,7 @@ type inputs struct {
 // the live directory when reused) and reads git metadata of the source.
 func snapshotInputs(ctx context.Context, cfg Config) (inputs, error) {
 	var in inputs
-	excludes := []string{".git"}
-	if rel, err := filepath.Rel(cfg.Workspace, cfg.OutDir); cfg.ws.Mode == WorkspaceReused && err == nil && !strings.HasPrefix(rel, "..") && rel != "." {
-		excludes = append(excludes, filepath.ToSlash(rel))
-	}
-	tree, _, err := manifest.TreeDigest(ctx, cfg.ws.Dir, 0, manifest.WithExcludes(excludes...))
+	tree, err := workspaceDigest(ctx, cfg)
 	if err != nil {
 		return in, fmt.Errorf("hash workspace: %w", err)
 	}
@@ -48,6 +44,17 @@ func snapshotInputs(ctx context.Context, cfg Config) (inputs, error) {
 		}
 	}
 	return in, nil
+}
+
+// workspaceDigest is the tree digest of the workspace the steps see,
+// without .git and (in a reused workspace) the output directory.
+func workspaceDigest(ctx context.Context, cfg Config) (string, error) {
+	excludes := []string{".git"}
+	if rel, err := filepath.Rel(cfg.Workspace, cfg.OutDir); cfg.ws.Mode == WorkspaceReused && err == nil && !strings.HasPrefix(rel, "..") && rel != "." {
+		excludes = append(excludes, filepath.ToSlash(rel))
+	}
+	tree, _, err := manifest.TreeDigest(ctx, cfg.ws.Dir, 0, manifest.WithExcludes(excludes...))
+	return tree, err
 }
 
 var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
@@ -104,6 +111,7 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 	if cfg.EgressMode != "" {
 		mi.Flags["egress-mode"] = []string{cfg.EgressMode}
 	}
+	recordedFlags(cfg, mi.Flags) // rebuild.go
 	limits := map[string]any{}
 	for _, s := range res.Steps {
 		mi.Steps = append(mi.Steps, s.Name)
@@ -135,6 +143,8 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 		// this run; verify's freshWorkspace policy refuses "reused".
 		mi.Internal["workspace"] = map[string]any{"mode": cfg.ws.Mode, "hermetic": cfg.ws.Mode == WorkspaceFresh}
 	}
+	rebuildInternal(cfg, res, mi.Internal) // rebuild.go
+	mi.Byproducts = append(mi.Byproducts, stepByproducts(res)...)
 	mi.Environment = envNames(p)
 	caps := res.Sandbox.Capabilities
 	if caps == nil {

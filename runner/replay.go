@@ -35,12 +35,25 @@ type Replay struct {
 	Path           string
 	SHA256         string
 	PipelineSHA256 string
+	// PipelinePath is the pipeline file as recorded (workspace-relative).
+	PipelinePath string
 	// Materials are the recorded fetches with a digest.
 	Materials []Material
 	// Tunnels are fetches recorded without content (opaque CONNECT
 	// tunnels): a replay cannot serve them.
 	Tunnels  []string
 	Subjects []manifest.Subject
+	// SourceDateEpoch is what the recorded run gave its steps (nil: none);
+	// WorkspaceSHA256 the tree digest of its workspace before the first
+	// step; Flags the recorded command-line flags
+	// (externalParameters.flags), which a replay reuses unless told
+	// otherwise; Images the recorded images by digest ("ref" -> "sha256:…").
+	SourceDateEpoch *int64
+	WorkspaceSHA256 string
+	Flags           map[string][]string
+	Images          map[string]string
+	// Steps are the recorded steps in order with their workspace digests.
+	Steps []StepDigests
 
 	set *egress.Materials
 }
@@ -65,9 +78,31 @@ func LoadReplay(path string) (*Replay, error) {
 	r := &Replay{Path: path, SHA256: sum, set: egress.NewMaterials()}
 	r.PipelineSHA256 = prov.GetBuildDefinition().GetExternalParameters().GetFields()["pipeline"].
 		GetStructValue().GetFields()["digest"].GetStructValue().GetFields()["sha256"].GetStringValue()
+	r.PipelinePath = prov.GetBuildDefinition().GetExternalParameters().GetFields()["pipeline"].
+		GetStructValue().GetFields()["path"].GetStringValue()
 	r.set.Normalize = manifest.RedactURL
-	for _, rd := range prov.GetBuildDefinition().GetResolvedDependencies() {
+	bd := prov.GetBuildDefinition()
+	internal := bd.GetInternalParameters().GetFields()
+	if v, ok := internal["sourceDateEpoch"]; ok {
+		n := int64(v.GetStructValue().GetFields()["value"].GetNumberValue())
+		r.SourceDateEpoch = &n
+	}
+	r.Flags = map[string][]string{}
+	for name, v := range bd.GetExternalParameters().GetFields()["flags"].GetStructValue().GetFields() {
+		for _, e := range v.GetListValue().GetValues() {
+			r.Flags[name] = append(r.Flags[name], e.GetStringValue())
+		}
+	}
+	r.Images = map[string]string{}
+	r.Steps = StepDigestsOf(prov)
+	for _, rd := range bd.GetResolvedDependencies() {
 		ann := rd.GetAnnotations().GetFields()
+		switch ann["kind"].GetStringValue() {
+		case manifest.KindWorkspace:
+			r.WorkspaceSHA256 = rd.GetDigest()["sha256"]
+		case manifest.KindImage:
+			r.Images[rd.GetName()] = "sha256:" + rd.GetDigest()["sha256"]
+		}
 		if ann["kind"].GetStringValue() != manifest.KindFetch {
 			continue
 		}
@@ -106,6 +141,15 @@ type ReplayResult struct {
 	// none extra.
 	Reproduced  bool                 `json:"reproduced"`
 	Differences []ArtifactDifference `json:"differences,omitempty"`
+	// WorkspaceDiffers is set when the workspace the steps started from
+	// is not the recorded one (another checkout, local changes): the
+	// inputs differ, so the run is not a reproduction whatever its
+	// artifacts. Recorded and Replayed give both tree digests.
+	WorkspaceDiffers  bool   `json:"workspaceDiffers,omitempty"`
+	RecordedWorkspace string `json:"recordedWorkspace,omitempty"`
+	ReplayedWorkspace string `json:"replayedWorkspace,omitempty"`
+	// Images are those that resolved to another digest than recorded.
+	Images []ImageDifference `json:"images,omitempty"`
 }
 
 // ArtifactDifference is one artifact that was not reproduced. Recorded or

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/runner/vary"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress/store"
@@ -98,8 +99,28 @@ type Config struct {
 	Offline bool
 	Replay  *Replay
 
+	// SourceDateEpoch is given to every step as SOURCE_DATE_EPOCH unless the
+	// pipeline sets it; nil takes it from the source (the commit time of
+	// HEAD when the workspace is a git work tree, or the value a replayed
+	// provenance records). See sourceDateEpoch in rebuild.go.
+	SourceDateEpoch *int64
+	// Vary changes what a reproducible build must not depend on (cleanroom
+	// rebuild); nil is an ordinary run. VaryBuild numbers the build, so that
+	// each varies differently.
+	Vary      *vary.Plan
+	VaryBuild int
+	// ArtifactsDir receives the artifacts of a fresh workspace (default:
+	// Workspace, where the user expects them). A rebuild keeps each build's
+	// apart.
+	ArtifactsDir string
+	// ExcludeDirs are further directories (absolute) never copied into the
+	// fresh workspace, like the output directory: a rebuild's earlier
+	// outputs are not source.
+	ExcludeDirs []string
+
 	inspection *Inspection   // the run's CA, set by Run (inspect.go)
 	ws         *runWorkspace // where the steps run, set by Run
+	sde        *epoch        // SOURCE_DATE_EPOCH of the steps, set by Run
 }
 
 // Result is the outcome of a run.
@@ -128,6 +149,12 @@ type Result struct {
 	// Replay is set by a --replay run (inspect.go, replay.go).
 	LockfileCheck *manifest.LockfileCheck `json:"lockfileCheck,omitempty"`
 	Replay        *ReplayResult           `json:"replay,omitempty"`
+	// SourceDateEpoch is what the steps got as SOURCE_DATE_EPOCH (nil: not
+	// set); WorkspaceSHA256 is the tree digest of the workspace before the
+	// first step.
+	SourceDateEpoch *epoch     `json:"sourceDateEpoch,omitempty"`
+	WorkspaceSHA256 string     `json:"workspaceSha256,omitempty"`
+	Vary            *vary.Plan `json:"variations,omitempty"`
 }
 
 // StepResult is how one step ended.
@@ -143,6 +170,11 @@ type StepResult struct {
 	Denials   []egress.Denial `json:"denials,omitempty"`
 	WouldNeed []string        `json:"wouldNeed,omitempty"`
 	LogFile   string          `json:"log,omitempty"`
+	// WorkspaceBefore and WorkspaceAfter are the workspace's tree digests
+	// when the step started and ended (manifest.TreeDigest): two builds
+	// diverge at the first step whose after differs.
+	WorkspaceBefore string `json:"workspaceBefore,omitempty"`
+	WorkspaceAfter  string `json:"workspaceAfter,omitempty"`
 }
 
 // ImageResult records an image by digest.
@@ -216,10 +248,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("output directory %s: %w", cfg.OutDir, err)
 	}
 
+	if err := replayPreflight(cfg); err != nil { // rebuild.go
+		return nil, err
+	}
 	images, err := resolveImages(ctx, cfg, steps, res)
 	if err != nil {
 		return nil, err
 	}
+	imageDiffs := replayImages(cfg, res)
 	start := time.Now()
 	if cfg.ReuseWorkspace {
 		cfg.ws = reusedWorkspace(cfg)
@@ -241,6 +277,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	cfg.trace("workspace.hash", start, time.Now())
+	res.WorkspaceSHA256, res.Vary = in.source.TreeSHA256, cfg.Vary
+	cfg.sde = sourceDateEpoch(cfg) // rebuild.go
+	res.SourceDateEpoch = cfg.sde
 	mat, err := startMaterials(&cfg, steps) // inspect.go: CA, lockfiles
 	if err != nil {
 		return nil, err
@@ -269,6 +308,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	ahead := newLookahead(ctx, cfg, steps, images, stage, rec)
 	defer ahead.discard()
 	var runErr error
+	before := in.source.TreeSHA256
 	for i, step := range steps {
 		if runErr != nil || res.Failed != "" {
 			ahead.discard()
@@ -283,6 +323,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		ahead.prepareAfter(i)
 		sr, err = cur.run(ctx)
+		if err == nil {
+			sr.WorkspaceBefore = before
+			if before, err = workspaceDigest(ctx, cfg); err != nil {
+				err = fmt.Errorf("hash the workspace after step %q: %w", step.Name, err)
+			}
+			sr.WorkspaceAfter = before
+		}
 		res.Steps = append(res.Steps, sr)
 		if err != nil {
 			runErr = err
@@ -304,6 +351,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Subjects = subjects
 	}
 	finishMaterials(cfg, mat, res)
+	if res.Replay != nil && len(imageDiffs) > 0 {
+		res.Replay.Images, res.Replay.Reproduced = imageDiffs, false
+	}
 	res.Finished = time.Now().UTC()
 	if err := eventsFile.Sync(); err != nil && runErr == nil {
 		runErr = err

@@ -59,15 +59,17 @@ func prepareStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, i
 		Inspect: cfg.inspection, Store: cfg.Store, TLSConfig: cfg.UpstreamTLS,
 		Offline: cfg.Offline || cfg.Replay != nil, Replay: cfg.Replay.materials(),
 	}, SandboxedStep{
-		Name:      step.Name,
-		ID:        fmt.Sprintf("cr-%s-%d-%s", cfg.RunID, idx, step.Name),
-		Image:     img,
-		Args:      []string{"/bin/sh", "-e", "-c", step.Run},
-		Env:       p.StepEnv(step),
-		Allow:     append(p.StepAllow(step), cfg.ExtraAllow...),
-		Mode:      mode,
-		Workspace: cfg.ws.Dir,
-		Mounts:    maskOutDir(cfg, stage),
+		Name:         step.Name,
+		ID:           fmt.Sprintf("cr-%s-%d-%s", cfg.RunID, idx, step.Name),
+		Image:        img,
+		Args:         []string{"/bin/sh", "-e", "-c", step.Run},
+		Env:          reproEnv(cfg, p.StepEnv(step)), // rebuild.go
+		Allow:        append(p.StepAllow(step), cfg.ExtraAllow...),
+		Mode:         mode,
+		Workspace:    cfg.ws.Dir,
+		WorkspaceDir: stepWorkdir(cfg),
+		Vary:         stepVariation(cfg),
+		Mounts:       maskOutDir(cfg, stage),
 		Limits: sandbox.Limits{
 			MemoryBytes: step.Resources.MemoryBytes,
 			CPUs:        step.Resources.CPUs,
@@ -171,6 +173,8 @@ type SandboxedStep struct {
 	// must leave through the proxy. What it returns is closed at teardown,
 	// before the proxy stops.
 	Attach func(nw sandbox.Network, proxy string) (io.Closer, error)
+	// Vary is what a rebuild changes in the sandbox (zero: nothing).
+	Vary sandbox.Variation
 }
 
 // Sandboxed runs one script: a fresh network namespace with the egress
@@ -291,6 +295,7 @@ func prepareSandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (p 
 		Limits:  st.Limits,
 		Timeout: st.Timeout,
 		Labels:  map[string]string{sandbox.LabelStep: st.Name},
+		Vary:    st.Vary,
 	}
 	if pr, ok := env.Executor.(sandbox.Preparer); ok {
 		t0 := time.Now()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -91,7 +92,7 @@ func freshWorkspace(ctx context.Context, cfg Config) (ws *runWorkspace, err erro
 	if size > 0 {
 		ws.img = filepath.Join(base, cfg.RunID+".img")
 		ws.mnt = filepath.Join(base, cfg.RunID)
-		if err := mountSizeLimited(ctx, ws.img, ws.mnt, size); err != nil {
+		if err := mountSizeLimited(ctx, ws.img, ws.mnt, size, cfg.Vary.HashSeed(cfg.VaryBuild)); err != nil {
 			return ws, fmt.Errorf("fresh workspace: %w (--workspace-size -1 runs without a size limit)", err)
 		}
 	} else {
@@ -121,6 +122,11 @@ func freshWorkspace(ctx context.Context, cfg Config) (ws *runWorkspace, err erro
 	files, err := sourceFiles(ctx, cfg, srcDir)
 	if err != nil {
 		return ws, fmt.Errorf("list the source: %w", err)
+	}
+	if cfg.Vary != nil && cfg.Vary.FileOrder {
+		// Where the filesystem keeps creation order (no size limit: a
+		// plain directory), the reverse order varies it too.
+		slices.Reverse(files)
 	}
 	for _, f := range files {
 		n, err := copyEntry(srcDir, dstDir, f)
@@ -167,7 +173,12 @@ func (ws *runWorkspace) remove() error {
 // it and mounts it at mnt. mount(8) attaches the loop device with autoclear,
 // so unmounting frees it. Measured: about 0.25 s to make and mount, 0.1 s to
 // remove (docs/benchmarks.md).
-func mountSizeLimited(ctx context.Context, img, mnt string, size int64) error {
+//
+// hashSeed fixes the directory hash seed: ext4 lists every directory in the
+// order of its names' hashes, so a fixed seed gives every run the same
+// directory order (a random one, mkfs's default, would change it from run
+// to run), and a rebuild's file-order variation gives another.
+func mountSizeLimited(ctx context.Context, img, mnt string, size int64, hashSeed string) error {
 	f, err := os.OpenFile(img, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
@@ -181,7 +192,7 @@ func mountSizeLimited(ctx context.Context, img, mnt string, size int64) error {
 	// a crash), no reserved blocks, lazy inode tables: mkfs writes almost
 	// nothing.
 	if err := runTool(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
-		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", "-L", "workspace", img); err != nil {
+		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard,hash_seed="+hashSeed, "-L", "workspace", img); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(mnt, 0o700); err != nil {
@@ -214,7 +225,7 @@ type sourceEntry struct {
 // sourceFiles lists what to copy.
 func sourceFiles(ctx context.Context, cfg Config, src *longpath.Dir) ([]sourceEntry, error) {
 	skip := func(rel string) bool {
-		return rel == ".git" || strings.HasPrefix(rel, ".git/") || underOut(cfg, rel)
+		return rel == ".git" || strings.HasPrefix(rel, ".git/") || underOut(cfg, cfg.OutDir, rel) || underExcluded(cfg, rel)
 	}
 	isArtifact := func(rel string) bool {
 		for _, g := range cfg.Pipeline.Artifacts {
@@ -271,13 +282,23 @@ func sourceFiles(ctx context.Context, cfg Config, src *longpath.Dir) ([]sourceEn
 
 // underOut reports whether rel (workspace-relative) is the output directory
 // or inside it.
-func underOut(cfg Config, rel string) bool {
-	outRel, err := filepath.Rel(cfg.Workspace, cfg.OutDir)
+func underOut(cfg Config, out, rel string) bool {
+	outRel, err := filepath.Rel(cfg.Workspace, out)
 	if err != nil || strings.HasPrefix(outRel, "..") {
 		return false
 	}
 	outRel = filepath.ToSlash(outRel)
 	return rel == outRel || strings.HasPrefix(rel, outRel+"/")
+}
+
+// underExcluded reports whether rel is one of cfg.ExcludeDirs or inside one.
+func underExcluded(cfg Config, rel string) bool {
+	for _, d := range cfg.ExcludeDirs {
+		if underOut(cfg, d, rel) {
+			return true
+		}
+	}
+	return false
 }
 
 // gitFiles lists the tracked and the untracked-but-not-ignored files under
@@ -481,7 +502,14 @@ func collectArtifacts(ctx context.Context, cfg Config, globs []string) ([]manife
 	if cfg.ws.Mode != WorkspaceFresh {
 		return subjects, nil
 	}
-	root, err := os.OpenRoot(cfg.Workspace)
+	dest := cfg.Workspace
+	if cfg.ArtifactsDir != "" {
+		dest = cfg.ArtifactsDir
+		if err := os.MkdirAll(dest, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	root, err := os.OpenRoot(dest)
 	if err != nil {
 		return nil, err
 	}
@@ -499,7 +527,7 @@ func collectArtifacts(ctx context.Context, cfg Config, globs []string) ([]manife
 			return nil, err
 		}
 		if err := copyInto(root, src, rel, fi.Mode().Perm()); err != nil {
-			return nil, fmt.Errorf("copy artifact %q to %s: %w", s.Name, cfg.Workspace, err)
+			return nil, fmt.Errorf("copy artifact %q to %s: %w", s.Name, dest, err)
 		}
 	}
 	return subjects, nil

@@ -167,6 +167,29 @@ type Spec struct {
 	Timeout time.Duration
 	// Labels are attached to the container for bookkeeping and reaping.
 	Labels map[string]string
+	// Vary changes what a reproducible build must not depend on (see
+	// Variation); the zero value changes nothing.
+	Vary Variation
+}
+
+// Variation is how `cleanroom rebuild` runs a step differently from the
+// reference build, to show that the build does not depend on it. Each
+// field's zero value leaves the sandbox as an ordinary run has it.
+type Variation struct {
+	// Hostname replaces the sandbox's host name ("cleanroom").
+	Hostname string
+	// UID and GID, when UID is non-zero, run the step's process as that
+	// user instead of root, with the same capabilities (so it writes the
+	// workspace as root would; in a user namespace, as the namespace's
+	// uid UID).
+	UID, GID uint32
+	// Umask, when set, is the process's umask instead of the runtime's 022.
+	Umask *uint32
+	// CPUSet pins the step to these CPUs ("0"): what nproc and
+	// sched_getaffinity report.
+	CPUSet string
+	// ReverseEnv hands the process its environment in reverse order.
+	ReverseEnv bool
 }
 
 // Mount is a bind mount from the host into the sandbox.

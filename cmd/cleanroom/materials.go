@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress/store"
 )
@@ -126,9 +128,19 @@ func reportMaterials(w io.Writer, res *runner.Result) {
 			fmt.Fprintf(w, "replay: reproduced (the artifacts are identical to those of %s)\n", r.Provenance)
 			return
 		}
-		fmt.Fprintf(w, "replay: artifacts differ from %s:\n", r.Provenance)
+		if len(r.Differences) > 0 {
+			fmt.Fprintf(w, "replay: artifacts differ from %s:\n", r.Provenance)
+		} else {
+			fmt.Fprintf(w, "replay: not reproduced from %s: the artifacts are identical, the inputs are not:\n", r.Provenance)
+		}
 		for _, d := range r.Differences {
 			fmt.Fprintf(w, "  differs: %s recorded %s replayed %s\n", d.Name, digestOrNone(d.Recorded), digestOrNone(d.Replayed))
+		}
+		if r.WorkspaceDiffers {
+			fmt.Fprintf(w, "  the workspace differs from the recorded one (recorded sha256:%s, this run sha256:%s): another checkout or local changes\n", r.RecordedWorkspace, r.ReplayedWorkspace)
+		}
+		for _, im := range r.Images {
+			fmt.Fprintf(w, "  image %s is %s, recorded %s\n", im.Ref, im.Used, im.Recorded)
 		}
 	}
 }
@@ -140,8 +152,9 @@ func digestOrNone(d string) string {
 	return "sha256:" + d
 }
 
-func newExportMaterialsCommand() *cobra.Command {
-	var cache, output string
+func newExportMaterialsCommand(g *globalOptions) *cobra.Command {
+	var cache, output, workdir string
+	var withImages bool
 	cmd := &cobra.Command{
 		Use:   "export-materials PROVENANCE DIR",
 		Short: "Copy the downloaded bodies a provenance lists from the store into a directory",
@@ -163,8 +176,29 @@ command fails after exporting the others.`,
 				return systemFailure(needsRoot("export-materials", err))
 			}
 			rep, err := runner.ExportMaterials(st, r, args[1])
-			printJSONOrText(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+			var imgs []kitImage
+			if withImages && err == nil {
+				// The kit is one directory: the provenance and the images too.
+				err = withRunExecutor(cmd.Context(), "export-materials", g, true, func(e *ctrexec.Executor) error {
+					var ierr error
+					imgs, ierr = exportImages(cmd.Context(), e, r, workdir, args[1])
+					return ierr
+				})
+				if err == nil {
+					err = copyFileTo(args[0], filepath.Join(args[1], filepath.Base(args[0])))
+					if errors.Is(err, os.ErrExist) {
+						err = nil
+					}
+				}
+			}
+			printJSONOrText(cmd.OutOrStdout(), output, struct {
+				runner.ExportReport
+				Images []kitImage `json:"images,omitempty"`
+			}{rep, imgs}, func(w io.Writer) {
 				fmt.Fprintf(w, "exported %s (%d bytes) to %s\n", plural(rep.Exported, "body", "bodies"), rep.Bytes, args[1])
+				for _, im := range imgs {
+					fmt.Fprintf(w, "exported image %s (%s) to %s\n", im.Ref, im.Digest, im.File)
+				}
 				for _, m := range rep.Missing {
 					fmt.Fprintf(w, "missing: %s\n", m)
 				}
@@ -179,12 +213,14 @@ command fails after exporting the others.`,
 		},
 	}
 	cmd.Flags().StringVar(&cache, "cache", store.DefaultDir, "the store to export from")
+	cmd.Flags().BoolVar(&withImages, "images", false, "also export every image the provenance records (OCI archives from the local image store, checked against the recorded digests) and the provenance itself: one directory is then a complete offline rebuild kit")
+	cmd.Flags().StringVar(&workdir, "workdir", ".", "with --images: the workspace the recorded run built, where image archives named by path are found")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
 	return cmd
 }
 
-func newImportMaterialsCommand() *cobra.Command {
-	var cache, output string
+func newImportMaterialsCommand(g *globalOptions) *cobra.Command {
+	var cache, output, workdir string
 	cmd := &cobra.Command{
 		Use:   "import-materials DIR",
 		Short: "Add the bodies of an export-materials directory to the store",
@@ -205,10 +241,18 @@ match is refused. Index entries come along for the bodies imported.`,
 			if err != nil {
 				return systemFailure(err)
 			}
+			if _, err := os.Stat(filepath.Join(args[0], kitImagesFile)); err == nil {
+				return withRunExecutor(cmd.Context(), "import-materials", g, true, func(e *ctrexec.Executor) error {
+					n, err := importImages(cmd.Context(), e, args[0], workdir, cmd.OutOrStdout())
+					fmt.Fprintf(cmd.OutOrStdout(), "imported %d images\n", n)
+					return err
+				})
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cache, "cache", store.DefaultDir, "the store to import into")
+	cmd.Flags().StringVar(&workdir, "workdir", "", "restore the kit's image archives that the pipeline names by path into this workspace (files already there are left alone)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
 	return cmd
 }

@@ -55,8 +55,8 @@ infrastructure failure (system failure).`,
 	pf.BoolVar(&g.noUserNS, "no-userns", false, "run runc and crun steps as host root (with the step's capabilities) instead of in a user namespace of their own; weaker, for hosts where user namespaces cannot work")
 	pf.StringVar(&g.forceRuntime, "force-runtime", "", "run every step under this OCI runtime (runc, crun, runsc), whatever the pipeline or --runtime ask for")
 
-	root.AddCommand(newRunCommand(g), newImageCommand(g), newLintCommand(g), newVerifyCommand(), newKeygenCommand(), newVersionCommand(), newGitLabCommand(g),
-		newExportMaterialsCommand(), newImportMaterialsCommand(), newAgentCommand(g))
+	root.AddCommand(newRunCommand(g), newRebuildCommand(g), newDiffCommand(), newImageCommand(g), newLintCommand(g), newVerifyCommand(), newKeygenCommand(), newVersionCommand(), newGitLabCommand(g),
+		newExportMaterialsCommand(g), newImportMaterialsCommand(g), newAgentCommand(g))
 	return root
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cleanroom-ci/cleanroom/internal/exitcode"
 	"github.com/cleanroom-ci/cleanroom/internal/runlock"
@@ -28,6 +29,7 @@ import (
 	"github.com/cleanroom-ci/cleanroom/runner"
 	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/runner/rebuild"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
@@ -56,11 +58,20 @@ type runOptions struct {
 	logLimit          string
 	artifactSizeLimit string
 	requireInspection []string
+	// Reproducibility (rebuild.go): --check N, the rebuild command's
+	// options, SOURCE_DATE_EPOCH, and the rebuild's report once made.
+	check           int
+	checkVary       []string
+	rebuild         *rebuildOptions
+	sourceDateEpoch *int64
+	sdeFlag         string
+	flags           *pflag.FlagSet
+	rebuildReport   *rebuild.Report
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
 	o := &runOptions{}
-	cmd := &cobra.Command{
+	return runCommand(g, o, &cobra.Command{
 		Use:   "run [flags]",
 		Short: "Run a pipeline's steps, each in a fresh hermetic sandbox",
 		Long: `Run executes the steps of a pipeline file in order. Each step runs as
@@ -82,23 +93,33 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 
   # find the allowlist a build needs: allow unlisted hosts, record what enforce would deny
   cleanroom run --egress-mode audit`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.output != "text" && o.output != "json" {
-				return systemFailure(fmt.Errorf("--output %q: use text or json", o.output))
-			}
-			// The result is printed after the run has cleaned up, so a
-			// reader that goes away early cannot cut the teardown short.
-			res, err := runPipeline(cmd.Context(), g, o)
-			if o.output == "json" {
-				printRunJSON(cmd.OutOrStdout(), res, err)
-			} else if res != nil {
-				report(cmd.OutOrStdout(), res)
-			}
+	})
+}
+
+// runCommand adds the run flags to cmd (run, or rebuild when o.rebuild is
+// set) and runs the pipeline.
+func runCommand(g *globalOptions, o *runOptions, cmd *cobra.Command) *cobra.Command {
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if o.output != "text" && o.output != "json" {
+			return systemFailure(fmt.Errorf("--output %q: use text or json", o.output))
+		}
+		// The result is printed after the run has cleaned up, so a
+		// reader that goes away early cannot cut the teardown short.
+		res, err := runPipeline(cmd.Context(), g, o)
+		if o.rebuildReport != nil {
+			printRebuild(cmd.OutOrStdout(), o, res) // rebuild.go
 			return err
-		},
+		}
+		if o.output == "json" {
+			printRunJSON(cmd.OutOrStdout(), res, err)
+		} else if res != nil {
+			report(cmd.OutOrStdout(), res)
+		}
+		return err
 	}
 	f := cmd.Flags()
+	o.flags = f
 	f.StringVarP(&o.file, "file", "f", "cleanroom.yaml", "pipeline file")
 	f.StringVar(&o.workdir, "workdir", "", "workspace mounted at /workspace (default: the pipeline file's directory)")
 	f.StringVar(&o.out, "out", "", "output directory (default: <workspace>/.cleanroom)")
@@ -113,6 +134,7 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 	f.StringVar(&o.logLimit, "log-limit", "64MiB", "cap on each step's log file; beyond it the output is truncated with a marker; \"none\" for no cap")
 	f.StringVar(&o.artifactSizeLimit, "artifact-size-limit", "2GiB", "largest artifact the run hashes and signs; a larger one fails the run; \"none\" for no cap")
 	f.StringArrayVar(&o.requireInspection, "require-inspection", nil, "inspect the TLS of every step whose egress.allow (or --allow) has this exact rule, so a Host inside the tunnel that is not the rule's host is refused (against domain fronting) (repeatable)")
+	o.addReproFlags(f) // rebuild.go
 	o.lint.addFlags(cmd, false)
 	o.sign.addFlags(cmd)
 	o.materials.addFlags(f)
@@ -130,6 +152,9 @@ artifacts matched by the pipeline's "artifacts" globs).`,
 func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.Result, error) {
 	log, err := g.logger()
 	if err != nil {
+		return nil, systemFailure(err)
+	}
+	if err := o.applyRecordedFlags(log); err != nil { // rebuild.go
 		return nil, systemFailure(err)
 	}
 	p, err := pipeline.Load(o.file, pipeline.WithRuleCheck(checkRule))
@@ -173,6 +198,9 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	}
 	out := o.out
 	defaultOut := filepath.Join(workspace, ".cleanroom")
+	if o.rebuild != nil {
+		defaultOut = filepath.Join(defaultOut, "rebuild")
+	}
 	if out == "" {
 		out = defaultOut
 	}
@@ -213,6 +241,9 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 			return nil, systemFailure(fmt.Errorf("%s %q: want a size such as 512MiB, or none", flag, raw))
 		}
 		*sizes[flag] = n
+	}
+	if err := o.parseRepro(); err != nil { // rebuild.go
+		return nil, systemFailure(err)
 	}
 	signer, err := o.sign.signer(ctx, p, log)
 	if err != nil {
@@ -277,7 +308,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	}
 	defer exec.Close()
 
-	res, err := runner.Run(ctx, runner.Config{
+	cfg := runner.Config{
 		Pipeline:          p,
 		Steps:             o.steps,
 		Workspace:         workspace,
@@ -308,7 +339,23 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 		UpstreamTLS:       mat.upstreamTLS,
 		Offline:           o.materials.offline,
 		Replay:            mat.replay,
-	})
+		SourceDateEpoch:   o.sourceDateEpoch,
+	}
+	if o.rebuild != nil {
+		err := runRebuild(ctx, o, cfg, mat) // rebuild.go
+		if cerr := exec.Close(); cerr != nil && err == nil {
+			err = systemFailure(fmt.Errorf("sandbox teardown: %w", cerr))
+		}
+		return nil, err
+	}
+	res, err := runner.Run(ctx, cfg)
+	if o.check > 0 && err == nil && res.Failed == "" && (res.Replay == nil || res.Replay.Reproduced) {
+		err := runCheck(ctx, o, cfg, res) // rebuild.go
+		if cerr := exec.Close(); cerr != nil && err == nil {
+			err = systemFailure(fmt.Errorf("sandbox teardown: %w", cerr))
+		}
+		return res, err
+	}
 	// Close waits for the background teardown of the last steps; a
 	// teardown that failed is an infrastructure failure of this run.
 	if cerr := exec.Close(); cerr != nil && err == nil && res != nil && res.Failed == "" {

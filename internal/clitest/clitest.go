@@ -89,8 +89,10 @@ type Env struct {
 	T     *testing.T
 	Dir   string
 	Image string
-	cfg   Config
-	bin   string
+	// Timeout bounds each CLI run (0: 5 minutes).
+	Timeout time.Duration
+	cfg     Config
+	bin     string
 }
 
 // New checks the prerequisites and makes a workspace.
@@ -156,7 +158,11 @@ func (e *Env) Run(extraEnv []string, args ...string) Result {
 
 // Command prepares a CLI run in its own process group.
 func (e *Env) Command(extraEnv []string, args ...string) *exec.Cmd {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	timeout := e.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	e.T.Cleanup(cancel)
 	cmd := exec.CommandContext(ctx, e.bin, append(e.BaseArgs(), args...)...)
 	cmd.Dir = e.Dir

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 
@@ -54,7 +55,7 @@ func specOpts(img containerd.Image, s sandbox.Spec, nw *network, rt string) []oc
 		oci.WithEnv(s.Env),
 		withDefaultPath,
 		oci.WithProcessCwd(s.Cwd),
-		oci.WithHostname("cleanroom"),
+		oci.WithHostname(hostname(s)),
 		// Integrity of the toolchain: a step cannot change the image it
 		// runs on; what it writes goes to /tmp or the workspace.
 		oci.WithRootFSReadonly(),
@@ -80,6 +81,8 @@ func specOpts(img containerd.Image, s sandbox.Spec, nw *network, rt string) []oc
 			opts = append(opts, withJoinedUserNS(nw.ns.UserPath(), nw.slot.Range))
 		}
 	}
+	// Last: the environment it may reverse is the final one.
+	opts = append(opts, withVariation(s.Vary))
 	return opts
 }
 
@@ -123,6 +126,49 @@ func limitOpts(l sandbox.Limits) []oci.SpecOpts {
 		opts = append(opts, oci.WithCPUCFS(int64(l.CPUs*cpuPeriod), cpuPeriod))
 	}
 	return opts
+}
+
+func hostname(s sandbox.Spec) string {
+	if s.Vary.Hostname != "" {
+		return s.Vary.Hostname
+	}
+	return "cleanroom"
+}
+
+// withVariation applies what `cleanroom rebuild` varies in the process:
+// user, umask, CPU set and the order of the environment. It runs last, so
+// the environment it reverses is the final one (image's and step's).
+func withVariation(v sandbox.Variation) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if v.UID != 0 {
+			s.Process.User.UID, s.Process.User.GID = v.UID, v.GID
+			s.Process.User.AdditionalGids = nil
+			// A non-root process loses its capabilities at execve unless
+			// they are ambient: the step keeps exactly the set root would
+			// have (so it writes the workspace as root would), no more.
+			if c := s.Process.Capabilities; c != nil {
+				c.Inheritable = slices.Clone(c.Effective)
+				c.Ambient = slices.Clone(c.Effective)
+			}
+		}
+		if v.Umask != nil {
+			m := *v.Umask
+			s.Process.User.Umask = &m
+		}
+		if v.CPUSet != "" {
+			if s.Linux.Resources == nil {
+				s.Linux.Resources = &specs.LinuxResources{}
+			}
+			if s.Linux.Resources.CPU == nil {
+				s.Linux.Resources.CPU = &specs.LinuxCPU{}
+			}
+			s.Linux.Resources.CPU.Cpus = v.CPUSet
+		}
+		if v.ReverseEnv {
+			slices.Reverse(s.Process.Env)
+		}
+		return nil
+	}
 }
 
 // defaultPath is used when neither the image nor the step sets PATH.
