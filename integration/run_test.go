@@ -421,3 +421,50 @@ steps:
 	}
 	requireNoResidue(t)
 }
+
+// `sudo cleanroom run` in a user's checkout: the step can write into the
+// user's existing directories, and the artifact copied back, with the
+// directory made for it, belongs to the user, not root.
+func TestUserOwnedCheckoutIsWritableAndArtifactsStayTheUsers(t *testing.T) {
+	const uid, gid = 1000, 1000
+	e := newEnv(t)
+	os.MkdirAll(filepath.Join(e.dir, "sub"), 0o755)
+	os.WriteFile(filepath.Join(e.dir, "sub", "src.txt"), []byte("source"), 0o644)
+	e.pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: build
+    run: |
+      echo edited >> sub/src.txt
+      cat sub/src.txt > sub/app
+      mkdir -p bin && echo tool > bin/tool
+artifacts: ["sub/app", "bin/tool"]
+`)
+	err := filepath.Walk(e.dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.run(nil, "run")
+	if r.code != 0 {
+		t.Fatalf("a step writing into the user's existing directory: %s", r)
+	}
+	for _, rel := range []string{"sub/app", "bin", "bin/tool"} {
+		fi, err := os.Lstat(filepath.Join(e.dir, rel))
+		if err != nil {
+			t.Fatalf("%s: %v", rel, err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s copied back owned by %d:%d, want the checkout's owner %d:%d", rel, st.Uid, st.Gid, uid, gid)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(e.dir, "sub", "app")); string(b) != "source\nedited\n" {
+		t.Errorf("sub/app = %q", b)
+	}
+	requireNoResidue(t)
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/cleanroom-ci/cleanroom/internal/atomicfile"
 )
@@ -211,8 +212,31 @@ func publish(cfg Config, stage string) error {
 	})
 }
 
+// owner is who files the runner writes into a user's directory belong to;
+// nil leaves them to the runner (root).
+type owner struct{ uid, gid int }
+
+// ownerOf is the owner of dir (nil when it cannot be read).
+func ownerOf(dir string) *owner {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	return &owner{int(st.Uid), int(st.Gid)}
+}
+
 // mkdirNoSymlink creates every directory of rel in root, refusing symlinks.
 func mkdirNoSymlink(root *os.Root, rel string) error {
+	return mkdirNoSymlinkAs(root, rel, nil)
+}
+
+// mkdirNoSymlinkAs is mkdirNoSymlink giving the directories it creates to
+// own (when not nil).
+func mkdirNoSymlinkAs(root *os.Root, rel string, own *owner) error {
 	dir := ""
 	for _, name := range strings.Split(filepath.ToSlash(rel), "/") {
 		dir = path.Join(dir, name)
@@ -220,6 +244,11 @@ func mkdirNoSymlink(root *os.Root, rel string) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			if err := root.Mkdir(dir, 0o755); err != nil {
 				return err
+			}
+			if own != nil {
+				if err := root.Lchown(dir, own.uid, own.gid); err != nil {
+					return err
+				}
 			}
 			continue
 		}
@@ -237,8 +266,15 @@ func mkdirNoSymlink(root *os.Root, rel string) error {
 // temporary file created exclusively, so O_EXCL does not follow a planted
 // link, synced, then renamed).
 func copyInto(root *os.Root, src, rel string, perm fs.FileMode) error {
+	return copyIntoAs(root, src, rel, perm, nil)
+}
+
+// copyIntoAs is copyInto giving the file, and the directories created for
+// it, to own (when not nil): an artifact published into a user's checkout
+// is the user's, not root's.
+func copyIntoAs(root *os.Root, src, rel string, perm fs.FileMode, own *owner) error {
 	if dir := filepath.Dir(rel); dir != "." {
-		if err := mkdirNoSymlink(root, dir); err != nil {
+		if err := mkdirNoSymlinkAs(root, dir, own); err != nil {
 			return err
 		}
 	}
@@ -248,6 +284,13 @@ func copyInto(root *os.Root, src, rel string, perm fs.FileMode) error {
 	}
 	defer in.Close()
 	return atomicfile.WriteIn(root, rel, perm, func(w io.Writer) error {
+		if f, ok := w.(*os.File); ok && own != nil {
+			// Before the rename: the file never appears as root's. A
+			// chown clears setuid/setgid, which perm never carries.
+			if err := f.Chown(own.uid, own.gid); err != nil {
+				return err
+			}
+		}
 		_, err := io.Copy(w, in)
 		return err
 	})

@@ -344,11 +344,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		done := cfg.begin("hashing the artifacts")
 		subjects, err := collectArtifacts(ctx, cfg, p.Artifacts)
 		done()
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			// An interrupt while hashing is a cancel, not the step's
+			// failure (the hashing deadline is its own context).
+			runErr = ErrCancelled
+		case err != nil:
 			res.Failed, res.Error = ArtifactsStep, err.Error()
 			cfg.Logger.Error("artifacts", "error", err)
+		default:
+			res.Subjects = subjects
+			if err := publishArtifacts(cfg, subjects); err != nil {
+				runErr = fmt.Errorf("artifacts: %w", err)
+			}
 		}
-		res.Subjects = subjects
 	}
 	finishMaterials(cfg, mat, res)
 	if res.Replay != nil && len(imageDiffs) > 0 {

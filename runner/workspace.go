@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -109,12 +110,25 @@ func freshWorkspace(ctx context.Context, cfg Config) (ws *runWorkspace, err erro
 	if err := os.Mkdir(ws.Dir, src.Mode().Perm()); err != nil {
 		return ws, err
 	}
-	srcDir, err := longpath.Open(cfg.Workspace)
+	// The copy keeps every file's owner, so the top directory takes the
+	// source's too: the step's view of ownership (an idmapped mount maps
+	// the owner of its root) then covers the user's files, instead of
+	// leaving a user's checkout unmapped and read-only under a root-owned
+	// top directory.
+	if st, ok := src.Sys().(*syscall.Stat_t); ok {
+		if err := os.Lchown(ws.Dir, int(st.Uid), int(st.Gid)); err != nil {
+			return ws, err
+		}
+	}
+	// Both sides only through an os.Root: the entries come from a git
+	// index a step of a reused workspace could have written, so no parent
+	// symlink may lead the copy outside either tree.
+	srcDir, err := longpath.OpenRooted(cfg.Workspace)
 	if err != nil {
 		return ws, err
 	}
 	defer srcDir.Close()
-	dstDir, err := longpath.Open(ws.Dir)
+	dstDir, err := longpath.OpenRooted(ws.Dir)
 	if err != nil {
 		return ws, err
 	}
@@ -128,8 +142,9 @@ func freshWorkspace(ctx context.Context, cfg Config) (ws *runWorkspace, err erro
 		// plain directory), the reverse order varies it too.
 		slices.Reverse(files)
 	}
+	c := &copier{src: srcDir, dst: dstDir, dirs: map[string]bool{}}
 	for _, f := range files {
-		n, err := copyEntry(srcDir, dstDir, f)
+		n, err := c.copyEntry(f)
 		if err != nil {
 			return ws, fmt.Errorf("copy %q into the fresh workspace: %w", f.rel, err)
 		}
@@ -239,12 +254,12 @@ func sourceFiles(ctx context.Context, cfg Config, src *longpath.Dir) ([]sourceEn
 	var out []sourceEntry
 	if ok {
 		for _, rel := range tracked {
-			if !skip(rel) {
+			if rel, ok := localEntry(rel); ok && !skip(rel) {
 				out = append(out, sourceEntry{rel: rel})
 			}
 		}
 		for _, rel := range untracked {
-			if !skip(rel) && !isArtifact(rel) {
+			if rel, ok := localEntry(rel); ok && !skip(rel) && !isArtifact(rel) {
 				out = append(out, sourceEntry{rel: rel})
 			}
 		}
@@ -278,6 +293,16 @@ func sourceFiles(ctx context.Context, cfg Config, src *longpath.Dir) ([]sourceEn
 		return nil
 	})
 	return out, err
+}
+
+// localEntry cleans a path git listed and keeps it only if it names
+// something below the workspace. git prints an index entry as written, and
+// the index is the step's to write in a reused workspace (or ships in an
+// agent's tarball): "../../pw" or "x/../.git/config" must be neither read
+// nor written.
+func localEntry(rel string) (string, bool) {
+	rel = path.Clean(rel)
+	return rel, filepath.IsLocal(filepath.FromSlash(rel))
 }
 
 // underOut reports whether rel (workspace-relative) is the output directory
@@ -339,31 +364,72 @@ func gitFiles(ctx context.Context, dir string) (tracked, untracked []string, ok 
 	return tracked, untracked, true
 }
 
+// copier copies source entries; dirs caches the source directories
+// already checked to be real directories.
+type copier struct {
+	src, dst *longpath.Dir
+	dirs     map[string]bool
+}
+
 // copyEntry copies one entry (file, symlink, directory, recursively for a
 // directory listed whole) from src/rel to dst/rel, creating parents. Modes
 // are kept without setuid/setgid; owners are kept. Regular files are cloned
 // when the filesystems allow (FICLONE), else copied with copy_file_range.
-// A tracked file deleted from the work tree is skipped. Paths go through
-// longpath, so a tree deeper than PATH_MAX copies like any other.
-func copyEntry(src, dst *longpath.Dir, e sourceEntry) (int64, error) {
+// A tracked file deleted from the work tree is skipped, and so is one whose
+// parent is a symlink or not a directory (git, too, sees such a file as
+// deleted; following the link would copy whatever it points at). Both
+// trees are rooted longpath.Dirs, so a tree deeper than PATH_MAX copies like
+// any other and no path leaves either tree.
+func (c *copier) copyEntry(e sourceEntry) (int64, error) {
 	rel := filepath.FromSlash(e.rel)
-	fi, err := src.Lstat(rel)
+	if ok, err := c.realDir(filepath.Dir(rel)); err != nil || !ok {
+		return 0, err
+	}
+	fi, err := c.src.Lstat(rel)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	if err := mkdirParents(src, dst, filepath.Dir(rel)); err != nil {
+	if err := mkdirParents(c.src, c.dst, filepath.Dir(rel)); err != nil {
 		return 0, err
 	}
 	if e.dirAlone && fi.IsDir() {
-		return 0, mkdirLike(dst, rel, fi)
+		return 0, mkdirLike(c.dst, rel, fi)
 	}
-	return copyNode(src, dst, rel, fi)
+	return copyNode(c.src, c.dst, rel, fi)
 }
 
-// mkdirParents creates dst/dir and its parents with the modes of src's.
+// realDir reports whether dir and each of its parents in the source is a
+// directory, not a symlink (false, nil when one is not, or is missing).
+func (c *copier) realDir(dir string) (bool, error) {
+	if dir == "." || dir == "" {
+		return true, nil
+	}
+	if ok, seen := c.dirs[dir]; seen {
+		return ok, nil
+	}
+	ok, err := c.realDir(filepath.Dir(dir))
+	if err != nil || !ok {
+		c.dirs[dir] = false
+		return false, err
+	}
+	fi, err := c.src.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
+		ok = false
+	case err != nil:
+		return false, err
+	default:
+		ok = fi.IsDir()
+	}
+	c.dirs[dir] = ok
+	return ok, nil
+}
+
+// mkdirParents creates dst/dir and its parents with the modes of src's
+// (copyEntry has checked they are real directories).
 func mkdirParents(src, dst *longpath.Dir, dir string) error {
 	if dir == "." || dir == "" {
 		return nil
@@ -377,6 +443,9 @@ func mkdirParents(src, dst *longpath.Dir, dir string) error {
 	fi, err := src.Lstat(dir)
 	if err != nil {
 		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
 	}
 	return mkdirLike(dst, dir, fi)
 }
@@ -474,9 +543,9 @@ func copyFile(src, dst *longpath.Dir, rel string, fi fs.FileInfo) (int64, error)
 const DefaultArtifactSizeLimit = 2 << 30
 
 // collectArtifacts matches and hashes the artifacts in the run's workspace,
-// bounded by the last step's timeout and the size cap, and, for a fresh
-// workspace, copies each to its path in the source directory (through an
-// os.Root of it, refusing symlinks on the way), where the user expects it.
+// bounded by the last step's timeout and the size cap. Its errors are the
+// step's (exit 1): a missing artifact, an unattestable name, a size over
+// the cap, hashing past the deadline.
 func collectArtifacts(ctx context.Context, cfg Config, globs []string) ([]manifest.Subject, error) {
 	limit := cfg.ArtifactSizeLimit
 	if limit == 0 {
@@ -499,36 +568,46 @@ func collectArtifacts(ctx context.Context, cfg Config, globs []string) ([]manife
 			return nil, fmt.Errorf("artifact %q: a name with control characters or invalid UTF-8 cannot be attested", s.Name)
 		}
 	}
+	return subjects, nil
+}
+
+// publishArtifacts copies each artifact of a fresh workspace to its path in
+// the source directory, where the user expects it (through an os.Root of
+// it, refusing symlinks on the way), owned by the source directory's owner.
+// Its errors are the host's (the user's disk full or unwritable): an
+// infrastructure failure (exit 2), not the build's.
+func publishArtifacts(cfg Config, subjects []manifest.Subject) error {
 	if cfg.ws.Mode != WorkspaceFresh {
-		return subjects, nil
+		return nil
 	}
 	dest := cfg.Workspace
 	if cfg.ArtifactsDir != "" {
 		dest = cfg.ArtifactsDir
 		if err := os.MkdirAll(dest, 0o755); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	root, err := os.OpenRoot(dest)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer root.Close()
+	own := ownerOf(cfg.Workspace)
 	for _, s := range subjects {
 		rel := filepath.FromSlash(s.Name)
 		// An in-workspace symlink is published as its target (matching
 		// checked that it stays inside).
 		src, err := filepath.EvalSymlinks(filepath.Join(cfg.ws.Dir, rel))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		fi, err := os.Lstat(src)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if err := copyInto(root, src, rel, fi.Mode().Perm()); err != nil {
-			return nil, fmt.Errorf("copy artifact %q to %s: %w", s.Name, dest, err)
+		if err := copyIntoAs(root, src, rel, fi.Mode().Perm(), own); err != nil {
+			return fmt.Errorf("copy artifact %q to %s: %w", s.Name, dest, err)
 		}
 	}
-	return subjects, nil
+	return nil
 }

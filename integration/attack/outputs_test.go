@@ -1,6 +1,8 @@
 package attack
 
 import (
+	"bytes"
+	"crypto/sha1"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -263,4 +265,68 @@ func TestGitWorkspaceAttacks(t *testing.T) {
 	_, ran := os.Stat(marker)
 	check(t, "outputs", "plant core.fsmonitor in .git/config of a reused workspace (a command git runs when the next run lists the source)", "never run on the host",
 		fmt.Sprintf("exit %d, next run exit %d, hook ran: %v", r.Code, next.Code, ran == nil), r.Code == 0 && next.Code == 0 && ran != nil)
+}
+
+// The fresh copy lists a git tree from its index, which a step of a
+// reused workspace (or a tarball's .git) writes: no entry may make the
+// runner read or write outside the source and the fresh workspace.
+func TestGitIndexAttacks(t *testing.T) {
+	e := clitest.New(t, cfg)
+	git := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", e.Dir, "-c", "user.email=t@test", "-c", "user.name=t"}, args...)...)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, b)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	host := t.TempDir()
+	os.MkdirAll(filepath.Join(host, ".ssh"), 0o700)
+	os.WriteFile(filepath.Join(host, ".ssh", "id_rsa"), []byte("HOST-PRIVATE-KEY"), 0o600)
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: s\n    run: echo \"@@key=$(cat sub/.ssh/id_rsa 2>&1)\"\n")
+	git("init", "-q")
+	blob := git("hash-object", "-w", "cleanroom.yaml")
+	git("update-index", "--add", "cleanroom.yaml")
+	// What a step wrote: an index entry below "sub", and "sub" a link to a
+	// host directory.
+	git("update-index", "--add", "--cacheinfo", "100644,"+blob+",sub/.ssh/id_rsa")
+	os.Symlink(host, filepath.Join(e.Dir, "sub"))
+	os.WriteFile(filepath.Join(e.Dir, ".gitignore"), []byte("sub\n"), 0o644) // the link itself is not listed
+	r := e.Run(nil, "run")
+	key := probes(r.Stderr)["key"]
+	check(t, "outputs", "an index entry sub/.ssh/id_rsa with sub a symlink to a host directory (copy the host's key into the workspace)", "not copied: the step sees no key",
+		fmt.Sprintf("exit %d, step read %q", r.Code, key), r.Code == 0 && !strings.Contains(key, "HOST-PRIVATE-KEY"))
+	os.Remove(filepath.Join(e.Dir, "sub"))
+
+	// An index entry "../../<name>", written into the index bytes (git
+	// itself refuses to add one, but prints it when listing).
+	name := fmt.Sprintf("crpw%d", os.Getpid())
+	outside := filepath.Join(e.Dir, "..", "..", name)
+	if err := os.WriteFile(outside, []byte("HOST-FILE"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(outside) })
+	git("rm", "-q", "--cached", "sub/.ssh/id_rsa")
+	git("update-index", "--add", "--cacheinfo", "100644,"+blob+",ab/cd/"+name)
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: s\n    run: \"true\"\n")
+	git("update-index", "--add", "cleanroom.yaml")
+	idx := filepath.Join(e.Dir, ".git", "index")
+	b, err := os.ReadFile(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte("ab/cd/"+name), []byte("../../"+name), 1)
+	sum := sha1.Sum(b[:len(b)-sha1.Size])
+	copy(b[len(b)-sha1.Size:], sum[:])
+	os.WriteFile(idx, b, 0o644)
+	if ls := git("ls-files", "--cached"); !strings.Contains(ls, "../../"+name) {
+		t.Fatalf("the crafted index is not listed as planted: %q", ls)
+	}
+	written := filepath.Join(cfg.StateDir, "workspaces", name)
+	r = e.Run(nil, "run")
+	_, werr := os.Stat(written)
+	os.Remove(written)
+	check(t, "outputs", "an index entry ../../"+name+" (read a host file and write it outside the fresh workspace)", "entry dropped: nothing written outside",
+		fmt.Sprintf("exit %d, written outside: %v", r.Code, werr == nil), r.Code == 0 && werr != nil)
 }

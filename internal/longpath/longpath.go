@@ -19,6 +19,8 @@ const shortPath = 3072
 type Dir struct {
 	path string
 	root *os.Root
+	// rootOnly sends every operation through root, whatever the length.
+	rootOnly bool
 }
 
 // Open opens dir.
@@ -30,6 +32,20 @@ func Open(dir string) (*Dir, error) {
 	return &Dir{path: dir, root: r}, nil
 }
 
+// OpenRooted opens dir for callers that must never leave it: every
+// operation goes through the os.Root, so a symlink in a parent component
+// cannot lead outside dir, and ".." cannot climb out of it (os.Root
+// refuses both), however short the path. A path by name would follow a
+// planted parent symlink anywhere on the host.
+func OpenRooted(dir string) (*Dir, error) {
+	d, err := Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	d.rootOnly = true
+	return d, nil
+}
+
 // Close releases the directory.
 func (d *Dir) Close() error { return d.root.Close() }
 
@@ -37,6 +53,9 @@ func (d *Dir) Close() error { return d.root.Close() }
 func (d *Dir) Path() string { return d.path }
 
 func (d *Dir) short(rel string) (string, bool) {
+	if d.rootOnly {
+		return "", false
+	}
 	if len(d.path)+1+len(rel) < shortPath {
 		return filepath.Join(d.path, rel), true
 	}

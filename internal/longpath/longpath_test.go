@@ -57,3 +57,43 @@ func TestWalksAndOpensBeyondPathMax(t *testing.T) {
 		t.Fatalf("walk: %d files, %v", files, err)
 	}
 }
+
+// A rooted Dir never leaves its directory, even on short paths: a parent
+// that is a symlink to outside, or "..", is refused, not followed.
+func TestRootedRefusesEscapesOnShortPaths(t *testing.T) {
+	outside := t.TempDir()
+	os.WriteFile(filepath.Join(outside, "secret"), []byte("host"), 0o600)
+	root := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(root, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenRooted(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.Lstat(filepath.Join("sub", "secret")); err == nil {
+		t.Error("Lstat followed a parent symlink out of the directory")
+	}
+	if f, err := d.OpenFile(filepath.Join("sub", "secret"), os.O_RDONLY, 0); err == nil {
+		f.Close()
+		t.Error("OpenFile followed a parent symlink out of the directory")
+	}
+	if f, err := d.OpenFile(filepath.Join("..", filepath.Base(outside), "new"), os.O_CREATE|os.O_WRONLY, 0o600); err == nil {
+		f.Close()
+		t.Error("OpenFile created a file outside through ..")
+	}
+	if err := d.Mkdir(filepath.Join("sub", "made"), 0o700); err == nil {
+		t.Error("Mkdir went through a parent symlink")
+	}
+	if _, err := os.Stat(filepath.Join(outside, "made")); err == nil {
+		t.Error("a directory was made outside")
+	}
+	// The plain Dir is the by-path fast case: it does follow (what the
+	// rooted one exists to avoid).
+	p, _ := Open(root)
+	defer p.Close()
+	if _, err := p.Lstat(filepath.Join("sub", "secret")); err != nil {
+		t.Logf("plain Lstat: %v", err)
+	}
+}

@@ -31,9 +31,11 @@ var ErrOutsideWorkspace = errors.New("resolves outside the workspace")
 // whole segment for any number of directories (including none). Matching is on the lexical
 // tree: "*" also matches names starting with a dot. A symlink is allowed
 // only if it resolves inside the workspace, and is then hashed as its target
-// under its own name; an explicitly matched symlinked directory is followed
-// the same way, but "**" never descends into symlinked directories (that is
-// how loops are avoided). It is an error, naming the path, when a match
+// under its own name. A symlinked directory on the way to a match is
+// refused, and "**" never descends into one: matching follows the lexical
+// tree, as the fresh workspace's exclusion of artifacts does, so a link
+// cannot lead a glob to an untracked file the copy let in (and loops are
+// avoided). It is an error, naming the path, when a match
 // resolves outside the workspace, is a directory (the message suggests
 // "dir/**"), or is neither a file nor a directory; and an error, naming the
 // glob, when a glob matches nothing. Absolute globs and "." or ".." segments
@@ -152,6 +154,18 @@ func (m *globMatcher) match(rel, dir string, segs []string) error {
 		}
 		if _, err := os.Stat(child); errors.Is(err, fs.ErrNotExist) {
 			continue // a dangling link on the way holds nothing to match
+		}
+		if li, err := os.Lstat(child); err == nil && li.Mode()&fs.ModeSymlink != 0 {
+			// Matching is lexical, like the fresh copy's exclusion of
+			// artifacts: through a symlinked directory a glob would reach
+			// an untracked file the copy let in (a stale output) and
+			// attest it as this run's.
+			if _, info, err := m.resolve(childRel, child); err != nil {
+				return err
+			} else if info.IsDir() {
+				return fmt.Errorf("%s is a symlink to a directory; artifacts are matched on the real tree (name the directory it points to)", childRel)
+			}
+			continue
 		}
 		resolved, info, err := m.resolve(childRel, child)
 		if err != nil {
