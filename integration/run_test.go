@@ -463,7 +463,7 @@ artifacts: ["sub/app", "bin/tool"]
 			t.Errorf("%s copied back owned by %d:%d, want the checkout's owner %d:%d", rel, st.Uid, st.Gid, uid, gid)
 		}
 	}
-	if b, _ := os.ReadFile(filepath.Join(e.dir, "sub", "app")); string(b) != "source\nedited\n" {
+	if b, _ := os.ReadFile(filepath.Join(e.dir, "sub", "app")); string(b) != "sourceedited\n" {
 		t.Errorf("sub/app = %q", b)
 	}
 	requireNoResidue(t)

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +27,8 @@ type fakeExecutor struct {
 	prepared, started, discards []string
 	networks                    int
 	closedNetworks              int
+	// afterStart, when set, runs after each step's Start returns.
+	afterStart func(id string)
 }
 
 func (f *fakeExecutor) Resolve(_ context.Context, ref string) (sandbox.Image, error) {
@@ -107,6 +110,9 @@ func (p *fakePrepared) Start(ctx context.Context) (sandbox.Result, error) {
 		f.Close()
 	}
 	res.Finished = time.Now()
+	if p.f.afterStart != nil {
+		p.f.afterStart(p.s.ID)
+	}
 	return res, nil
 }
 
@@ -131,6 +137,11 @@ func (c *countingSigner) Identity() string { return "test" }
 
 func fakeRun(t *testing.T, yaml string) (*Result, *fakeExecutor, *countingSigner, string, error) {
 	t.Helper()
+	return fakeRunWith(t, context.Background(), &fakeExecutor{}, yaml)
+}
+
+func fakeRunWith(t *testing.T, ctx context.Context, fe *fakeExecutor, yaml string) (*Result, *fakeExecutor, *countingSigner, string, error) {
+	t.Helper()
 	dir := t.TempDir()
 	ws := filepath.Join(dir, "ws")
 	os.MkdirAll(ws, 0o755)
@@ -138,8 +149,8 @@ func fakeRun(t *testing.T, yaml string) (*Result, *fakeExecutor, *countingSigner
 	if err != nil {
 		t.Fatal(err)
 	}
-	fe, signer := &fakeExecutor{}, &countingSigner{}
-	res, err := Run(context.Background(), Config{
+	signer := &countingSigner{}
+	res, err := Run(ctx, Config{
 		Pipeline: p, Workspace: ws, OutDir: filepath.Join(dir, "out"), StateDir: filepath.Join(dir, "state"),
 		// The fresh copy of the workspace needs root (a size-limited
 		// filesystem); the fake works on the source directly.
@@ -214,5 +225,34 @@ artifacts: ["ran"]
 	}
 	if len(fe.discards) != 0 || fe.networks != fe.closedNetworks {
 		t.Fatalf("discards %v, networks %d/%d closed", fe.discards, fe.closedNetworks, fe.networks)
+	}
+}
+
+// TestInterruptAfterTheStepsIsACancel: an interrupt arriving while the
+// artifacts are hashed is the run's cancel (exit 2, "cancelled"), not a
+// failure of the build's artifacts (exit 1).
+func TestInterruptAfterTheStepsIsACancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fe := &fakeExecutor{afterStart: func(id string) {
+		if strings.HasSuffix(id, "-b") {
+			cancel()
+		}
+	}}
+	res, _, signer, _, err := fakeRunWith(t, ctx, fe, `version: 1
+image: docker.io/library/busybox:1
+steps:
+  - {name: a, run: echo a}
+  - {name: b, run: echo b}
+artifacts: ["ran"]
+`)
+	if !errors.Is(err, ErrCancelled) {
+		t.Fatalf("err = %v, want ErrCancelled", err)
+	}
+	if res != nil && res.Failed == ArtifactsStep {
+		t.Fatalf("the interrupt was recorded as the artifacts' failure: %q", res.Error)
+	}
+	if signer.blobs+signer.dsse != 0 {
+		t.Fatalf("a cancelled run signed %d blobs and %d statements", signer.blobs, signer.dsse)
 	}
 }

@@ -125,6 +125,27 @@ artifacts: ["out/app"]
 		fmt.Sprintf("run exit %d, mode %q, verify exit %d", r.Code, mode, v.Code), r.Code == 0 && mode == "reused" && v.Code != 0 && strings.Contains(v.Stdout+v.Stderr, "freshWorkspace"))
 }
 
+// What the host refuses when an artifact is copied back into the source
+// directory is the runner's failure (exit 2), not the build's: here the
+// user's directory holds a directory where the artifact goes.
+func TestArtifactCopyBackHostFailure(t *testing.T) {
+	e := clitest.New(t, cfg)
+	os.MkdirAll(filepath.Join(e.Dir, "out", "app", "keep"), 0o755)
+	e.Pipeline("version: 1\nimage: IMAGE\nsteps:\n  - name: build\n    run: rm -rf out/app && echo built > out/app\nartifacts: [\"out/app\"]\n")
+	r := e.Run(nil, "run", "--output", "json")
+	var out struct {
+		Status   string `json:"status"`
+		ExitCode int    `json:"exitCode"`
+	}
+	json.Unmarshal([]byte(r.Stdout), &out)
+	_, keep := os.Stat(filepath.Join(e.Dir, "out", "app", "keep"))
+	check(t, "outputs", "control: an artifact the host cannot write back (a directory in the user's tree at its path)", "exit 2 (infrastructure), status error; the user's directory untouched",
+		fmt.Sprintf("exit %d, status %q, out/app/keep present: %v", r.Code, out.Status, keep == nil), r.Code == 2 && out.Status == "error" && keep == nil)
+	mu.Lock()
+	results[len(results)-1].control = true
+	mu.Unlock()
+}
+
 // The runner writes only where it means to: the output directory is
 // opened without following any symlink, --out inside the workspace is
 // refused, and the step cannot read host paths from mountinfo.
