@@ -15,6 +15,7 @@ import (
 
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
+	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 
 // fakeExecutor runs no sandbox: a step's script "exit N" exits N, any
@@ -27,8 +28,6 @@ type fakeExecutor struct {
 	prepared, started, discards []string
 	networks                    int
 	closedNetworks              int
-	// afterStart, when set, runs after each step's Start returns.
-	afterStart func(id string)
 }
 
 func (f *fakeExecutor) Resolve(_ context.Context, ref string) (sandbox.Image, error) {
@@ -110,9 +109,6 @@ func (p *fakePrepared) Start(ctx context.Context) (sandbox.Result, error) {
 		f.Close()
 	}
 	res.Finished = time.Now()
-	if p.f.afterStart != nil {
-		p.f.afterStart(p.s.ID)
-	}
 	return res, nil
 }
 
@@ -137,10 +133,10 @@ func (c *countingSigner) Identity() string { return "test" }
 
 func fakeRun(t *testing.T, yaml string) (*Result, *fakeExecutor, *countingSigner, string, error) {
 	t.Helper()
-	return fakeRunWith(t, context.Background(), &fakeExecutor{}, yaml)
+	return fakeRunWith(t, context.Background(), nil, yaml)
 }
 
-func fakeRunWith(t *testing.T, ctx context.Context, fe *fakeExecutor, yaml string) (*Result, *fakeExecutor, *countingSigner, string, error) {
+func fakeRunWith(t *testing.T, ctx context.Context, progress Progress, yaml string) (*Result, *fakeExecutor, *countingSigner, string, error) {
 	t.Helper()
 	dir := t.TempDir()
 	ws := filepath.Join(dir, "ws")
@@ -149,8 +145,8 @@ func fakeRunWith(t *testing.T, ctx context.Context, fe *fakeExecutor, yaml strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer := &countingSigner{}
-	res, err := Run(ctx, Config{
+	fe, signer := &fakeExecutor{}, &countingSigner{}
+	res, err := Run(ctx, Config{Progress: progress,
 		Pipeline: p, Workspace: ws, OutDir: filepath.Join(dir, "out"), StateDir: filepath.Join(dir, "state"),
 		// The fresh copy of the workspace needs root (a size-limited
 		// filesystem); the fake works on the source directly.
@@ -234,12 +230,7 @@ artifacts: ["ran"]
 func TestInterruptAfterTheStepsIsACancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	fe := &fakeExecutor{afterStart: func(id string) {
-		if strings.HasSuffix(id, "-b") {
-			cancel()
-		}
-	}}
-	res, _, signer, _, err := fakeRunWith(t, ctx, fe, `version: 1
+	res, _, signer, _, err := fakeRunWith(t, ctx, cancelOn{"hashing the artifacts", cancel}, `version: 1
 image: docker.io/library/busybox:1
 steps:
   - {name: a, run: echo a}
@@ -256,3 +247,19 @@ artifacts: ["ran"]
 		t.Fatalf("a cancelled run signed %d blobs and %d statements", signer.blobs, signer.dsse)
 	}
 }
+
+// cancelOn is a Progress that cancels the run when what begins (the
+// interrupt arriving then).
+type cancelOn struct {
+	what   string
+	cancel context.CancelFunc
+}
+
+func (c cancelOn) Begin(what string) func() {
+	if what == c.what {
+		c.cancel()
+	}
+	return func() {}
+}
+
+func (cancelOn) Fetch(egress.Event) {}
