@@ -20,8 +20,9 @@ demo: setup build
 demo-go: setup build
 	BIN=$(BIN) ./hack/demo-go.sh
 
-# A self-hosted agent takes a signed push webhook, builds, signs and serves
-# the provenance, which is then verified (hack/demo-agent.sh).
+# A self-hosted agent takes a signed push webhook, builds, posts commit
+# statuses to the loopback forge, signs and serves the provenance, which is
+# then verified (hack/demo-agent.sh).
 demo-agent: setup build
 	BIN=$(BIN) ./hack/demo-agent.sh
 

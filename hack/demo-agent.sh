@@ -2,16 +2,24 @@
 # make demo-agent: a self-hosted agent on this machine takes a GitHub-style
 # push webhook for a repository on a loopback git server, fetches the
 # commit through its git allowlist, builds examples/hello in real
-# sandboxes, signs the provenance with a fresh key, and serves it; the
-# script downloads the artifact and the signed provenance and verifies
-# them with `cleanroom verify`. Everything listens on 127.0.0.1 and is
-# stopped on exit.
+# sandboxes, reports the job back to the forge as GitHub commit statuses
+# (pending, then success, linking to the job's page), signs the
+# provenance with a fresh key, and serves it; the script checks the
+# statuses the forge received, downloads the artifact and the signed
+# provenance and verifies them with `cleanroom verify`. Everything
+# listens on 127.0.0.1 and is stopped on exit. CLEANROOM_TEST_SCOPE, when
+# set, gives the run its own state directory and containerd namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=${BIN:-bin/cleanroom}
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 WORK=$(mktemp -d /tmp/cleanroom-demo-agent.XXXXXX)
+# Its own state directory and namespace, paired: a run reaps what dead
+# runs of its namespace left, judged by the run locks in its state dir.
+SCOPE=${CLEANROOM_TEST_SCOPE:+-$CLEANROOM_TEST_SCOPE}
+STATE_DIR=/run/cleanroom-demo-agent$SCOPE
+NAMESPACE=cleanroom-demo-agent$SCOPE
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -22,7 +30,7 @@ trap cleanup EXIT
 step() { printf '\n==> %s\n' "$*"; }
 wait_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done; echo "timed out waiting for $1" >&2; exit 1; }
 
-step "a repository with the hello pipeline and its image, served by git http-backend on loopback"
+step "a repository with the hello pipeline and its image, served by git http-backend on loopback; the forge also takes GitHub's commit-status API"
 go run ./internal/cmd/mkbusybox -o "$WORK/builder.tar"
 mkdir -p "$WORK/src/images" "$WORK/git"
 cp examples/hello/cleanroom.yaml "$WORK/src/"
@@ -34,14 +42,16 @@ git -C "$WORK/src" commit -q -m "hello"
 COMMIT=$(git -C "$WORK/src" rev-parse HEAD)
 git clone -q --bare "$WORK/src" "$WORK/git/hello.git"
 go build -o "$WORK/demoforge" ./internal/cmd/demoforge
-"$WORK/demoforge" serve -root "$WORK/git" -addr-file "$WORK/git.addr" &
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/forge.token")
+"$WORK/demoforge" serve -root "$WORK/git" -addr-file "$WORK/git.addr" -status-token-file "$WORK/forge.token" &
 pids+=($!)
 wait_file "$WORK/git.addr"
 GIT_ADDR=$(cat "$WORK/git.addr")
 REPO="http://$GIT_ADDR/hello.git"
 echo "repository $REPO at $COMMIT"
+echo "commit-status API http://$GIT_ADDR/repos/demo/hello/statuses/{sha}"
 
-step "agent configuration: webhook, git allowlist, key signing"
+step "agent configuration: webhook with commit status, git allowlist, key signing"
 (cd "$WORK" && COSIGN_PASSWORD=demo-password "$BIN" keygen >/dev/null)
 printf 'demo-password\n' >"$WORK/cosign.password"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/hook.secret"
@@ -49,6 +59,7 @@ PORT=$("$WORK/demoforge" freeport)
 cat >"$WORK/agent.yaml" <<EOF
 version: 1
 listen: 127.0.0.1:$PORT
+url: http://127.0.0.1:$PORT   # commit statuses link to url/jobs/<id>
 data_dir: $WORK/data
 tokens_file: $WORK/tokens.json
 source:
@@ -64,12 +75,16 @@ webhooks:
     secret_file: $WORK/hook.secret
     repository: $REPO
     refs: [refs/heads/main]
+    status:                # commit statuses, GitHub's API on the demo forge
+      api: http://$GIT_ADDR
+      repository: demo/hello
+      token_file: $WORK/forge.token
 EOF
 cat "$WORK/agent.yaml"
 TOKEN=$("$BIN" agent token create --tokens-file "$WORK/tokens.json" --name demo --scope read 2>/dev/null)
 
 step "cleanroom agent --config agent.yaml"
-"$BIN" --state-dir /run/cleanroom-demo-agent agent --config "$WORK/agent.yaml" 2>"$WORK/agent.log" &
+"$BIN" --state-dir "$STATE_DIR" --namespace "$NAMESPACE" agent --config "$WORK/agent.yaml" 2>"$WORK/agent.log" &
 pids+=($!)
 for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fsS "http://127.0.0.1:$PORT/readyz"
@@ -83,6 +98,11 @@ curl -fsS -N -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/v1/jo
 STATE=$(curl -fsS -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/v1/jobs/$JOB" | sed -n 's/^  "state": "\(.*\)",$/\1/p')
 echo "state: $STATE"
 [ "$STATE" = succeeded ] || { cat "$WORK/agent.log" >&2; exit 1; }
+
+step "commit statuses the forge received for $COMMIT (GET /repos/demo/hello/commits/$COMMIT/statuses)"
+"$WORK/demoforge" statuses -api "http://$GIT_ADDR" -repo demo/hello -commit "$COMMIT" -token-file "$WORK/forge.token" \
+	-want pending,success -target "http://127.0.0.1:$PORT/jobs/$JOB" ||
+	{ echo "the commit statuses did not arrive as expected" >&2; cat "$WORK/agent.log" >&2; exit 1; }
 
 step "download the artifact and the signed provenance, verify them"
 mkdir -p "$WORK/dl"
@@ -98,4 +118,4 @@ kill -TERM "${pids[1]}"
 wait "${pids[1]}"
 tail -n 4 "$WORK/agent.log"
 echo
-echo "demo-agent: webhook → hermetic build → signed provenance served and verified"
+echo "demo-agent: webhook → hermetic build → commit statuses on the forge → signed provenance served and verified"

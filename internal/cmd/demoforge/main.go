@@ -1,9 +1,12 @@
 // Command demoforge stands in for a git forge in `make demo-agent`: it
 // serves a directory of bare repositories over HTTP with git's own
 // http-backend on loopback, and sends GitHub-style push webhooks signed
-// with HMAC-SHA256, as GitHub would.
+// with HMAC-SHA256, as GitHub would. With -status-token-file it also
+// takes GitHub's commit-status API (status.go) and records what it got;
+// `demoforge statuses` prints a commit's and checks them.
 //
-//	demoforge serve -root DIR -addr-file FILE
+//	demoforge serve -root DIR -addr-file FILE [-status-token-file FILE]
+//	demoforge statuses -api http://ADDR -repo OWNER/NAME -commit SHA -token-file F -want pending,success -target URL
 //	demoforge freeport
 //	demoforge push -url http://127.0.0.1:8080/hooks/app -secret-file F -repo URL -ref refs/heads/main -commit SHA
 package main
@@ -29,7 +32,7 @@ const gitHTTPBackend = "/usr/lib/git-core/git-http-backend"
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: demoforge serve|push|freeport [flags]")
+		fmt.Fprintln(os.Stderr, "usage: demoforge serve|push|statuses|freeport [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -38,6 +41,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "push":
 		err = push(os.Args[2:])
+	case "statuses":
+		err = statuses(os.Args[2:])
 	case "freeport":
 		var l net.Listener
 		if l, err = net.Listen("tcp", "127.0.0.1:0"); err == nil {
@@ -57,6 +62,7 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	root := fs.String("root", "", "directory holding bare repositories")
 	addrFile := fs.String("addr-file", "", "write the listening address here")
+	statusToken := fs.String("status-token-file", "", "also serve GitHub's commit-status API, for this token")
 	fs.Parse(args)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -65,8 +71,12 @@ func serve(args []string) error {
 	if err := os.WriteFile(*addrFile, []byte(l.Addr().String()), 0o644); err != nil {
 		return err
 	}
-	h := &cgi.Handler{Path: gitHTTPBackend, Env: []string{"GIT_PROJECT_ROOT=" + *root, "GIT_HTTP_EXPORT_ALL=1"}}
-	return http.Serve(l, h)
+	mux := http.NewServeMux()
+	mux.Handle("/", &cgi.Handler{Path: gitHTTPBackend, Env: []string{"GIT_PROJECT_ROOT=" + *root, "GIT_HTTP_EXPORT_ALL=1"}})
+	if *statusToken != "" {
+		newStatusAPI(*statusToken).register(mux)
+	}
+	return http.Serve(l, mux)
 }
 
 func push(args []string) error {
