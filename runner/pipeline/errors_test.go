@@ -159,7 +159,7 @@ func TestParseErrors(t *testing.T) {
 				"steps: [{name: a, run: b}]",
 			),
 			want: []string{
-				"cleanroom.yaml:3:1: stpes: unknown field (did you mean \"steps\"?); valid fields here: version, image, runtime, env, egress, steps, artifacts, sign",
+				"cleanroom.yaml:3:1: stpes: unknown field (did you mean \"steps\"?); valid fields here: version, image, runtime, env, egress, services, steps, artifacts, sign",
 			},
 		},
 		{
@@ -171,7 +171,7 @@ func TestParseErrors(t *testing.T) {
 				"cache: true",
 			),
 			want: []string{
-				"cleanroom.yaml:4:1: cache: unknown field; valid fields here: version, image, runtime, env, egress, steps, artifacts, sign",
+				"cleanroom.yaml:4:1: cache: unknown field; valid fields here: version, image, runtime, env, egress, services, steps, artifacts, sign",
 			},
 		},
 		{
@@ -374,7 +374,7 @@ func TestParseErrors(t *testing.T) {
 				"    tiemout: 5m",
 			),
 			want: []string{
-				"cleanroom.yaml:6:5: steps[0].tiemout: unknown field (did you mean \"timeout\"?); valid fields here: name, image, run, env, egress, timeout, resources",
+				"cleanroom.yaml:6:5: steps[0].tiemout: unknown field (did you mean \"timeout\"?); valid fields here: name, image, run, env, egress, services, timeout, resources",
 			},
 		},
 		{

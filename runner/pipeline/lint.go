@@ -98,6 +98,16 @@ var rules = []Rule{
 		"keep verification on; trust a private CA by adding its certificate instead", lintTLSOff},
 	{"CR012", "plain-http-fetch", "a script fetches over plain http:// from a non-loopback host: anyone on the path can change the bytes",
 		"use https://, or verify a pinned sha256 of what you fetch", lintPlainHTTP},
+	{"CR013", "service-not-awaited", "a service has no readiness check: the step starts as soon as the service's process does, and its first connections may be refused",
+		"add ready: {port: PORT} (or ready: {command: [...]}) to the service", lintServiceReady},
+}
+
+func lintServiceReady(l *linter) {
+	l.services(func(field string, s Service) {
+		if s.Ready.Port == 0 && len(s.Ready.Command) == 0 {
+			l.report(field, s.Alias)
+		}
+	})
 }
 
 func init() { rules[0].check = lintSuppressions }
@@ -189,6 +199,24 @@ func (l *linter) images(fn func(field string, ref ImageRef)) {
 			}
 		}
 	}
+	l.services(func(field string, s Service) {
+		if r, err := ParseImageRef(s.Image); err == nil {
+			fn(field+".image", r)
+		}
+	})
+}
+
+// services yields every service (the pipeline's and the steps') with its
+// field.
+func (l *linter) services(fn func(field string, s Service)) {
+	for i, s := range l.p.Services {
+		fn(fmt.Sprintf("services[%d]", i), s)
+	}
+	for i, st := range l.p.Steps {
+		for j, s := range st.Services {
+			fn(fmt.Sprintf("steps[%d].services[%d]", i, j), s)
+		}
+	}
 }
 
 // allowRules yields every egress rule with its field.
@@ -203,6 +231,11 @@ func (l *linter) allowRules(fn func(field, rule string)) {
 			}
 		}
 	}
+	l.services(func(field string, s Service) {
+		for j, r := range s.Allow {
+			fn(fmt.Sprintf("%s.egress.allow[%d]", field, j), r)
+		}
+	})
 	for _, r := range l.opts.ExtraAllow {
 		fn("--allow", r)
 	}
@@ -225,6 +258,11 @@ func (l *linter) envs(fn func(field, key, value string)) {
 			fn(fmt.Sprintf("steps[%d].env.%s", i, k), k, s.Env[k])
 		}
 	}
+	l.services(func(field string, s Service) {
+		for _, k := range sortedKeys(s.Env) {
+			fn(field+".env."+k, k, s.Env[k])
+		}
+	})
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -19,6 +19,11 @@
 //	    egress: {allow: []}                   # replaces the default; [] = no egress
 //	    timeout: 10m
 //	    resources: {memory: 1GiB, cpus: 1.5, pids: 512}
+//	    services:                             # beside this step (replaces the top-level list)
+//	      - image: redis:7.2@sha256:…         # same rules as step images
+//	        alias: redis                      # the step reaches it at redis:PORT and 127.0.0.1:PORT
+//	        command: [redis-server, --save, ""]
+//	        ready: {port: 6379, timeout: 30s} # or command: [redis-cli, ping]
 //	artifacts: ["out/app"]                    # globs relative to the workspace
 //	sign: {keyless: false}
 //
@@ -130,7 +135,10 @@ type Pipeline struct {
 	// Egress is the default egress policy for steps that do not set
 	// egress.allow themselves. Mode is always set (default "enforce").
 	Egress Egress
-	Steps  []Step
+	// Services run beside every step that does not list its own (see
+	// Pipeline.StepServices).
+	Services []Service
+	Steps    []Step
 	// Artifacts are globs relative to the workspace ("**" matches any
 	// number of directories); the runner matches and signs them.
 	Artifacts []string
@@ -196,6 +204,10 @@ type Step struct {
 	// whether it replaces the mode (see Pipeline.StepAllow and
 	// Pipeline.StepEgressMode).
 	Egress *Egress
+	// Services are the step's own services; when ServicesSet they replace
+	// the pipeline's (an empty list: none).
+	Services    []Service
+	ServicesSet bool
 	// Timeout is always positive (default DefaultTimeout).
 	Timeout   time.Duration
 	Resources Resources
@@ -295,7 +307,9 @@ func (p *Pipeline) applyDefaults() {
 		if s.Resources.Pids == 0 {
 			s.Resources.Pids = DefaultPids
 		}
+		serviceDefaults(s.Services)
 	}
+	serviceDefaults(p.Services)
 }
 
 // StepImage returns the image reference the step runs in, as written: the

@@ -12,8 +12,8 @@ import (
 // type each has. Rules about values live in validate.go.
 
 var (
-	topFields      = []string{"version", "image", "runtime", "env", "egress", "steps", "artifacts", "sign"}
-	stepFields     = []string{"name", "image", "run", "env", "egress", "timeout", "resources"}
+	topFields      = []string{"version", "image", "runtime", "env", "egress", "services", "steps", "artifacts", "sign"}
+	stepFields     = []string{"name", "image", "run", "env", "egress", "services", "timeout", "resources"}
 	egressFields   = []string{"allow", "mode", "inspect", "cache"}
 	resourceFields = []string{"memory", "cpus", "pids"}
 	signFields     = []string{"keyless"}
@@ -70,6 +70,9 @@ func (d *decoder) pipeline(root ast.Node, p *Pipeline) {
 	}
 	if e, ok := top["egress"]; ok {
 		p.Egress = d.egress(e.value, "egress")
+	}
+	if e, ok := top["services"]; ok {
+		p.Services = d.services(e.value, "services")
 	}
 	var infos []stepInfo
 	if e, ok := top["steps"]; ok {
@@ -131,24 +134,7 @@ func (d *decoder) egress(n ast.Node, field string) Egress {
 	var eg Egress
 	m, _ := d.object(n, field, "a mapping with allow, mode, inspect and cache", egressFields)
 	if e, ok := m["allow"]; ok {
-		f := join(field, "allow")
-		items, _, ok := d.sequence(e.value, f, `a list of rules, e.g. ["goproxy.example.org"] ([] for no egress)`)
-		if ok {
-			eg.Set = true
-			eg.Allow = make([]string, 0, len(items))
-		}
-		for i, item := range items {
-			fi := index(f, i)
-			rule, rn, ok := d.str(item, fi)
-			if !ok {
-				continue
-			}
-			if err := checkRule(rule, d.opts.ruleCheck); err != nil {
-				d.errorf(rn, fi, "%v", err)
-				continue
-			}
-			eg.Allow = append(eg.Allow, rule)
-		}
+		eg.Allow, eg.Set = d.allowList(e.value, join(field, "allow"))
 	}
 	if e, ok := m["mode"]; ok {
 		f := join(field, "mode")
@@ -176,6 +162,28 @@ func (d *decoder) egress(n ast.Node, field string) Egress {
 		}
 	}
 	return eg
+}
+
+// allowList reads egress.allow; set is false if it is not a list.
+func (d *decoder) allowList(n ast.Node, f string) (allow []string, set bool) {
+	items, _, ok := d.sequence(n, f, `a list of rules, e.g. ["goproxy.example.org"] ([] for no egress)`)
+	if !ok {
+		return nil, false
+	}
+	allow = make([]string, 0, len(items))
+	for i, item := range items {
+		fi := index(f, i)
+		rule, rn, ok := d.str(item, fi)
+		if !ok {
+			continue
+		}
+		if err := checkRule(rule, d.opts.ruleCheck); err != nil {
+			d.errorf(rn, fi, "%v", err)
+			continue
+		}
+		allow = append(allow, rule)
+	}
+	return allow, true
 }
 
 func (d *decoder) steps(n ast.Node, field string) ([]Step, []stepInfo) {
@@ -241,6 +249,9 @@ func (d *decoder) step(n ast.Node, field string) (Step, stepInfo, bool) {
 	if e, ok := m["egress"]; ok {
 		eg := d.egress(e.value, join(field, "egress"))
 		s.Egress = &eg
+	}
+	if e, ok := m["services"]; ok {
+		s.Services, s.ServicesSet = d.services(e.value, join(field, "services")), true
 	}
 	if e, ok := m["timeout"]; ok {
 		s.Timeout = d.duration(e.value, join(field, "timeout"))
