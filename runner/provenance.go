@@ -135,6 +135,9 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 		for _, st := range img.Steps {
 			mi.Images = append(mi.Images, manifest.Image{Step: st, Ref: img.Ref, Digest: img.Digest})
 		}
+		for _, sv := range img.Services {
+			mi.Images = append(mi.Images, manifest.Image{Step: sv.Step, Service: sv.Alias, Ref: img.Ref, Digest: img.Digest})
+		}
 	}
 	mi.Dependencies = Dependencies(res.Events)
 	mi.Internal = materialsInternal(cfg, res) // inspect.go

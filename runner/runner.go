@@ -20,6 +20,7 @@ import (
 
 	"github.com/cleanroom-ci/cleanroom/runner/manifest"
 	"github.com/cleanroom-ci/cleanroom/runner/pipeline"
+	"github.com/cleanroom-ci/cleanroom/runner/services"
 	"github.com/cleanroom-ci/cleanroom/runner/vary"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
@@ -175,6 +176,8 @@ type StepResult struct {
 	// diverge at the first step whose after differs.
 	WorkspaceBefore string `json:"workspaceBefore,omitempty"`
 	WorkspaceAfter  string `json:"workspaceAfter,omitempty"`
+	// Services are the step's services and how each ended.
+	Services []services.Status `json:"services,omitempty"`
 }
 
 // ImageResult records an image by digest.
@@ -182,6 +185,14 @@ type ImageResult struct {
 	Ref    string   `json:"ref"`
 	Digest string   `json:"digest"`
 	Steps  []string `json:"steps"`
+	// Services are the services that ran this image.
+	Services []ServiceRef `json:"services,omitempty"`
+}
+
+// ServiceRef names a service: its step and alias.
+type ServiceRef struct {
+	Step  string `json:"step"`
+	Alias string `json:"alias"`
 }
 
 // ArtifactsStep is Result.Failed when the steps succeeded but the
@@ -418,7 +429,8 @@ func newLookahead(ctx context.Context, cfg Config, steps []pipeline.Step, images
 
 func (l *lookahead) prepareNow(i int) prepared {
 	step := l.steps[i]
-	r, sr, err := prepareStep(l.ctx, l.cfg, i, step, l.images[l.cfg.Pipeline.StepImage(step)], l.stage, l.rec)
+	svcs := pipelineServices(l.cfg, step, l.images, l.stage) // service.go
+	r, sr, err := prepareStep(l.ctx, l.cfg, i, step, l.images[l.cfg.Pipeline.StepImage(step)], svcs, l.stage, l.rec)
 	return prepared{run: r, sr: sr, err: err}
 }
 
@@ -460,16 +472,15 @@ func resolveImages(ctx context.Context, cfg Config, steps []pipeline.Step, res *
 	p := cfg.Pipeline
 	images := map[string]sandbox.Image{}
 	byRef := map[string]*ImageResult{}
-	for _, s := range steps {
-		written := p.StepImage(s)
+	var order []string
+	use := func(written string, ref pipeline.ImageRef, what string) (*ImageResult, error) {
 		if _, ok := images[written]; !ok {
-			ref := p.StepImageRef(s)
 			start := time.Now()
 			done := cfg.begin(imageWork(ref) + " " + written)
 			img, err := cfg.Executor.Resolve(ctx, ref.String())
 			done()
 			if err != nil {
-				return nil, fmt.Errorf("step %q: image %s: %w", s.Name, written, err)
+				return nil, fmt.Errorf("%s: image %s: %w", what, written, err)
 			}
 			cfg.trace("image.resolve", start, time.Now(), "ref", written)
 			img.Ref = written
@@ -478,18 +489,32 @@ func resolveImages(ctx context.Context, cfg Config, steps []pipeline.Step, res *
 		}
 		ir, ok := byRef[written]
 		if !ok {
-			ir = &ImageResult{Ref: written, Digest: images[written].Digest}
+			ir = &ImageResult{Ref: written, Digest: images[written].Digest, Steps: []string{}}
 			byRef[written] = ir
-			res.Images = append(res.Images, ImageResult{})
+			order = append(order, written)
+		}
+		return ir, nil
+	}
+	for _, s := range steps {
+		ir, err := use(p.StepImage(s), p.StepImageRef(s), fmt.Sprintf("step %q", s.Name))
+		if err != nil {
+			return nil, err
 		}
 		ir.Steps = append(ir.Steps, s.Name)
 	}
-	res.Images = res.Images[:0]
+	// Service images after the steps' (service.go).
 	for _, s := range steps {
-		if ir, ok := byRef[p.StepImage(s)]; ok {
-			res.Images = append(res.Images, *ir)
-			delete(byRef, p.StepImage(s))
+		for _, svc := range p.StepServices(s) {
+			ir, err := use(svc.Image, p.ServiceImageRef(svc), fmt.Sprintf("step %q: service %q", s.Name, svc.Alias))
+			if err != nil {
+				return nil, err
+			}
+			ir.Services = append(ir.Services, ServiceRef{Step: s.Name, Alias: svc.Alias})
 		}
+	}
+	res.Images = res.Images[:0]
+	for _, written := range order {
+		res.Images = append(res.Images, *byRef[written])
 	}
 	return images, nil
 }

@@ -40,7 +40,7 @@ type stepRun struct {
 // prepareStep makes one pipeline step's sandbox (see prepareSandboxed),
 // with the step's output prefixed on the run's output and copied to
 // logs/<step>.log. The caller runs or discards it.
-func prepareStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img sandbox.Image, stage string, rec egress.Recorder) (*stepRun, StepResult, error) {
+func prepareStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, img sandbox.Image, svcs *ServiceSet, stage string, rec egress.Recorder) (*stepRun, StepResult, error) {
 	p := cfg.Pipeline
 	mode := p.StepEgressMode(step)
 	if cfg.EgressMode != "" {
@@ -75,12 +75,13 @@ func prepareStep(ctx context.Context, cfg Config, idx int, step pipeline.Step, i
 			CPUs:        step.Resources.CPUs,
 			Pids:        step.Resources.Pids,
 		},
-		Timeout: step.Timeout,
-		Runtime: cfg.runtime(),
-		Output:  r.capped,
-		Secrets: cfg.Secrets,
-		Inspect: stepInspect(cfg, step), // inspect.go
-		Cache:   stepCache(cfg, step),
+		Timeout:  step.Timeout,
+		Runtime:  cfg.runtime(),
+		Output:   r.capped,
+		Secrets:  cfg.Secrets,
+		Inspect:  stepInspect(cfg, step), // inspect.go
+		Cache:    stepCache(cfg, step),
+		Services: svcs, // service.go
 	})
 	if err != nil {
 		logFile.Close()
@@ -175,6 +176,8 @@ type SandboxedStep struct {
 	Attach func(nw sandbox.Network, proxy string) (io.Closer, error)
 	// Vary is what a rebuild changes in the sandbox (zero: nothing).
 	Vary sandbox.Variation
+	// Services run beside the script in its namespace (nil: none).
+	Services *ServiceSet
 }
 
 // Sandboxed runs one script: a fresh network namespace with the egress
@@ -208,6 +211,8 @@ type preparedSandbox struct {
 	box      sandbox.Prepared // nil: the executor runs spec in one go
 	attached io.Closer
 	cleaned  bool
+	// svcProxies are the egress proxies of services (service.go).
+	svcProxies []servedProxy
 }
 
 // result is what is known of the step before it ran (name, image,
@@ -297,6 +302,14 @@ func prepareSandboxed(ctx context.Context, env SandboxEnv, st SandboxedStep) (p 
 		Labels:  map[string]string{sandbox.LabelStep: st.Name},
 		Vary:    st.Vary,
 	}
+	if st.Services != nil {
+		hosts, noProxy, err := st.Services.hostsMount() // service.go
+		if err != nil {
+			return p, fmt.Errorf("step %q: %w", st.Name, err)
+		}
+		p.spec.Mounts = append(p.spec.Mounts, hosts)
+		p.spec.Env = withEnv(p.spec.Env, noProxy)
+	}
 	if pr, ok := env.Executor.(sandbox.Preparer); ok {
 		t0 := time.Now()
 		if p.box, err = pr.Prepare(ctx, p.spec, out, out); err != nil {
@@ -349,6 +362,9 @@ func (p *preparedSandbox) cleanup(ctx context.Context) {
 	if p.rec != nil {
 		p.rec.flush()
 	}
+	for _, sp := range p.svcProxies {
+		sp.stop(ctx)
+	}
 	if p.masked != nil {
 		p.masked.Flush()
 	}
@@ -364,9 +380,24 @@ func (p *preparedSandbox) discard() { p.cleanup(context.Background()) }
 func (p *preparedSandbox) run(ctx context.Context) (StepResult, error) {
 	st, log, sr := p.st, p.log, &p.sr
 	log.Info("step starting", "image", st.Image.Ref, "digest", st.Image.Digest, "egress", strings.Join(st.Allow, ","), "mode", sr.Mode)
+	svcs, err := p.startServices(ctx) // service.go
+	if err != nil {
+		sr.Services = svcs.Statuses()
+		p.cleanup(ctx)
+		if ctx.Err() != nil {
+			sr.Status = "cancelled"
+			return *sr, ErrCancelled
+		}
+		sr.Status = "error"
+		return *sr, err
+	}
 	start := time.Now()
 	r, err := p.box.Start(ctx)
 	p.box = nil // started: its teardown is Start's
+	if serr := svcs.Stop(); serr != nil && err == nil {
+		err = serr
+	}
+	sr.Services = svcs.Statuses()
 	if p.env.Trace != nil {
 		p.env.Trace("sandbox.run", start, time.Now(), "step", st.Name)
 	}

@@ -144,13 +144,17 @@ type Spec struct {
 	ID string
 	// Image is the resolved image to run.
 	Image Image
-	// Args is the process argv (e.g. /bin/sh -e -c SCRIPT).
-	Args []string
+	// Args is the process argv (e.g. /bin/sh -e -c SCRIPT). Empty keeps
+	// the image's entrypoint, followed by Command if set, else by the
+	// image's cmd (a service container).
+	Args    []string
+	Command []string
 	// Env is applied over the image config's environment (toolchain images
 	// set PATH, GOPATH, JAVA_HOME …); a variable set in both takes its
 	// value from Env. Nothing of the runner's own environment is added.
 	Env []string
-	// Cwd is the working directory inside the sandbox.
+	// Cwd is the working directory inside the sandbox; empty keeps the
+	// image's (or /).
 	Cwd string
 	// Mounts are bind mounts from the host.
 	Mounts []Mount
@@ -268,6 +272,9 @@ const (
 	LabelRun     = "dev.cleanroom.run"
 	LabelStep    = "dev.cleanroom.step"
 	LabelPID     = "dev.cleanroom.pid"
+	// LabelService marks a service container (its alias); it carries the
+	// run's and the step's labels too, so it is reaped with them.
+	LabelService = "dev.cleanroom.service"
 )
 
 // TraceFunc receives timed spans (for --trace and benchmarks).

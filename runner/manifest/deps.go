@@ -46,7 +46,7 @@ func resolvedDependencies(in *Input) ([]*intoto.ResourceDescriptor, error) {
 		if err := add(&intoto.ResourceDescriptor{
 			Name:   im.ref,
 			Digest: map[string]string{"sha256": im.digest},
-		}, map[string]any{"kind": KindImage, "steps": strs(im.steps)}); err != nil {
+		}, imageAnnotations(im)); err != nil {
 			return nil, err
 		}
 	}
@@ -98,6 +98,22 @@ func sourceDependencies(s Source, add addFunc) error {
 type imageGroup struct {
 	ref, digest string
 	steps       []string
+	services    [][2]string // step, alias
+}
+
+// imageAnnotations: "steps" lists the steps that ran in the image (always
+// present, as before services existed) and "services" the services, each
+// with its step and alias.
+func imageAnnotations(im imageGroup) map[string]any {
+	ann := map[string]any{"kind": KindImage, "steps": strs(im.steps)}
+	if len(im.services) > 0 {
+		svcs := make([]any, len(im.services))
+		for i, s := range im.services {
+			svcs[i] = map[string]any{"step": s[0], "alias": s[1]}
+		}
+		ann["services"] = svcs
+	}
+	return ann
 }
 
 // imageGroups merges steps that ran in the same image (same ref and same
@@ -114,11 +130,19 @@ func imageGroups(images []Image) []imageGroup {
 			byKey[k] = g
 			groups = append(groups, g)
 		}
+		if im.Service != "" {
+			g.services = append(g.services, [2]string{im.Step, im.Service})
+			continue
+		}
 		g.steps = append(g.steps, im.Step)
 	}
 	out := make([]imageGroup, len(groups))
 	for i, g := range groups {
 		g.steps = sortedSet(g.steps)
+		slices.SortFunc(g.services, func(a, b [2]string) int {
+			return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+		})
+		g.services = slices.Compact(g.services)
 		out[i] = *g
 	}
 	slices.SortFunc(out, func(a, b imageGroup) int {

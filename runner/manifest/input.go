@@ -105,9 +105,12 @@ type Source struct {
 	TreeSHA256 string // TreeDigest of the workspace
 }
 
-// Image is the image one step ran in.
+// Image is the image one step, or one service beside a step, ran in.
 type Image struct {
-	Step   string
+	Step string
+	// Service is the alias of the service that ran the image beside Step;
+	// empty for the step's own image.
+	Service string
 	Ref    string // as written in the pipeline, e.g. golang:1.26 or x@sha256:…
 	Digest string // resolved manifest digest, hex or "sha256:hex"
 }

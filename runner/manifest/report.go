@@ -7,13 +7,15 @@ import (
 
 // Report is what Verify found, for a person (Text) or a program (JSON).
 type Report struct {
-	Builder       string   `json:"builder"`
-	SourceRepo    string   `json:"sourceRepo,omitempty"`
-	SourceCommit  string   `json:"sourceCommit,omitempty"`
-	FailedStep    string   `json:"failedStep,omitempty"`
-	Images        []string `json:"images"`
-	Dependencies  int      `json:"dependencies"`
-	WithoutDigest int      `json:"withoutDigest"`
+	Builder      string   `json:"builder"`
+	SourceRepo   string   `json:"sourceRepo,omitempty"`
+	SourceCommit string   `json:"sourceCommit,omitempty"`
+	FailedStep   string   `json:"failedStep,omitempty"`
+	Images       []string `json:"images"`
+	// Services are the service containers that ran beside steps.
+	Services      []ServiceImage `json:"services,omitempty"`
+	Dependencies  int            `json:"dependencies"`
+	WithoutDigest int            `json:"withoutDigest"`
 	// Fetched lists the dependencies (URL, sha256), in the statement's order.
 	Fetched   []FetchedDependency `json:"fetched"`
 	Denied    int                 `json:"denied"`
@@ -61,6 +63,12 @@ func (r Report) Text() string {
 	fmt.Fprintf(&b, "images:        %d\n", len(r.Images))
 	for _, im := range r.Images {
 		fmt.Fprintf(&b, "  %s\n", im)
+	}
+	if len(r.Services) > 0 {
+		fmt.Fprintf(&b, "services:      %d\n", len(r.Services))
+		for _, s := range r.Services {
+			fmt.Fprintf(&b, "  %s (step %s): %s\n", s.Alias, s.Step, s.Image)
+		}
 	}
 	fmt.Fprintf(&b, "dependencies:  %d fetched, %d without digest\n", r.Dependencies, r.WithoutDigest)
 	for _, d := range r.Fetched {

@@ -195,6 +195,9 @@ func (p *problems) images(images []Image) {
 		f := fmt.Sprintf("Images[%d]", i)
 		p.text(f+".Step", im.Step)
 		p.text(f+".Ref", im.Ref)
+		if im.Service != "" {
+			p.text(f+".Service", im.Service)
+		}
 		p.digest(f+".Digest", strings.TrimPrefix(im.Digest, "sha256:"))
 	}
 }

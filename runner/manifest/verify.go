@@ -56,6 +56,7 @@ func Verify(st *intoto.Statement, artifacts []string, pol Policy) (Report, error
 			r.SourceCommit = rd.GetDigest()["gitCommit"]
 		case KindImage:
 			r.Images = append(r.Images, pinnedRef(rd))
+			r.Services = append(r.Services, serviceImages(rd)...)
 			if !isPinned(rd.GetName()) {
 				unpinned = append(unpinned, rd.GetName())
 			}
@@ -234,4 +235,21 @@ func abbreviate(items []string) string {
 		return strings.Join(items, ", ")
 	}
 	return strings.Join(items[:max], ", ") + fmt.Sprintf(", … (%d more)", len(items)-max)
+}
+
+// ServiceImage is a service recorded in the provenance: its alias, the
+// step it ran beside, and its image pinned as pinnedRef shows it.
+type ServiceImage struct {
+	Step  string `json:"step"`
+	Alias string `json:"alias"`
+	Image string `json:"image"`
+}
+
+func serviceImages(rd *intoto.ResourceDescriptor) []ServiceImage {
+	var out []ServiceImage
+	for _, v := range rd.GetAnnotations().GetFields()["services"].GetListValue().GetValues() {
+		f := v.GetStructValue().GetFields()
+		out = append(out, ServiceImage{Step: f["step"].GetStringValue(), Alias: f["alias"].GetStringValue(), Image: pinnedRef(rd)})
+	}
+	return out
 }

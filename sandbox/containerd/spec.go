@@ -51,10 +51,10 @@ const cpuPeriod = 100_000
 func specOpts(img containerd.Image, s sandbox.Spec, nw *network, rt string) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		oci.WithImageConfig(img),
-		oci.WithProcessArgs(s.Args...),
+		withArgs(img, s),
 		oci.WithEnv(s.Env),
 		withDefaultPath,
-		oci.WithProcessCwd(s.Cwd),
+		withCwd(s.Cwd),
 		oci.WithHostname(hostname(s)),
 		// Integrity of the toolchain: a step cannot change the image it
 		// runs on; what it writes goes to /tmp or the workspace.
@@ -168,6 +168,41 @@ func withVariation(v sandbox.Variation) oci.SpecOpts {
 			slices.Reverse(s.Process.Env)
 		}
 		return nil
+	}
+}
+
+// withArgs sets the argv: the spec's Args, or (a service) the image's
+// entrypoint followed by Command, or the image's own entrypoint and cmd as
+// WithImageConfig set them.
+func withArgs(img containerd.Image, s sandbox.Spec) oci.SpecOpts {
+	return func(ctx context.Context, c oci.Client, ctr *containers.Container, sp *oci.Spec) error {
+		switch {
+		case len(s.Args) > 0:
+			return oci.WithProcessArgs(s.Args...)(ctx, c, ctr, sp)
+		case s.Command != nil:
+			ic, err := img.Spec(ctx)
+			if err != nil {
+				return err
+			}
+			args := append(append([]string{}, ic.Config.Entrypoint...), s.Command...)
+			if len(args) == 0 {
+				return fmt.Errorf("image %s has no entrypoint and the command is empty", img.Name())
+			}
+			return oci.WithProcessArgs(args...)(ctx, c, ctr, sp)
+		}
+		if sp.Process == nil || len(sp.Process.Args) == 0 {
+			return fmt.Errorf("image %s has neither entrypoint nor cmd; give a command", img.Name())
+		}
+		return nil
+	}
+}
+
+func withCwd(cwd string) oci.SpecOpts {
+	return func(ctx context.Context, c oci.Client, ctr *containers.Container, sp *oci.Spec) error {
+		if cwd == "" {
+			return nil // the image's, as WithImageConfig set it
+		}
+		return oci.WithProcessCwd(cwd)(ctx, c, ctr, sp)
 	}
 }
 
