@@ -3,8 +3,8 @@
 # machine, as root: containerd, runc, crun and runsc (gVisor) from Debian,
 # busybox-static (the example and test images are built from it), iproute2,
 # util-linux, e2fsprogs (the fresh workspace's filesystem), diffoscope-minimal
-# (cleanroom rebuild's reports on differing artifacts), and
-# chromium (the agent web page test).
+# (cleanroom rebuild's reports on differing artifacts), chromium (the agent
+# web page test) and redis-server (service tests).
 # Idempotent: it does nothing that is already done.
 set -euo pipefail
 
@@ -34,6 +34,9 @@ command -v xz >/dev/null || need+=(xz-utils)
 command -v curl >/dev/null || need+=(curl ca-certificates)
 # cleanroom rebuild runs diffoscope on artifacts that differ.
 command -v diffoscope >/dev/null || need+=(diffoscope-minimal)
+# Service tests run a real Redis server (and redis-cli) from Debian's packages.
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)
 # The agent's web page test drives a headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
@@ -41,6 +44,10 @@ if [ "${#need[@]}" -gt 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	# The tests run their own Redis in sandboxes; none is wanted on the host.
+	if [[ " ${need[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null; then
+		systemctl disable --now redis-server >/dev/null 2>&1 || true
+	fi
 fi
 
 SOCK=/run/containerd/containerd.sock

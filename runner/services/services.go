@@ -140,7 +140,7 @@ func Start(ctx context.Context, cfg Config, svcs []Service) (_ *Group, err error
 		if err := g.wait(ctx, r); err != nil {
 			return g, err
 		}
-		cfg.Logger.Info("service ready", "step", cfg.Step, "service", r.svc.Alias, "after", time.Since(r.started).Round(time.Millisecond))
+		cfg.Logger.Info("service ready", "service", r.svc.Alias, "after", time.Since(r.started).Round(time.Millisecond))
 	}
 	return g, nil
 }
@@ -191,7 +191,7 @@ func (g *Group) start(ctx context.Context, s Service) (*running, error) {
 			r.res, r.err = g.cfg.Executor.Run(sctx, spec, out, out)
 		}
 	}()
-	g.cfg.Logger.Info("service starting", "step", g.cfg.Step, "service", s.Alias, "image", s.Image.Ref, "digest", s.Image.Digest)
+	g.cfg.Logger.Info("service starting", "service", s.Alias, "image", s.Image.Ref, "digest", s.Image.Digest)
 	return r, nil
 }
 
@@ -321,7 +321,7 @@ func (g *Group) Stop() error {
 		select {
 		case <-r.done:
 			if r.err == nil && !r.res.Cancelled {
-				g.cfg.Logger.Warn("service ended before the step", "step", g.cfg.Step, "service", r.svc.Alias, "status", r.res.Reason())
+				g.cfg.Logger.Warn("service ended before the step", "service", r.svc.Alias, "status", r.res.Reason())
 			}
 		default:
 		}
