@@ -111,8 +111,8 @@ type Image struct {
 	// Service is the alias of the service that ran the image beside Step;
 	// empty for the step's own image.
 	Service string
-	Ref    string // as written in the pipeline, e.g. golang:1.26 or x@sha256:…
-	Digest string // resolved manifest digest, hex or "sha256:hex"
+	Ref     string // as written in the pipeline, e.g. golang:1.26 or x@sha256:…
+	Digest  string // resolved manifest digest, hex or "sha256:hex"
 }
 
 // Dependency is one fetch recorded by the egress proxy.

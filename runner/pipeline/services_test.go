@@ -47,11 +47,11 @@ func TestParseServices(t *testing.T) {
 	db := Service{
 		Image: "registry.example.org/postgres:16", Alias: "db",
 		Entrypoint: []string{"docker-entrypoint.sh"}, Command: []string{},
-		Env:        map[string]string{"POSTGRES_PASSWORD": "pw"},
-		Ready:      Readiness{Command: []string{"pg_isready", "-h", "127.0.0.1"}, Timeout: DefaultReadyTimeout},
-		Resources:  Resources{MemoryBytes: 256 << 20, CPUs: 0.5, Pids: 64},
-		Allow:      []string{"files.example.org"},
-		Line:       14,
+		Env:       map[string]string{"POSTGRES_PASSWORD": "pw"},
+		Ready:     Readiness{Command: []string{"pg_isready", "-h", "127.0.0.1"}, Timeout: DefaultReadyTimeout},
+		Resources: Resources{MemoryBytes: 256 << 20, CPUs: 0.5, Pids: 64},
+		Allow:     []string{"files.example.org"},
+		Line:      14,
 	}
 	if got := p.StepServices(p.Steps[1]); !reflect.DeepEqual(got, []Service{db}) {
 		t.Errorf("step pg replaces:\n got %+v\nwant %+v", got, []Service{db})
