@@ -249,3 +249,60 @@ func TestVerifyFreshWorkspacePolicy(t *testing.T) {
 		}
 	}
 }
+
+// A service's image is an image dependency with the service's step and
+// alias; verify lists it, and the pinning policy covers it like a step's.
+func TestVerifyServiceImages(t *testing.T) {
+	redis := "registry.example.org/redis@sha256:" + hexOf("redis-index")
+	st, paths := verifyFixture(t, func(in *Input) {
+		in.Images = append(in.Images,
+			Image{Step: "test", Service: "cache", Ref: redis, Digest: hexOf("redis")},
+			Image{Step: "e2e", Service: "cache", Ref: redis, Digest: hexOf("redis")},
+			Image{Step: "test", Service: "db", Ref: "registry.example.org/postgres:16", Digest: hexOf("pg")})
+	})
+	var found int
+	prov, err := Provenance(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rd := range prov.GetBuildDefinition().GetResolvedDependencies() {
+		switch rd.GetName() {
+		case redis:
+			found++
+			b, _ := json.Marshal(rd.GetAnnotations().AsMap())
+			if want := `{"kind":"image","services":[{"alias":"cache","step":"e2e"},{"alias":"cache","step":"test"}],"steps":[]}`; string(b) != want {
+				t.Errorf("annotations %s, want %s", b, want)
+			}
+			if rd.GetDigest()["sha256"] != hexOf("redis") {
+				t.Errorf("digest %v", rd.GetDigest())
+			}
+		case "registry.example.org/postgres:16":
+			found++
+		}
+	}
+	if found != 2 {
+		t.Fatalf("service images missing from resolvedDependencies")
+	}
+	r, err := Verify(st, paths, strictPolicy)
+	if err == nil || !strings.Contains(err.Error(), "registry.example.org/postgres:16") {
+		t.Errorf("the unpinned service image passes ImagesPinned: %v", err)
+	}
+	want := []ServiceImage{ // in the order of resolvedDependencies (by ref)
+		{Step: "test", Alias: "db", Image: "registry.example.org/postgres:16@sha256:" + hexOf("pg")},
+		{Step: "e2e", Alias: "cache", Image: redis},
+		{Step: "test", Alias: "cache", Image: redis},
+	}
+	if b, w := must(json.Marshal(r.Services)), must(json.Marshal(want)); string(b) != string(w) {
+		t.Errorf("report services %s, want %s", b, w)
+	}
+	if !strings.Contains(r.Text(), "services:      3\n  db (step test): registry.example.org/postgres:16@sha256:") || !strings.Contains(r.Text(), "  cache (step e2e): "+redis+"\n") {
+		t.Errorf("Text:\n%s", r.Text())
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
