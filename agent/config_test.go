@@ -148,6 +148,18 @@ func TestCheckImages(t *testing.T) {
 			t.Errorf("%s with %v: %v", c.image, c.allowed, err)
 		}
 	}
+	// A service's image is held to the same rule as a step's: an allowed
+	// step image does not let a service name the host's archive.
+	for _, c := range cases {
+		p, err := pipeline.Parse(filepath.Join(ws, "cleanroom.yaml"), []byte("version: 1\nimage: oci-archive:./images/b.tar\nsteps:\n  - name: s\n    run: echo\n    services: [{image: \""+c.image+"\", alias: svc}]\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = checkImages(p, ws, c.allowed)
+		if (err == nil) != c.ok || (err != nil && !strings.Contains(err.Error(), `service "svc"`)) {
+			t.Errorf("service image %s with %v: %v", c.image, c.allowed, err)
+		}
+	}
 }
 
 func TestGitOptionsPickTheHostsCredential(t *testing.T) {

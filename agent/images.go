@@ -27,9 +27,20 @@ func checkImages(p *pipeline.Pipeline, workspace string, allowed []string) error
 	if err != nil {
 		return fmt.Errorf("images.allowed%w", err)
 	}
+	type use struct {
+		what, written string
+		ref           pipeline.ImageRef
+	}
+	var uses []use
 	for _, s := range p.Steps {
-		written := p.StepImage(s)
-		ref := p.StepImageRef(s)
+		uses = append(uses, use{fmt.Sprintf("step %q", s.Name), p.StepImage(s), p.StepImageRef(s)})
+		// Service images come from the same pipeline: the same rule.
+		for _, svc := range p.StepServices(s) {
+			uses = append(uses, use{fmt.Sprintf("step %q: service %q", s.Name, svc.Alias), svc.Image, p.ServiceImageRef(svc)})
+		}
+	}
+	for _, u := range uses {
+		written, ref := u.written, u.ref
 		if ref.Kind == pipeline.OCIArchive || ref.Kind == pipeline.DockerArchive {
 			real, err := filepath.EvalSymlinks(ref.Ref)
 			if err == nil && (real == ws || strings.HasPrefix(real, ws+string(filepath.Separator))) {
@@ -41,13 +52,13 @@ func checkImages(p *pipeline.Pipeline, workspace string, allowed []string) error
 			if ok, _ := allows(set, ref.Kind.String()+":"+real); ok {
 				continue
 			}
-			return fmt.Errorf("step %q: image %q is an archive outside the job's source; put it in the repository or add its path to images.allowed in the agent config", s.Name, written)
+			return fmt.Errorf("%s: image %q is an archive outside the job's source; put it in the repository or add its path to images.allowed in the agent config", u.what, written)
 		}
 		if ok, excludedBy := allows(set, written); !ok {
 			if excludedBy != "" {
-				return fmt.Errorf("step %q: image %q is excluded on this agent by images.allowed (%q)", s.Name, written, excludedBy)
+				return fmt.Errorf("%s: image %q is excluded on this agent by images.allowed (%q)", u.what, written, excludedBy)
 			}
-			return fmt.Errorf("step %q: image %q is not allowed on this agent; ask its admin to add a pattern for it to images.allowed", s.Name, written)
+			return fmt.Errorf("%s: image %q is not allowed on this agent; ask its admin to add a pattern for it to images.allowed", u.what, written)
 		}
 	}
 	return nil
