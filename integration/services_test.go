@@ -338,3 +338,27 @@ steps:
 	}
 	requireNoResidue(t)
 }
+
+// A service without entrypoint or command runs the image's own cmd, and
+// the volume the image declares is a writable tmpfs (the root stays
+// read-only): Redis saves its dump there.
+func TestServiceImageCmdAndVolume(t *testing.T) {
+	e, redis := servicesEnv(t)
+	e.servicesPipeline(redis, `version: 1
+image: REDIS
+steps:
+  - name: save
+    run: |
+      redis-cli -h store CONFIG GET dir
+      redis-cli -h store SAVE
+    services:
+      - image: REDIS
+        alias: store
+        ready: {port: 6379}
+`)
+	r := e.run(nil, "run")
+	if r.code != 0 || !strings.Contains(r.stderr, "[save] /data") || !strings.Contains(r.stderr, "[save] OK") {
+		t.Fatalf("want the image's cmd and a writable /data:\n%s", r)
+	}
+	requireNoResidue(t)
+}

@@ -158,6 +158,10 @@ type Spec struct {
 	Cwd string
 	// Mounts are bind mounts from the host.
 	Mounts []Mount
+	// ImageVolumes mounts a fresh tmpfs, bounded like /tmp, on every
+	// volume the image's config declares: the root filesystem is
+	// read-only, and a database image keeps its data in such a volume.
+	ImageVolumes bool
 	// Network is the step's network, made by the executor's
 	// NetworkProvider. Nil means a fresh, private namespace with loopback
 	// only.

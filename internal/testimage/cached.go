@@ -16,6 +16,7 @@ type cachedImage struct {
 	name string   // short name: temp dir prefix, archive and ref name
 	env  []string // image config env; nil for the default PATH
 	cmd  []string // image config cmd
+	vols []string // image config volumes
 	fill func(root, scratch string) error
 
 	once sync.Once
@@ -58,7 +59,7 @@ func (c *cachedImage) build() (string, error) {
 	if cmd == nil {
 		cmd = []string{"/bin/sh"}
 	}
-	img, err := imagepack.Image(root, imagepack.Options{Env: c.env, Cmd: cmd})
+	img, err := imagepack.Image(root, imagepack.Options{Env: c.env, Cmd: cmd, Volumes: c.vols})
 	if err != nil {
 		return "", err
 	}

@@ -12,9 +12,10 @@ var redisPrograms = []string{"/usr/bin/redis-server", "/usr/bin/redis-cli"}
 
 var redis = &cachedImage{
 	name: "redis",
-	// The server's own defaults would write its dump to the read-only
-	// root; tests start it with --dir /tmp and no persistence.
-	cmd: []string{"redis-server", "--save", "", "--appendonly", "no", "--dir", "/tmp"},
+	// As the official image: the data directory is a declared volume
+	// (the root filesystem is read-only), the cmd starts the server.
+	cmd:  []string{"redis-server", "--dir", "/data"},
+	vols: []string{"/data"},
 	fill: func(root, _ string) error {
 		libs := map[string]bool{}
 		for _, p := range redisPrograms {
@@ -42,7 +43,8 @@ var redis = &cachedImage{
 
 // Redis returns an OCI archive of busybox plus Debian's redis-server and
 // redis-cli with the shared libraries they load: a real server for
-// service tests, and a client for the step. Its cmd starts the server.
+// service tests, and a client for the step. Its cmd starts the server
+// with its data in /data, a declared volume.
 func Redis(t testing.TB) string {
 	t.Helper()
 	for _, p := range redisPrograms {

@@ -145,18 +145,41 @@ func Start(ctx context.Context, cfg Config, svcs []Service) (_ *Group, err error
 	return g, nil
 }
 
+// maxIDLength is containerd's limit on container and snapshot ids.
+const maxIDLength = 76
+
+// id names a service's sandbox: the step's id, "-svc-" and the alias (and
+// suffix); when that is too long for containerd, the step's id is cut
+// (its start, "cr-<run>-<index>", stays unique) and the alias replaced by
+// the service's index. Labels still carry the alias.
+func (g *Group) id(s Service, suffix string) string {
+	full := g.cfg.IDPrefix + "-svc-" + s.Alias + suffix
+	if len(full) <= maxIDLength {
+		return full
+	}
+	i := 0
+	for i < len(g.svcs) && g.svcs[i].svc.Alias != s.Alias {
+		i++
+	}
+	tail := fmt.Sprintf("-svc%d%s", i, suffix)
+	return strings.TrimRight(g.cfg.IDPrefix[:min(len(g.cfg.IDPrefix), maxIDLength-len(tail))], "-") + tail
+}
+
 func (g *Group) spec(s Service) sandbox.Spec {
 	return sandbox.Spec{
-		ID:      g.cfg.IDPrefix + "-svc-" + s.Alias,
+		ID:      g.id(s, ""),
 		Image:   s.Image,
 		Args:    s.Args,
 		Command: s.Command,
 		Env:     s.Env,
 		Mounts:  g.cfg.Mounts,
-		Network: g.cfg.Network,
-		Runtime: g.cfg.Runtime,
-		Limits:  s.Limits,
-		Labels:  map[string]string{sandbox.LabelStep: g.cfg.Step, sandbox.LabelService: s.Alias},
+		// A database image keeps its data in a declared volume; the
+		// root filesystem is read-only.
+		ImageVolumes: true,
+		Network:      g.cfg.Network,
+		Runtime:      g.cfg.Runtime,
+		Limits:       s.Limits,
+		Labels:       map[string]string{sandbox.LabelStep: g.cfg.Step, sandbox.LabelService: s.Alias},
 	}
 }
 
@@ -256,7 +279,7 @@ func (g *Group) probe(ctx context.Context, r *running, probes *int, deadline tim
 	*probes++
 	var out bytes.Buffer
 	spec := g.spec(r.svc)
-	spec.ID = fmt.Sprintf("%s-ready%d", spec.ID, *probes)
+	spec.ID = g.id(r.svc, fmt.Sprintf("-ready%d", *probes))
 	spec.Args, spec.Command = ready.Command, nil
 	spec.Limits = sandbox.Limits{MemoryBytes: 256 << 20, CPUs: 1, Pids: 64}
 	spec.Timeout = min(10*time.Second, max(time.Until(deadline), time.Second))

@@ -69,6 +69,9 @@ func specOpts(img containerd.Image, s sandbox.Spec, nw *network, rt string) []oc
 		oci.WithMounts(mounts(s)),
 		withRlimits,
 	}
+	if s.ImageVolumes {
+		opts = append(opts, withImageVolumes(img, s))
+	}
 	opts = append(opts, limitOpts(s.Limits)...)
 	if rt == RuntimeCrun {
 		// crun 1.8 refuses spec versions newer than it knows; the spec
@@ -86,11 +89,11 @@ func specOpts(img containerd.Image, s sandbox.Spec, nw *network, rt string) []oc
 	return opts
 }
 
-func mounts(s sandbox.Spec) []specs.Mount {
-	// tmpfs pages are charged to the step's memory cgroup: a /tmp as large
-	// as the memory limit turns "disk full" into an OOM kill. Half the
-	// memory (Docker's default for tmpfs) makes filling /tmp fail with
-	// ENOSPC, which builds handle.
+// tmpfsOptions bound a writable tmpfs. Its pages are charged to the
+// step's memory cgroup: a /tmp as large as the memory limit turns "disk
+// full" into an OOM kill. Half the memory (Docker's default for tmpfs)
+// makes filling /tmp fail with ENOSPC, which builds handle.
+func tmpfsOptions(s sandbox.Spec) []string {
 	tmpSize := s.Limits.TmpBytes
 	if tmpSize <= 0 {
 		tmpSize = s.Limits.MemoryBytes / 2
@@ -99,7 +102,38 @@ func mounts(s sandbox.Spec) []specs.Mount {
 	if tmpSize > 0 {
 		tmpOpts = append(tmpOpts, fmt.Sprintf("size=%d", tmpSize))
 	}
-	ms := []specs.Mount{{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: tmpOpts}}
+	return tmpOpts
+}
+
+// withImageVolumes mounts a tmpfs on each volume the image declares
+// (after the spec's own mounts, which win: a bind on the same path stays).
+func withImageVolumes(img containerd.Image, s sandbox.Spec) oci.SpecOpts {
+	return func(ctx context.Context, _ oci.Client, _ *containers.Container, sp *oci.Spec) error {
+		ic, err := img.Spec(ctx)
+		if err != nil {
+			return err
+		}
+		taken := map[string]bool{}
+		for _, m := range sp.Mounts {
+			taken[m.Destination] = true
+		}
+		vols := make([]string, 0, len(ic.Config.Volumes))
+		for v := range ic.Config.Volumes {
+			vols = append(vols, v)
+		}
+		slices.Sort(vols)
+		for _, v := range vols {
+			if !strings.HasPrefix(v, "/") || taken[v] {
+				continue
+			}
+			sp.Mounts = append(sp.Mounts, specs.Mount{Destination: v, Type: "tmpfs", Source: "tmpfs", Options: tmpfsOptions(s)})
+		}
+		return nil
+	}
+}
+
+func mounts(s sandbox.Spec) []specs.Mount {
+	ms := []specs.Mount{{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: tmpfsOptions(s)}}
 	for _, m := range s.Mounts {
 		o := []string{"rbind", "nosuid", "nodev", "rprivate"}
 		if m.ReadOnly {

@@ -34,6 +34,8 @@ type Options struct {
 	Name string
 	Env  []string
 	Cmd  []string
+	// Volumes are declared in the config (VOLUME), as database images do.
+	Volumes []string
 }
 
 // Image builds an image from the directory tree at root.
@@ -66,6 +68,12 @@ func Image(root string, o Options) (v1.Image, error) {
 	cfg.OS = "linux"
 	cfg.Config.Env = env
 	cfg.Config.Cmd = o.Cmd
+	if len(o.Volumes) > 0 {
+		cfg.Config.Volumes = map[string]struct{}{}
+		for _, v := range o.Volumes {
+			cfg.Config.Volumes[v] = struct{}{}
+		}
+	}
 	cfg.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
 	img, err = mutate.ConfigFile(img, cfg)
 	if err != nil {
