@@ -332,6 +332,32 @@ steps:
 	if !recorded {
 		t.Errorf("the service's fetch is not recorded as use/web: %+v", e.events())
 	}
+	var prov struct {
+		Predicate struct {
+			BuildDefinition struct {
+				InternalParameters struct {
+					Egress  map[string][]string `json:"egress"`
+					Sandbox struct {
+						Limits map[string]map[string]float64 `json:"limits"`
+					} `json:"sandbox"`
+				} `json:"internalParameters"`
+			} `json:"buildDefinition"`
+		} `json:"predicate"`
+	}
+	b, _ := os.ReadFile(filepath.Join(e.dir, ".cleanroom", "provenance.intoto.json"))
+	if err := json.Unmarshal(b, &prov); err != nil {
+		t.Fatal(err)
+	}
+	ip := prov.Predicate.BuildDefinition.InternalParameters
+	if got := ip.Egress["use/web"]; len(got) != 1 || got[0] != up.hostPort() {
+		t.Errorf("provenance egress of the service: %v", ip.Egress)
+	}
+	if _, ok := ip.Egress["use/offline"]; ok {
+		t.Errorf("a service without egress has an allowlist in the provenance: %v", ip.Egress)
+	}
+	if l := ip.Sandbox.Limits["use/offline"]; l["memoryBytes"] != 1<<30 || l["pids"] != 512 {
+		t.Errorf("service limits in the provenance: %v", ip.Sandbox.Limits)
+	}
 	log, _ := os.ReadFile(filepath.Join(e.dir, ".cleanroom", "logs", "services", "use", "offline.log"))
 	if strings.Contains(string(log), "has-proxy") {
 		t.Errorf("the service without egress got proxy variables:\n%s", log)

@@ -129,6 +129,18 @@ func provenanceInput(cfg Config, res *Result, in inputs, subjects []manifest.Sub
 				"pids":           s.Resources.Pids,
 				"timeoutSeconds": s.Timeout.Seconds(),
 			}
+			// A service's limits and egress, under "<step>/<alias>".
+			for _, svc := range p.StepServices(s) {
+				name := s.Name + "/" + svc.Alias
+				limits[name] = map[string]any{
+					"memoryBytes": svc.Resources.MemoryBytes,
+					"cpus":        svc.Resources.CPUs,
+					"pids":        svc.Resources.Pids,
+				}
+				if len(svc.Allow) > 0 {
+					mi.Egress[name] = append([]string{}, svc.Allow...)
+				}
+			}
 		}
 	}
 	for _, img := range res.Images {
@@ -216,6 +228,16 @@ func envNames(p *pipeline.Pipeline) []string {
 	}
 	for _, s := range p.Steps {
 		for k := range s.Env {
+			seen[k] = true
+		}
+		for _, svc := range p.StepServices(s) {
+			for k := range svc.Env {
+				seen[k] = true
+			}
+		}
+	}
+	for _, svc := range p.Services {
+		for k := range svc.Env {
 			seen[k] = true
 		}
 	}
