@@ -200,6 +200,13 @@ steps:
 	if r := e.run(nil, "run"); r.code != 0 || !strings.Contains(r.stderr, "[cmd] PONG") {
 		t.Fatalf("readiness by command:\n%s", r)
 	}
+	// A service that ends during its step is reported; the step's own
+	// result decides the run.
+	e.servicesPipeline(redis, strings.Replace(readFile(t, filepath.Join(e.dir, "cleanroom.yaml")), "run: redis-cli -h db PING", "run: redis-cli -h db SHUTDOWN NOSAVE; sleep 1", 1))
+	r = e.run(nil, "run", "--output", "json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"status": "exited"`) || !strings.Contains(r.stderr, "service ended before the step") {
+		t.Fatalf("a service shut down by its step:\n%s", r)
+	}
 	log, _ := os.ReadFile(filepath.Join(e.dir, ".cleanroom", "logs", "services", "cmd", "db.log"))
 	if !strings.Contains(string(log), "[ready: redis-cli -h db PING] PONG") {
 		t.Errorf("the readiness probe's output is not in the service log:\n%s", log)
@@ -244,6 +251,43 @@ steps:
 	err := cmd.Wait()
 	if ee, ok := err.(interface{ ExitCode() int }); !ok || ee.ExitCode() != 2 {
 		t.Fatalf("exit: %v\n%s", err, errb.String())
+	}
+	requireNoResidue(t)
+}
+
+// SIGTERM while the runner waits for a service to become ready stops the
+// wait at once, removes the service and exits 2.
+func TestServiceCancelWhileAwaited(t *testing.T) {
+	e, redis := servicesEnv(t)
+	e.servicesPipeline(redis, `version: 1
+image: REDIS
+steps:
+  - name: wait
+    run: touch step-ran
+    services:
+      - image: REDIS
+        alias: cache
+        entrypoint: [/bin/sh, -c, "echo waiting forever; sleep 600"]
+        ready: {port: 6379, timeout: 10m}
+`)
+	cmd := e.command(nil, "run")
+	var errb lockedBuffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, func() bool { return strings.Contains(errb.String(), "service starting") && serviceRunning(t) })
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	if ee, ok := err.(interface{ ExitCode() int }); !ok || ee.ExitCode() != 2 {
+		t.Fatalf("exit: %v\n%s", err, errb.String())
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("took %v to stop", d)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "step-ran")); err == nil {
+		t.Error("the step ran after the cancel")
 	}
 	requireNoResidue(t)
 }
@@ -387,4 +431,13 @@ steps:
 		t.Fatalf("want the image's cmd and a writable /data:\n%s", r)
 	}
 	requireNoResidue(t)
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -326,10 +326,25 @@ type Status struct {
 	Alias  string `json:"alias"`
 	Image  string `json:"image"`
 	Digest string `json:"digest"`
-	// Status is "stopped" (ran until the step ended) or how it ended
-	// before that ("exit status 1", "killed: out of memory").
+	// Status is "stopped" (ran until the step ended, then killed),
+	// "exited" (ended on its own with status 0) or "exited: " and how
+	// ("exit status 1", "killed: out of memory"); "error" if its sandbox
+	// failed.
 	Status string `json:"status"`
 	Log    string `json:"log"`
+}
+
+// status is how the service ended (see Status.Status), once done.
+func (r *running) status() string {
+	switch {
+	case r.err != nil:
+		return "error"
+	case r.res.Cancelled:
+		return "stopped"
+	case r.res.ExitCode == 0 && !r.res.OOMKilled:
+		return "exited"
+	}
+	return "exited: " + r.res.Reason()
 }
 
 // Stop kills and removes every service and reports how each ended. A
@@ -344,7 +359,7 @@ func (g *Group) Stop() error {
 		select {
 		case <-r.done:
 			if r.err == nil && !r.res.Cancelled {
-				g.cfg.Logger.Warn("service ended before the step", "service", r.svc.Alias, "status", r.res.Reason())
+				g.cfg.Logger.Warn("service ended before the step", "service", r.svc.Alias, "status", r.status())
 			}
 		default:
 		}
@@ -365,14 +380,8 @@ func (g *Group) Statuses() []Status {
 	}
 	out := make([]Status, 0, len(g.svcs))
 	for _, r := range g.svcs {
-		st := "stopped"
-		if !r.res.Cancelled && r.err == nil {
-			st = r.res.Reason()
-		} else if r.err != nil {
-			st = "error"
-		}
 		out = append(out, Status{
-			Alias: r.svc.Alias, Image: r.svc.Image.Ref, Digest: r.svc.Image.Digest, Status: st,
+			Alias: r.svc.Alias, Image: r.svc.Image.Ref, Digest: r.svc.Image.Digest, Status: r.status(),
 			Log: filepath.ToSlash(filepath.Join(g.cfg.LogName, r.svc.Alias+".log")),
 		})
 	}
