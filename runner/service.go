@@ -82,7 +82,7 @@ func (s *ServiceSet) aliases() []string {
 // for the aliases to the egress proxy, which would refuse them anyway.
 func (s *ServiceSet) hostsMount() (sandbox.Mount, map[string]string, error) {
 	content := fmt.Sprintf("127.0.0.1\tlocalhost cleanroom %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", strings.Join(s.aliases(), " "))
-	if err := os.MkdirAll(filepath.Dir(s.HostsFile), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(s.HostsFile), 0o755); err != nil {
 		return sandbox.Mount{}, nil, err
 	}
 	if err := os.WriteFile(s.HostsFile, []byte(content), 0o644); err != nil {
