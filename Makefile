@@ -5,7 +5,7 @@ BIN     := bin/cleanroom
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build setup demo demo-go demo-agent test unit integration gitlab-runner sigstore lint fuzz clean bench
+.PHONY: build setup demo demo-go demo-agent demo-services test unit integration gitlab-runner sigstore lint fuzz clean bench
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cleanroom
@@ -25,6 +25,10 @@ demo-go: setup build
 # then verified (hack/demo-agent.sh).
 demo-agent: setup build
 	BIN=$(BIN) ./hack/demo-agent.sh
+
+# A step queries a real Redis running beside it (hack/demo-services.sh).
+demo-services: setup build
+	BIN=$(BIN) ./hack/demo-services.sh
 
 test: setup build lint unit integration sigstore
 

@@ -124,3 +124,17 @@ func TestLintServices(t *testing.T) {
 		t.Errorf("an awaited archive service gives findings: %v", f)
 	}
 }
+
+// The services example stays valid and lint-clean.
+func TestServicesExample(t *testing.T) {
+	p, err := Load("../../examples/services/cleanroom.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svcs := p.StepServices(p.Steps[0]); len(svcs) != 1 || svcs[0].Alias != "cache" || svcs[0].Ready.Port != 6379 {
+		t.Errorf("services %+v", svcs)
+	}
+	if f := Lint(p, LintOptions{}); len(f) != 0 {
+		t.Errorf("findings: %v", f)
+	}
+}
