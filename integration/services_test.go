@@ -441,3 +441,63 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// A service runs with the step's hardening: the same capabilities,
+// no_new_privs, seccomp, a read-only root, and no workspace.
+func TestServiceSandboxIsHardened(t *testing.T) {
+	e := newEnv(t)
+	// The image has an empty /workspace directory; the step's workspace
+	// holds cleanroom.yaml.
+	probe := `grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; touch /planted 2>/dev/null && echo root-writable; test -e /workspace/cleanroom.yaml && echo sees-workspace; echo probe-done`
+	e.pipeline(`version: 1
+image: IMAGE
+steps:
+  - name: check
+    run: |
+      test -e /workspace/cleanroom.yaml
+      ` + probe + `
+      sleep 1
+    services:
+      - image: IMAGE
+        alias: probe
+        entrypoint:
+          - /bin/sh
+          - -c
+          - |
+            ` + probe + `
+            exec sleep 600
+`)
+	r := e.run(nil, "run")
+	if r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	log := readFile(t, filepath.Join(e.dir, ".cleanroom", "logs", "services", "check", "probe.log"))
+	if !strings.Contains(log, "probe-done") {
+		t.Fatalf("the service's probe did not run:\n%s", log)
+	}
+	for _, bad := range []string{"root-writable", "sees-workspace"} {
+		if strings.Contains(log, bad) {
+			t.Errorf("service: %s\n%s", bad, log)
+		}
+	}
+	for _, field := range []string{"CapEff", "CapBnd", "NoNewPrivs", "Seccomp"} {
+		svc := lineWith(log, field+":")
+		step := lineWith(r.stderr, "[check] "+field+":")
+		if svc == "" || !strings.HasSuffix(step, svc) {
+			t.Errorf("%s: service %q, step %q", field, svc, step)
+		}
+	}
+	if lineWith(log, "NoNewPrivs:") != "NoNewPrivs:\t1" || lineWith(log, "Seccomp:") != "Seccomp:\t2" {
+		t.Errorf("service not hardened:\n%s", log)
+	}
+	requireNoResidue(t)
+}
+
+func lineWith(s, prefix string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if i := strings.Index(l, prefix); i >= 0 {
+			return strings.TrimSpace(l[i:])
+		}
+	}
+	return ""
+}
