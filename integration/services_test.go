@@ -456,7 +456,6 @@ steps:
     run: |
       test -e /workspace/cleanroom.yaml
       ` + probe + `
-      sleep 1
     services:
       - image: IMAGE
         alias: probe
@@ -465,7 +464,8 @@ steps:
           - -c
           - |
             ` + probe + `
-            exec sleep 600
+            exec httpd -f -p 127.0.0.1:9000
+        ready: {port: 9000}
 `)
 	r := e.run(nil, "run")
 	if r.code != 0 {
