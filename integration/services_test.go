@@ -91,6 +91,9 @@ artifacts: [out/ok]
 	if err != nil || !strings.Contains(string(log), "Ready to accept connections") {
 		t.Errorf("service log (%v):\n%s", err, log)
 	}
+	if _, err := os.Stat(filepath.Join(e.dir, ".cleanroom", "private")); err == nil {
+		t.Error("the hosts files were published with the outputs")
+	}
 
 	// Provenance: the service image by digest with its alias and step.
 	st, err := os.ReadFile(filepath.Join(e.dir, ".cleanroom", "provenance.intoto.json"))
@@ -127,6 +130,14 @@ artifacts: [out/ok]
 	v := e.run(nil, "verify", "--provenance", ".cleanroom/provenance.intoto.json", "out/ok")
 	if v.code != 0 || !strings.Contains(v.stdout, "services:      1") || !strings.Contains(v.stdout, "cache (step query): "+redis) {
 		t.Errorf("verify does not show the service:\n%s", v)
+	}
+	// A later run's outputs hold no service log of this one.
+	e.pipeline("version: 1\nimage: IMAGE\nsteps: [{name: plain, run: \"true\"}]\n")
+	if r := e.run(nil, "run"); r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, ".cleanroom", "logs", "services")); err == nil {
+		t.Error("an earlier run's service logs stayed in the outputs")
 	}
 	requireNoResidue(t)
 }

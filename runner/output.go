@@ -203,7 +203,7 @@ func publish(cfg Config, stage string) error {
 			return nil
 		}
 		if d.IsDir() {
-			if rel == "empty" {
+			if rel == "empty" || rel == privateDir {
 				return filepath.SkipDir
 			}
 			return mkdirNoSymlink(root, rel)

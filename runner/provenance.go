@@ -283,7 +283,7 @@ func byproducts(stage string) ([]manifest.Byproduct, error) {
 		}
 		rel, _ := filepath.Rel(stage, path)
 		if fi.IsDir() {
-			if rel == "empty" {
+			if rel == "empty" || rel == privateDir {
 				return filepath.SkipDir
 			}
 			return nil

@@ -33,6 +33,10 @@ type ServiceSpec struct {
 	Allow []string
 }
 
+// privateDir holds files of the run's staging directory that are neither
+// outputs nor byproducts (the steps' hosts files).
+const privateDir = "private"
+
 // pipelineServices resolves a step's services for the sandbox.
 func pipelineServices(cfg Config, step pipeline.Step, images map[string]sandbox.Image, stage string) *ServiceSet {
 	svcs := cfg.Pipeline.StepServices(step)
@@ -40,7 +44,7 @@ func pipelineServices(cfg Config, step pipeline.Step, images map[string]sandbox.
 		return nil
 	}
 	set := &ServiceSet{
-		HostsFile: filepath.Join(stage, "services", step.Name+".hosts"),
+		HostsFile: filepath.Join(stage, privateDir, step.Name+".hosts"),
 		LogDir:    filepath.Join(stage, "logs", "services", step.Name),
 		LogName:   "logs/services/" + step.Name,
 	}
