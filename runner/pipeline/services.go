@@ -70,13 +70,16 @@ var (
 	readyFields   = []string{"port", "command", "timeout"}
 )
 
-// aliasRE: an alias is a host name (letters, digits, '-' and '.'), and a
-// part of container ids.
-var aliasRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+// aliasRE: an alias is a host name (letters and digits, single '-' or
+// '.' between them), and a part of container ids, which allow no repeated
+// separators.
+var aliasRE = regexp.MustCompile(`^[a-z0-9]+([.-][a-z0-9]+)*$`)
 
-func checkAlias(a string) error {
-	if !aliasRE.MatchString(a) || strings.Contains(a, "..") {
-		return fmt.Errorf("invalid alias %q: use a host name of 1 to 63 lower-case letters, digits, '-' and '.', e.g. redis or db.local", a)
+// CheckAlias reports whether a is a valid service alias (the GitLab
+// driver checks its jobs' aliases with it).
+func CheckAlias(a string) error {
+	if len(a) > 63 || !aliasRE.MatchString(a) {
+		return fmt.Errorf("invalid alias %q: use a host name of 1 to 63 lower-case letters and digits, with single '-' or '.' between them, e.g. redis or db.local", a)
 	}
 	if a == "localhost" || strings.HasSuffix(a, ".localhost") {
 		return errors.New("localhost is the step's own name; choose another alias")
@@ -125,7 +128,7 @@ func (d *decoder) service(n ast.Node, field string) (Service, ast.Node, bool) {
 	if e, ok := m["alias"]; ok {
 		f := join(field, "alias")
 		if a, an, ok := d.str(e.value, f); ok {
-			if err := checkAlias(a); err != nil {
+			if err := CheckAlias(a); err != nil {
 				d.errorf(an, f, "%v", err)
 			} else {
 				s.Alias, aliasNode = a, an

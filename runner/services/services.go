@@ -162,7 +162,8 @@ func (g *Group) id(s Service, suffix string) string {
 		i++
 	}
 	tail := fmt.Sprintf("-svc%d%s", i, suffix)
-	return strings.TrimRight(g.cfg.IDPrefix[:min(len(g.cfg.IDPrefix), maxIDLength-len(tail))], "-") + tail
+	// containerd allows no repeated separators: none may end the cut.
+	return strings.TrimRight(g.cfg.IDPrefix[:min(len(g.cfg.IDPrefix), maxIDLength-len(tail))], "-_.") + tail
 }
 
 func (g *Group) spec(s Service) sandbox.Spec {
