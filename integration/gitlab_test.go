@@ -192,6 +192,7 @@ type glEnv struct {
 
 type policyOpts struct {
 	allowedImages []string
+	services      []string // services.allowed
 	defaultAllow  []string
 	maximum       []string
 	widen         bool
@@ -233,6 +234,8 @@ cache_dir: %s
 builder_id: https://cleanroom.test/builder/gitlab-it
 images:
   allowed: %s
+services:
+  allowed: %s
 helper:
   image: oci-archive:%s
 egress:
@@ -244,7 +247,7 @@ limits:
   pids: 512
 runner_only_variables: [VAULT_ID_TOKEN]
 stop_grace: %s
-`, e.buildsRoot, e.cacheRoot, q(o.allowedImages), e.helper, q(o.defaultAllow), q(o.maximum), o.widen, stopGrace)
+`, e.buildsRoot, e.cacheRoot, q(o.allowedImages), q(o.services), e.helper, q(o.defaultAllow), q(o.maximum), o.widen, stopGrace)
 	e.policyPath = filepath.Join(e.dir, "gitlab.yaml")
 	if err := os.WriteFile(e.policyPath, []byte(policy), 0o644); err != nil {
 		e.t.Fatal(err)
@@ -274,6 +277,7 @@ type glJob struct {
 	sigstore   string // the ID token
 	vault      string // a runner-only file variable
 	artifacts  []string
+	services   []any            // the payload's services
 	creds      []map[string]any // the payload's registry credentials
 	log        lockedBuffer     // everything the job log would show
 	calls      []string         // "stage=exit" of every run call
@@ -348,6 +352,10 @@ func (j *glJob) writeResponse() {
 	if len(j.artifacts) > 0 {
 		arts = append(arts, map[string]any{"name": "build", "paths": j.artifacts, "when": "on_success", "artifact_type": "archive", "artifact_format": "zip"})
 	}
+	services := j.services
+	if services == nil {
+		services = []any{}
+	}
 	resp := map[string]any{
 		"id":    j.id,
 		"token": j.e.gl.token,
@@ -364,7 +372,7 @@ func (j *glJob) writeResponse() {
 			{"name": "script", "script": []string{"make"}, "timeout": 3600, "when": "on_success", "allow_failure": false},
 		},
 		"image":       map[string]any{"name": j.image},
-		"services":    []any{},
+		"services":    services,
 		"artifacts":   arts,
 		"cache":       []any{},
 		"credentials": j.creds,
@@ -1759,7 +1767,7 @@ func TestGitLabRunSingleFailures(t *testing.T) {
 	svc := api.newJob(e, "echo the script ran")
 	svc.services = []any{map[string]any{"name": "postgres:16", "alias": "db"}}
 	o = api.runJob(t, e, bin, svc)
-	if o.state != "failed" || o.reason != "script_failure" || !strings.Contains(o.trace, "services: are not supported by this runner") {
+	if o.state != "failed" || o.reason != "script_failure" || !strings.Contains(o.trace, "services.allowed is empty") {
 		t.Errorf("job with services: %s", o)
 	}
 	requireNoResidue(t)
@@ -1898,6 +1906,84 @@ check_interval = 1
 	case <-time.After(time.Minute):
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
+	}
+	requireNoResidue(t)
+}
+
+// TestGitLabServices: a job's services: (name, alias, command, variables
+// with HEALTHCHECK_TCP_PORT) run a real Redis beside the job's script,
+// reached by alias; the service's image is in the provenance with its
+// alias; a service image outside services.allowed is a system failure;
+// nothing is left behind.
+func TestGitLabServices(t *testing.T) {
+	e := newGLEnv(t)
+	redis := testimage.Redis(t)
+	e.writePolicy(policyOpts{
+		allowedImages: []string{"oci-archive:" + filepath.Dir(e.image) + "/*.tar", "oci-archive:" + redis},
+		services:      []string{"oci-archive:" + redis},
+	})
+	j := e.newJob("oci-archive:" + redis)
+	j.services = []any{map[string]any{
+		"name": "oci-archive:" + redis, "alias": "cache",
+		"command":   []string{"redis-server", "--save", "", "--dir", "/data"},
+		"variables": []map[string]any{{"key": "HEALTHCHECK_TCP_PORT", "value": "6379"}},
+	}}
+	j.runUntilBuild(1)
+	if !strings.Contains(j.log.String(), "cleanroom: service oci-archive:"+redis) {
+		t.Errorf("prepare did not name the service:\n%s", j.log.String())
+	}
+	build := j.stage("build_script", `redis-cli -h cache SET k "set by the job"
+redis-cli -h cache GET k
+cd "$CI_PROJECT_DIR" && mkdir -p out && redis-cli -h 127.0.0.1 PING > out/ping.txt
+`)
+	if build.code != 0 || !strings.Contains(build.stdout+build.stderr, "set by the job") {
+		t.Fatalf("build_script: %s", build)
+	}
+	j.finish(true, `redis-cli -h cache PING`, "true", `cd "$CI_PROJECT_DIR"
+test -s .cleanroom/provenance.intoto.json
+`+uploadBody(".cleanroom/provenance.intoto.json"))
+	prov := string(e.gl.upload(j.id))
+	if !strings.Contains(prov, `"services":[{"alias":"cache","step":"after_script"},{"alias":"cache","step":"build_script"}]`) {
+		t.Errorf("the provenance does not record the service:\n%s", prov)
+	}
+	j.cleanup()
+	j.requireJobGone()
+	requireNoResidue(t)
+
+	refused := e.newJob("oci-archive:" + redis)
+	refused.services = []any{map[string]any{"name": "oci-archive:" + e.image, "alias": "other"}}
+	refused.config()
+	if r := refused.prepare(nil); r.code != 2 || !strings.Contains(refused.log.String()+r.stderr, "services.allowed") {
+		t.Errorf("a service image outside services.allowed: %s\n%s", r, refused.log.String())
+	}
+	refused.cleanup()
+	requireNoResidue(t)
+}
+
+// TestGitLabRunServices: the real gitlab-runner runs a job with
+// services: (a real Redis); the script reaches it by alias, the
+// service's image is in the uploaded provenance, nothing is left.
+func TestGitLabRunServices(t *testing.T) {
+	bin := realRunner(t)
+	redis := testimage.Redis(t)
+	e, api := newRealRunnerEnv(t, bin, policyOpts{services: []string{"oci-archive:" + redis}})
+	// The job image needs redis-cli: the Redis test image has it.
+	e.writePolicy(policyOpts{allowedImages: []string{"oci-archive:" + filepath.Dir(e.image) + "/*.tar", "oci-archive:" + redis}, services: []string{"oci-archive:" + redis}})
+	policy, _ := os.ReadFile(e.policyPath)
+	os.WriteFile(e.policyPath, bytes.Replace(policy, []byte("helper:\n"), []byte("helper:\n  gitlab_runner: "+bin+"\n"), 1), 0o644)
+	j := api.newJob(e, "redis-cli -h db SET greeting hello-from-the-job", "redis-cli -h db GET greeting", "mkdir -p out && redis-cli -h db GET greeting > out/greeting.txt")
+	j.image = "oci-archive:" + redis
+	j.services = []any{map[string]any{"name": "oci-archive:" + redis, "alias": "db",
+		"command":   []string{"redis-server", "--save", "", "--dir", "/data"},
+		"variables": []map[string]any{{"key": "HEALTHCHECK_TCP_PORT", "value": "6379"}}}}
+	j.artifacts = []map[string]any{{"name": "build", "paths": []string{"out/", ".cleanroom/"}, "when": "on_success", "artifact_type": "archive", "artifact_format": "zip"}}
+	o := api.runJob(t, e, bin, j)
+	if o.state != "success" || !strings.Contains(o.trace, "hello-from-the-job") || !strings.Contains(o.trace, "cleanroom: service oci-archive:"+redis) {
+		t.Fatalf("job with a service: %s", o)
+	}
+	files := zipFiles(t, o.artifacts)
+	if files["out/greeting.txt"] != "hello-from-the-job\n" || !strings.Contains(files[".cleanroom/provenance.intoto.json"], `"services":[{"alias":"db","step":"build_script"}]`) {
+		t.Errorf("greeting %q; provenance:\n%s", files["out/greeting.txt"], files[".cleanroom/provenance.intoto.json"])
 	}
 	requireNoResidue(t)
 }

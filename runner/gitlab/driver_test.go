@@ -284,7 +284,7 @@ func TestPrepareRefusals(t *testing.T) {
 		// As GitLab's Docker executor does with a disallowed image.
 		{"image not allowed", func(r map[string]any) { r["image"] = map[string]any{"name": "evil.example.com/x:1"} }, "not allowed", false},
 		{"no image", func(r map[string]any) { r["image"] = map[string]any{} }, "no image", true},
-		{"services", func(r map[string]any) { r["services"] = []any{map[string]any{"name": "postgres"}} }, "services: are not supported", true},
+		{"services without services.allowed", func(r map[string]any) { r["services"] = []any{map[string]any{"name": "postgres"}} }, "services.allowed is empty", true},
 		{"job hook", func(r map[string]any) {
 			r["hooks"] = []any{map[string]any{"name": "pre_get_sources_script", "script": []string{"curl $CI_API_V4_URL"}}}
 		}, "hooks:pre_get_sources_script is not supported", true},

@@ -58,6 +58,9 @@ type Policy struct {
 	// ImageAllowed); DefaultImage is used when a job names none.
 	AllowedImages []string
 	DefaultImage  string
+	// AllowedServices are the image patterns a job's services: may run
+	// (same syntax); empty refuses every job with services.
+	AllowedServices []string
 	// HelperImage runs the stages that talk to GitLab; HelperAllow is
 	// extra egress for them (a separate clone host, a distributed cache);
 	// GitLabRunner is a host binary mounted read-only into helper stages
@@ -107,6 +110,7 @@ func (p *Policy) Summary() map[string]any {
 		"cache_dir":  p.CacheDir,
 		"builder_id": p.BuilderID,
 		"images":     map[string]any{"allowed": p.AllowedImages, "default": p.DefaultImage},
+		"services":   map[string]any{"allowed": p.AllowedServices},
 		"helper":     map[string]any{"image": p.HelperImage, "gitlab_runner": p.GitLabRunner, "allow": p.HelperAllow},
 		"egress": map[string]any{
 			"default": p.DefaultAllow, "maximum": p.MaximumAllow,
@@ -122,23 +126,28 @@ func (p *Policy) Summary() map[string]any {
 // policyFile is the YAML schema. Unknown keys are errors: a misspelt
 // protection (say "maximun") must not silently become no protection.
 type policyFile struct {
-	Version             int         `yaml:"version"`
-	BuildsDir           string      `yaml:"builds_dir"`
-	CacheDir            string      `yaml:"cache_dir"`
-	BuilderID           string      `yaml:"builder_id"`
-	Images              imagesFile  `yaml:"images"`
-	Helper              helperFile  `yaml:"helper"`
-	Egress              egressYAML  `yaml:"egress"`
-	Limits              limitsFile  `yaml:"limits"`
-	Signing             signingFile `yaml:"signing"`
-	RunnerOnlyVariables []string    `yaml:"runner_only_variables"`
-	StopGrace           string      `yaml:"stop_grace"`
-	Runtime             string      `yaml:"runtime"`
+	Version             int          `yaml:"version"`
+	BuildsDir           string       `yaml:"builds_dir"`
+	CacheDir            string       `yaml:"cache_dir"`
+	BuilderID           string       `yaml:"builder_id"`
+	Images              imagesFile   `yaml:"images"`
+	Services            servicesFile `yaml:"services"`
+	Helper              helperFile   `yaml:"helper"`
+	Egress              egressYAML   `yaml:"egress"`
+	Limits              limitsFile   `yaml:"limits"`
+	Signing             signingFile  `yaml:"signing"`
+	RunnerOnlyVariables []string     `yaml:"runner_only_variables"`
+	StopGrace           string       `yaml:"stop_grace"`
+	Runtime             string       `yaml:"runtime"`
 }
 
 type imagesFile struct {
 	Allowed []string `yaml:"allowed"`
 	Default string   `yaml:"default"`
+}
+
+type servicesFile struct {
+	Allowed []string `yaml:"allowed"`
 }
 
 type helperFile struct {
@@ -300,6 +309,12 @@ func (d *policyDecoder) resolve(raw *policyFile) *Policy {
 		}
 	}
 	p.AllowedImages = raw.Images.Allowed
+	for i, pat := range raw.Services.Allowed {
+		if err := checkImagePattern(pat); err != nil {
+			d.Errorf(fmt.Sprintf("$.services.allowed[%d]", i), fmt.Sprintf("services.allowed[%d]", i), "%v", err)
+		}
+	}
+	p.AllowedServices = raw.Services.Allowed
 	if p.DefaultImage != "" {
 		if _, err := ImageAllowed(p.AllowedImages, p.DefaultImage); err != nil {
 			d.Errorf("$.images.default", "images.default", "%v", err)

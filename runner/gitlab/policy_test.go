@@ -224,3 +224,17 @@ func TestExamplePolicyParses(t *testing.T) {
 		t.Fatalf("%+v", p)
 	}
 }
+
+func TestPolicyServicesAllowed(t *testing.T) {
+	base := "version: 1\nimages:\n  allowed: [\"registry.example.org/**\"]\nhelper:\n  image: oci-archive:/srv/helper.tar\n"
+	p, err := ParsePolicy("p.yaml", []byte(base+"services:\n  allowed: [\"registry.example.org/svc/*\"]\n"))
+	if err != nil || len(p.AllowedServices) != 1 {
+		t.Fatalf("services.allowed: %v %+v", err, p)
+	}
+	if _, err := ParsePolicy("p.yaml", []byte(base+"services:\n  allowed: [\"\"]\n")); err == nil || !strings.Contains(err.Error(), "services.allowed[0]") {
+		t.Errorf("an empty pattern: %v", err)
+	}
+	if _, err := ParsePolicy("p.yaml", []byte(base+"services:\n  allow: [x]\n")); err == nil {
+		t.Error("an unknown field under services is accepted")
+	}
+}

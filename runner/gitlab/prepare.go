@@ -74,7 +74,15 @@ func (d *Driver) Prepare(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("helper image %s: %w", p.HelperImage, err)
 	}
-	if err := noteImageUse(d.StateDir, d.timeNow(), img.Name, himg.Name); err != nil {
+	svcs, err := d.resolveServices(ctx, backend, resp, dec.svcReqs, dec.svcRefs)
+	if err != nil {
+		return err
+	}
+	used := []string{img.Name, himg.Name}
+	for _, s := range svcs {
+		used = append(used, s.Image.Name)
+	}
+	if err := noteImageUse(d.StateDir, d.timeNow(), used...); err != nil {
 		return err
 	}
 
@@ -98,6 +106,7 @@ func (d *Driver) Prepare(ctx context.Context) error {
 		Requested:    requested,
 		HelperAllow:  helperAllow,
 		Definition:   resp.Definition(),
+		Services:     svcs,
 	}
 	if err := job.writeState(st); err != nil {
 		return err
@@ -105,6 +114,9 @@ func (d *Driver) Prepare(ctx context.Context) error {
 	w := d.stdout()
 	fmt.Fprintf(w, "cleanroom: job image %s (%s)\n", image, img.Digest)
 	fmt.Fprintf(w, "cleanroom: helper image %s (%s)\n", p.HelperImage, himg.Digest)
+	for _, s := range svcs {
+		fmt.Fprintf(w, "cleanroom: service %s (%s) as %s, beside every user stage\n", s.Image.Ref, s.Image.Digest, s.Alias)
+	}
 	fmt.Fprintf(w, "cleanroom: egress of the job's stages: %s\n", describeAllow(allow))
 	fmt.Fprintf(w, "cleanroom: egress of the helper stages: %s\n", describeAllow(helperAllow))
 	if serverURL == "" {
@@ -125,6 +137,9 @@ type decision struct {
 	allow, requested      []string
 	helperAllow           []string
 	serverURL             string
+	// services: and their images (services.go)
+	svcReqs []ServiceRequest
+	svcRefs []imageRef
 }
 
 // decide checks the job against the policy: its image, what it asks for
@@ -149,6 +164,10 @@ func (d *Driver) decide(resp *Response) (*decision, error) {
 	if err := refuseJobFeatures(resp); err != nil {
 		return nil, err
 	}
+	svcReqs, svcRefs, err := parseServices(p, resp.Services) // services.go
+	if err != nil {
+		return nil, err
+	}
 	requestedRaw, _ := resp.Var(EgressRequestVariable)
 	requested := ParseEgressRequest(requestedRaw)
 	allow, err := EffectiveAllow(p, requested)
@@ -169,15 +188,12 @@ func (d *Driver) decide(resp *Response) (*decision, error) {
 		return nil, err
 	}
 	return &decision{image: image, jobImage: jobImage, helperImage: helperImage, allow: allow, requested: requested,
-		helperAllow: helperAllow, serverURL: serverURL}, nil
+		helperAllow: helperAllow, serverURL: serverURL, svcReqs: svcReqs, svcRefs: svcRefs}, nil
 }
 
 // refuseJobFeatures fails a job asking for what cleanroom never does, as
 // the job's fault (not retried), naming the keyword and why.
 func refuseJobFeatures(resp *Response) error {
-	if len(resp.Services) > 0 {
-		return buildErrorf("services: are not supported by this runner (cleanroom): a stage's only network is its egress proxy, so a service container could never be reached; remove services: from the job or run it on another runner")
-	}
 	for _, h := range resp.Hooks {
 		if len(h.Script) == 0 {
 			continue

@@ -290,6 +290,11 @@ func (d *Driver) provenanceInput(st *JobState, resp *Response, records []StageRe
 		if r.Digest != "" {
 			in.Images = append(in.Images, manifest.Image{Step: name, Ref: r.Image, Digest: r.Digest})
 		}
+		if hasServices(r.Stage, r.Kind) {
+			for _, s := range st.Services {
+				in.Images = append(in.Images, manifest.Image{Step: name, Service: s.Alias, Ref: s.Image.Ref, Digest: s.Image.Digest})
+			}
+		}
 		in.Denied = append(in.Denied, runner.Denied(name, r.Denials)...)
 	}
 

@@ -79,6 +79,7 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	step := d.stageStep(st, stage, kind, args, hostScript, lock.ID)
+	step.Services = stageServices(job, st, stage, kind, d.Policy) // services.go
 	// gitlab-runner reads the stage's output from a pipe: when it is gone
 	// (killed, crashed), nobody will ever read the job log again, and the
 	// stage is stopped rather than left running until its deadline.

@@ -32,6 +32,7 @@ const (
 	egressFile     = "egress.jsonl"
 	lockFile       = "lock"
 	scriptsDir     = "scripts"
+	servicesDir    = "services" // hosts files and logs of the stages' services
 	provenanceMark = "provenance"
 )
 
@@ -62,6 +63,8 @@ type JobState struct {
 	HelperAllow []string `json:"helperAllow"`
 	// Definition is the sha256 of the job definition (Response.Definition).
 	Definition string `json:"definition"`
+	// Services run beside the user stages (services.go).
+	Services []ServiceState `json:"services,omitempty"`
 }
 
 // ImageState is a resolved image.
