@@ -459,7 +459,7 @@ func TestServiceSandboxIsHardened(t *testing.T) {
 	e := newEnv(t)
 	// The image has an empty /workspace directory; the step's workspace
 	// holds cleanroom.yaml.
-	probe := `grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; touch /planted 2>/dev/null && echo root-writable; test -e /workspace/cleanroom.yaml && echo sees-workspace; echo probe-done`
+	probe := `grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; echo "uidmap:$(cat /proc/self/uid_map | tr -s ' ')"; readlink /proc/self/ns/net; readlink /proc/self/ns/user; touch /planted 2>/dev/null && echo root-writable; test -e /workspace/cleanroom.yaml && echo sees-workspace; echo probe-done`
 	e.pipeline(`version: 1
 image: IMAGE
 steps:
@@ -491,7 +491,9 @@ steps:
 			t.Errorf("service: %s\n%s", bad, log)
 		}
 	}
-	for _, field := range []string{"CapEff", "CapBnd", "NoNewPrivs", "Seccomp"} {
+	// The same network namespace (a pod's), and the step's user namespace
+	// and id mapping when steps run in one.
+	for _, field := range []string{"CapEff", "CapBnd", "NoNewPrivs", "Seccomp", "uidmap", "net", "user"} {
 		svc := lineWith(log, field+":")
 		step := lineWith(r.stderr, "[check] "+field+":")
 		if svc == "" || !strings.HasSuffix(step, svc) {
