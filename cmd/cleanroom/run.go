@@ -33,7 +33,6 @@ import (
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
-	"github.com/cleanroom-ci/cleanroom/sandbox/netns"
 )
 
 type runOptions struct {
@@ -361,7 +360,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	if cerr := exec.Close(); cerr != nil && err == nil && res != nil && res.Failed == "" {
 		return res, systemFailure(fmt.Errorf("sandbox teardown: %w", cerr))
 	}
-	if rerr := netns.ReleaseDir(runner.NetNSDir(g.stateDir)); rerr != nil {
+	if rerr := runner.ReleaseNetNSDir(g.stateDir, lock.ID); rerr != nil {
 		log.Warn("state directory", "error", rerr)
 	}
 	switch {
