@@ -215,14 +215,28 @@ func stepInspect(cfg Config, s pipeline.Step) bool {
 	return cfg.Inspect || cfg.Pipeline.StepInspect(s)
 }
 
-// requiresInspection reports whether one of the step's egress rules is
-// named by --require-inspection: reaching such a host through an opaque
-// tunnel would allow domain fronting (an allowed SNI, another Host inside
-// the TLS), so the step's TLS is inspected and a mismatched Host refused.
+// requiresInspection reports whether one of the step's egress rules can
+// reach a destination named by --require-inspection: reaching such a host
+// through an opaque tunnel would allow domain fronting (an allowed SNI,
+// another Host inside the TLS), so the step's TLS is inspected and a
+// mismatched Host refused. Rules are compared parsed, not as text, so that
+// "CDN.example.com", "cdn.example.com.", "cdn.example.com:443" or
+// "*.example.com" cannot slip past "cdn.example.com". A rule that does not
+// parse counts as a match: the policy refuses it later anyway, and
+// inspecting by mistake is the safe side.
 func requiresInspection(cfg Config, s pipeline.Step) bool {
+	if len(cfg.RequireInspection) == 0 {
+		return false
+	}
+	rules := slices.Concat(cfg.Pipeline.StepAllow(s), cfg.ExtraAllow)
 	for _, want := range cfg.RequireInspection {
-		for _, r := range append(cfg.Pipeline.StepAllow(s), cfg.ExtraAllow...) {
-			if r == want {
+		w, err := egress.ParseRule(want)
+		if err != nil {
+			return true
+		}
+		for _, r := range rules {
+			sr, err := egress.ParseRule(r)
+			if err != nil || egress.Overlaps(w, sr) {
 				return true
 			}
 		}

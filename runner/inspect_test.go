@@ -315,6 +315,57 @@ steps:
 	}
 }
 
+// --require-inspection compares rules, not their spelling: a step that
+// writes the required host in capitals, with a trailing dot, with an
+// explicit default port, or as a wildcard above it still reaches that host,
+// so it is inspected even when it says egress.inspect: false itself.
+func TestRequireInspectionMatchesEverySpelling(t *testing.T) {
+	for _, tc := range []struct {
+		allow string
+		want  bool
+	}{
+		{"cdn.example.com", true},
+		{"CDN.example.com", true},
+		{"cdn.example.com.", true},
+		{"cdn.example.com:443", true},
+		{"cdn.example.com:80", true},
+		{"*.example.com", true},
+		{"*.Example.COM.:443", true},
+		{"*.com", true},
+		{"cdn.example.com:8443", false}, // a port the required rule does not name
+		{"other.example.com", false},
+		{"*.cdn.example.com", false}, // names below the host, not the host
+		{"10.0.0.1:443", false},
+	} {
+		p, err := pipeline.Parse("cleanroom.yaml", []byte(`version: 1
+image: busybox@sha256:`+strings.Repeat("a", 64)+`
+steps:
+  - name: s
+    run: "true"
+    egress: {allow: ["`+tc.allow+`"], inspect: false}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := Config{Pipeline: p, RequireInspection: []string{"cdn.example.com"}}
+		if got := stepInspect(cfg, p.Steps[0]); got != tc.want {
+			t.Errorf("allow %q with --require-inspection cdn.example.com: inspected = %v, want %v", tc.allow, got, tc.want)
+		}
+		// The same through --allow rather than the pipeline.
+		cfg.Pipeline, _ = pipeline.Parse("cleanroom.yaml", []byte(`version: 1
+image: busybox@sha256:`+strings.Repeat("a", 64)+`
+steps:
+  - name: s
+    run: "true"
+    egress: {allow: [], inspect: false}
+`))
+		cfg.ExtraAllow = []string{tc.allow}
+		if got := stepInspect(cfg, cfg.Pipeline.Steps[0]); got != tc.want {
+			t.Errorf("--allow %q with --require-inspection cdn.example.com: inspected = %v, want %v", tc.allow, got, tc.want)
+		}
+	}
+}
+
 func TestReplayCompare(t *testing.T) {
 	r := &Replay{Path: "p.json", Subjects: []manifest.Subject{{Name: "out/a", SHA256: strings.Repeat("a", 64)}, {Name: "out/b", SHA256: strings.Repeat("b", 64)}}}
 	if res := r.Compare([]manifest.Subject{{Name: "out/b", SHA256: strings.Repeat("b", 64)}, {Name: "out/a", SHA256: strings.Repeat("a", 64)}}); !res.Reproduced {

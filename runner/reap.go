@@ -3,6 +3,7 @@ package runner
 import (
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -12,6 +13,27 @@ import (
 
 // LocksDir is where run locks live under the state directory.
 func LocksDir(stateDir string) string { return filepath.Join(stateDir, "locks") }
+
+// ReleaseNetNSDir removes the mount that the first network namespace made
+// of the state directory's namespace directory, once no run but self (the
+// caller's own run id, "" for none) is alive and no namespace is left in
+// it (see netns.ReleaseDir). Both the CLI, at the end of a run, and the
+// GitLab driver, after the last job's cleanup, call it.
+func ReleaseNetNSDir(stateDir, self string) error {
+	return netns.ReleaseDir(NetNSDir(stateDir), func() bool { return otherRunAlive(stateDir, self) })
+}
+
+// otherRunAlive reports whether a run other than self holds its run lock.
+func otherRunAlive(stateDir, self string) bool {
+	ents, _ := os.ReadDir(LocksDir(stateDir))
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".lock")
+		if ok && id != self && runlock.Alive(LocksDir(stateDir), id) {
+			return true
+		}
+	}
+	return false
+}
 
 // Reap removes the network namespaces and staging directories of runs that
 // died without cleaning up (SIGKILL, a crash), then forgets their locks.

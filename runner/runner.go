@@ -311,7 +311,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Progress != nil {
 		next = progressRecorder{next: recorder, p: cfg.Progress}
 	}
-	rec := redactingRecorder{next: next, mask: newMasker(cfg.Secrets)}
+	rec := RedactingRecorder(next, cfg.Secrets)
 
 	// While a step runs, the next one is prepared (namespace, proxy,
 	// container and task created): most of a step's start-up overlaps the
@@ -539,6 +539,17 @@ func writeProvenance(cfg Config, res *Result, in inputs, stage string) error {
 	}
 	res.Provenance = filepath.Join(cfg.OutDir, ProvenanceFile)
 	return nil
+}
+
+// RedactingRecorder wraps an egress recorder so that no event it passes on
+// carries a credential: URLs lose their userinfo and the values of
+// credential-like query parameters (manifest.RedactURL), and every value of
+// secrets, with its common encodings, is masked in the URL, host, reason,
+// rule and module fields. Every recording path (runner.Run, the GitLab
+// driver's stages) goes through it: the egress log is published next to
+// the artifacts and read back into provenance.
+func RedactingRecorder(next egress.Recorder, secrets map[string]string) egress.Recorder {
+	return redactingRecorder{next: next, mask: newMasker(secrets)}
 }
 
 type redactingRecorder struct {

@@ -242,14 +242,7 @@ func sourceFiles(ctx context.Context, cfg Config, src *longpath.Dir) ([]sourceEn
 	skip := func(rel string) bool {
 		return rel == ".git" || strings.HasPrefix(rel, ".git/") || underOut(cfg, cfg.OutDir, rel) || underExcluded(cfg, rel)
 	}
-	isArtifact := func(rel string) bool {
-		for _, g := range cfg.Pipeline.Artifacts {
-			if ok, _ := manifest.MatchGlob(g, rel); ok {
-				return true
-			}
-		}
-		return false
-	}
+	isArtifact := manifest.NewGlobSet(cfg.Pipeline.Artifacts).Match // compiled once, matched per file
 	tracked, untracked, ok := gitFiles(ctx, cfg.Workspace)
 	var out []sourceEntry
 	if ok {

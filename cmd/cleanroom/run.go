@@ -33,7 +33,6 @@ import (
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
-	"github.com/cleanroom-ci/cleanroom/sandbox/netns"
 )
 
 type runOptions struct {
@@ -133,7 +132,7 @@ func runCommand(g *globalOptions, o *runOptions, cmd *cobra.Command) *cobra.Comm
 	f.StringVar(&o.workspaceSize, "workspace-size", "8GiB", "size of the fresh workspace's filesystem: a step writing more gets ENOSPC; \"none\" for no limit")
 	f.StringVar(&o.logLimit, "log-limit", "64MiB", "cap on each step's log file; beyond it the output is truncated with a marker; \"none\" for no cap")
 	f.StringVar(&o.artifactSizeLimit, "artifact-size-limit", "2GiB", "largest artifact the run hashes and signs; a larger one fails the run; \"none\" for no cap")
-	f.StringArrayVar(&o.requireInspection, "require-inspection", nil, "inspect the TLS of every step whose egress.allow (or --allow) has this exact rule, so a Host inside the tunnel that is not the rule's host is refused (against domain fronting) (repeatable)")
+	f.StringArrayVar(&o.requireInspection, "require-inspection", nil, "inspect the TLS of every step whose egress.allow (or --allow) has a rule reaching a host and port of this one (in any spelling, or a wildcard above it), so a Host inside the tunnel that is not the rule's host is refused (against domain fronting) (repeatable)")
 	o.addReproFlags(f) // rebuild.go
 	o.lint.addFlags(cmd, false)
 	o.sign.addFlags(cmd)
@@ -361,7 +360,7 @@ func runPipeline(ctx context.Context, g *globalOptions, o *runOptions) (*runner.
 	if cerr := exec.Close(); cerr != nil && err == nil && res != nil && res.Failed == "" {
 		return res, systemFailure(fmt.Errorf("sandbox teardown: %w", cerr))
 	}
-	if rerr := netns.ReleaseDir(runner.NetNSDir(g.stateDir)); rerr != nil {
+	if rerr := runner.ReleaseNetNSDir(g.stateDir, lock.ID); rerr != nil {
 		log.Warn("state directory", "error", rerr)
 	}
 	switch {

@@ -58,7 +58,9 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 		b.Close()
 		lock.Release()
 	}
-	releaseNetNSDir(d.StateDir)
+	if err := runner.ReleaseNetNSDir(d.StateDir, ""); err != nil {
+		log.Warn("state directory", "error", err)
+	}
 	return errors.Join(errs...)
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -154,6 +155,22 @@ func (r *Response) Secrets(keys []string) []Variable {
 			if x.Key == k {
 				out = append(out, x)
 			}
+		}
+	}
+	return out
+}
+
+// MaskedValues returns the values no log may show, by key: the job token,
+// every variable GitLab marks masked, and the runner-only secrets named in
+// runnerOnly.
+func (r *Response) MaskedValues(runnerOnly []string) map[string]string {
+	out := map[string]string{}
+	if r.Token != "" {
+		out["token"] = r.Token
+	}
+	for i, x := range r.Variables {
+		if x.Masked || slices.Contains(runnerOnly, x.Key) {
+			out[fmt.Sprintf("variable %d %s", i, x.Key)] = x.Value
 		}
 	}
 	return out

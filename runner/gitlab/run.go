@@ -74,7 +74,10 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stage string, sigs <-chan 
 		return err
 	}
 	defer events.Close()
-	rec := egress.NewJSONLRecorder(events)
+	// The stage's egress log feeds its provenance: credentials in URLs (a
+	// token in a clone URL's userinfo, a presigned cache URL's signature)
+	// and the job's secret values are removed before it is written.
+	rec := runner.RedactingRecorder(egress.NewJSONLRecorder(events), resp.MaskedValues(d.Policy.RunnerOnly))
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -66,12 +66,12 @@ func MatchArtifactsBounded(ctx context.Context, workspace string, globs []string
 	}
 	found := map[string]string{} // name → resolved path
 	for _, g := range globs {
-		segs, err := parseGlob(g)
+		pat, err := CompileGlob(g)
 		if err != nil {
 			return nil, err
 		}
 		m := &globMatcher{root: real, found: map[string]string{}}
-		if err := m.match("", real, segs); err != nil {
+		if err := m.match("", real, pat.Segments()); err != nil {
 			return nil, fmt.Errorf("manifest: artifact glob %q: %w", g, err)
 		}
 		if len(m.found) == 0 {
@@ -84,30 +84,31 @@ func MatchArtifactsBounded(ctx context.Context, workspace string, globs []string
 	return hashArtifacts(ctx, found, maxBytes)
 }
 
-// parseGlob splits a glob into segments and rejects the forms that could
-// name something outside the workspace or that path.Match cannot parse.
-func parseGlob(g string) ([]string, error) {
-	if g == "" {
-		return nil, errors.New("manifest: empty artifact glob")
+// CompileGlob compiles an artifact glob: internal/glob checks the syntax
+// (an empty pattern, a segment path.Match cannot parse), and this rejects
+// what internal/glob allows but an artifact glob must not be: a form that
+// could name something outside the workspace (absolute, a ".." segment),
+// an empty or "." segment, or "**" inside a segment (which the dialect
+// reads as "*", but which in an artifact path is more likely a mistake).
+func CompileGlob(g string) (glob.Pattern, error) {
+	pat, err := glob.Compile(g)
+	if err != nil {
+		return glob.Pattern{}, fmt.Errorf("manifest: artifact glob %w", err)
 	}
 	if path.IsAbs(g) || filepath.IsAbs(g) {
-		return nil, fmt.Errorf("manifest: artifact glob %q is absolute; globs are relative to the workspace", g)
+		return glob.Pattern{}, fmt.Errorf("manifest: artifact glob %q is absolute; globs are relative to the workspace", g)
 	}
 	for _, s := range strings.Split(g, "/") {
 		switch {
 		case s == "" || s == ".":
-			return nil, fmt.Errorf("manifest: artifact glob %q has an empty or '.' segment", g)
+			return glob.Pattern{}, fmt.Errorf("manifest: artifact glob %q has an empty or '.' segment", g)
 		case s == "..":
-			return nil, fmt.Errorf("manifest: artifact glob %q contains '..'", g)
+			return glob.Pattern{}, fmt.Errorf("manifest: artifact glob %q contains '..'", g)
 		case s != "**" && strings.Contains(s, "**"):
-			return nil, fmt.Errorf("manifest: artifact glob %q: '**' must be a whole path segment", g)
+			return glob.Pattern{}, fmt.Errorf("manifest: artifact glob %q: '**' must be a whole path segment", g)
 		}
 	}
-	pat, err := glob.Compile(g)
-	if err != nil {
-		return nil, fmt.Errorf("manifest: artifact glob %w", err)
-	}
-	return pat.Segments(), nil
+	return pat, nil
 }
 
 // globMatcher matches one glob. Every directory it reads is given both as
@@ -316,12 +317,30 @@ func hashArtifacts(ctx context.Context, found map[string]string, maxBytes int64)
 	return out, nil
 }
 
-// MatchGlob reports whether the workspace-relative slash path rel is named
-// by the artifact glob g (the syntax of MatchArtifacts), lexically: no
-// file is looked at.
-func MatchGlob(g, rel string) (bool, error) {
-	if _, err := parseGlob(g); err != nil {
-		return false, err
+// GlobSet is a list of artifact globs compiled once, for matching many
+// names (every file of a workspace copy).
+type GlobSet []glob.Pattern
+
+// NewGlobSet compiles the artifact globs. A glob that does not compile is
+// left out: MatchArtifacts reports it when the artifacts are collected.
+func NewGlobSet(globs []string) GlobSet {
+	var s GlobSet
+	for _, g := range globs {
+		if p, err := CompileGlob(g); err == nil {
+			s = append(s, p)
+		}
 	}
-	return glob.MustCompile(g).Match(rel), nil // internal/glob, checked by parseGlob
+	return s
+}
+
+// Match reports whether the workspace-relative slash path rel is named by
+// one of the globs (the syntax of MatchArtifacts), lexically: no file is
+// looked at.
+func (s GlobSet) Match(rel string) bool {
+	for _, p := range s {
+		if p.Match(rel) {
+			return true
+		}
+	}
+	return false
 }

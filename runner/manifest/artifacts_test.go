@@ -197,8 +197,14 @@ func TestMatchGlobIsLexical(t *testing.T) {
 		{"**/app", "a/b/app", true},
 		{"dist/*.tar", "dist/x.tgz", false},
 	} {
-		if got, err := MatchGlob(c.glob, c.rel); err != nil || got != c.want {
-			t.Errorf("MatchGlob(%q, %q) = %v, %v", c.glob, c.rel, got, err)
+		if got := NewGlobSet([]string{c.glob}).Match(c.rel); got != c.want {
+			t.Errorf("glob %q matches %q = %v", c.glob, c.rel, got)
 		}
+	}
+	// A set matches when any of its globs does; a glob that does not
+	// compile matches nothing and does not spoil the others.
+	s := NewGlobSet([]string{"dist/[", "../out/*", "out/*", "**/app"})
+	if len(s) != 2 || !s.Match("out/f") || !s.Match("x/app") || s.Match("dist/[") || s.Match("y/z") {
+		t.Errorf("set of %d globs", len(s))
 	}
 }

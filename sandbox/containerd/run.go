@@ -176,7 +176,7 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		containerd.WithSnapshotter(snapshotter),
 		snap,
 		containerd.WithRuntime(runtimeName, rtOpts),
-		containerd.WithNewSpec(append(specOpts(img, s, nw, rt), e.withShimGroup(), withBenchRuntimeSpec())...),
+		containerd.WithNewSpec(append(specOpts(img, s, nw, rt), e.withShimGroup())...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
@@ -472,27 +472,17 @@ func oomKilled(cgroupsPath string) bool {
 	return false
 }
 
+const benchOCIBinaryEnv = "CLEANROOM_BENCH_OCI_BINARY"
+
 // benchRuntimeOptions lets the benchmarks (bench/run.sh) measure another
 // OCI runtime binary (crun) under the same runc shim, through its
 // BinaryName option: CLEANROOM_BENCH_OCI_BINARY names it. It is a
 // measurement knob, not a configuration: provenance still reports runc.
 func benchRuntimeOptions() *runc.Options {
-	if bin := os.Getenv("CLEANROOM_BENCH_OCI_BINARY"); bin != "" {
+	if bin := os.Getenv(benchOCIBinaryEnv); bin != "" {
 		return &runc.Options{BinaryName: bin}
 	}
 	return nil
-}
-
-// withBenchRuntimeSpec labels the spec 1.0.2 for such a runtime: Debian's
-// crun (1.8) refuses any ociVersion that does not contain "1.0", although
-// nothing the spec uses is newer.
-func withBenchRuntimeSpec() oci.SpecOpts {
-	return func(_ context.Context, _ oci.Client, _ *containers.Container, sp *oci.Spec) error {
-		if os.Getenv("CLEANROOM_BENCH_OCI_BINARY") != "" {
-			sp.Version = "1.0.2-dev"
-		}
-		return nil
-	}
 }
 
 // shimGroupAnnotation makes the runc shim serve every container that

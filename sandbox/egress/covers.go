@@ -116,6 +116,51 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
+// Overlaps reports whether some destination (host and port) is allowed by
+// both a and b: a step rule that overlaps a rule which must be inspected
+// can reach that rule's hosts, whatever its spelling (case, a trailing dot,
+// an explicit default port, a wildcard above the host). As in Covers and
+// the proxy, names and addresses never overlap.
+func Overlaps(a, b Rule) bool {
+	portShared := false
+	for _, p := range a.ports() {
+		if b.matchPort(p) {
+			portShared = true
+		}
+	}
+	if !portShared {
+		return false
+	}
+	switch {
+	case a.kind == kindPrefix || b.kind == kindPrefix:
+		return a.kind == b.kind && a.prefix.Overlaps(b.prefix)
+	case a.kind == kindName && b.kind == kindName:
+		return a.name == b.name
+	case a.kind == kindName && b.kind == kindWildcard:
+		return below(a.name, b.name)
+	case a.kind == kindWildcard && b.kind == kindName:
+		return below(b.name, a.name)
+	case a.kind == kindWildcard && b.kind == kindWildcard:
+		// Two wildcards share the names below the longer suffix when one
+		// suffix is at or below the other.
+		return a.name == b.name || below(a.name, b.name) || below(b.name, a.name)
+	}
+	return false
+}
+
+// ports lists the ports a rule allows.
+func (r Rule) ports() []int {
+	if r.port == 0 {
+		return []int{80, 443}
+	}
+	return []int{r.port}
+}
+
+// below reports whether name is one or more labels below suffix.
+func below(name, suffix string) bool {
+	return len(name) > len(suffix)+1 && strings.HasSuffix(name, suffix) && name[len(name)-len(suffix)-1] == '.'
+}
+
 // Prefix returns the addresses an IP rule allows (invalid for a name
 // rule).
 func (r Rule) Prefix() netip.Prefix {

@@ -78,3 +78,59 @@ func TestPrefixClass(t *testing.T) {
 		}
 	}
 }
+
+// TestOverlaps lists the spellings of a step rule that reach a host named
+// by --require-inspection: each must count as the same destination.
+func TestOverlaps(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"cdn.example.com", "cdn.example.com", true},
+		{"cdn.example.com", "CDN.example.com", true},
+		{"cdn.example.com", "cdn.example.com.", true},
+		{"cdn.example.com", "cdn.example.com:443", true},
+		{"cdn.example.com", "cdn.example.com:80", true},
+		{"cdn.example.com", "*.example.com", true},
+		{"cdn.example.com", "*.com", true},
+		{"cdn.example.com", "*.Example.COM.:443", true},
+		{"cdn.example.com:443", "cdn.example.com", true},
+		{"cdn.example.com:8443", "*.example.com:8443", true},
+		{"*.example.com", "a.b.example.com", true},
+		{"*.example.com", "*.b.example.com", true},
+		{"*.b.example.com", "*.example.com", true},
+		{"10.0.0.0/8", "10.1.2.3", true},
+		{"10.1.2.3:8080", "10.0.0.0/8:8080", true},
+		{"fd00::/8", "[fd12::/16]:443", true},
+		{"cdn.example.com", "cdn.example.com:8443", false}, // no port means 80 and 443
+		{"cdn.example.com:443", "cdn.example.com:80", false},
+		{"cdn.example.com", "cdn.example.org", false},
+		{"cdn.example.com", "xcdn.example.com", false},
+		{"cdn.example.com", "*.cdn.example.com", false}, // a wildcard is one or more labels below
+		{"cdn.example.com", "*.xample.com", false},      // label boundaries
+		{"*.example.com", "*.example.org", false},
+		{"*.example.com", "example.com", false},
+		{"10.0.0.0/8", "11.0.0.0/8", false},
+		{"10.0.0.1", "::ffff:10.0.0.2", false},
+		{"cdn.example.com", "10.0.0.1", false}, // names and addresses never overlap
+		{"10.0.0.0/8", "*.example.com", false},
+	} {
+		a, err := ParseRule(tc.a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := ParseRule(tc.b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := Overlaps(a, b); got != tc.want {
+			t.Errorf("Overlaps(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+		if got := Overlaps(b, a); got != tc.want {
+			t.Errorf("Overlaps(%q, %q) = %v, want %v", tc.b, tc.a, got, tc.want)
+		}
+	}
+	if Overlaps(Rule{}, Rule{}) {
+		t.Error("the zero Rule overlaps itself")
+	}
+}

@@ -219,7 +219,7 @@ func (r Rule) MatchName(host string, port int) bool {
 	case kindName:
 		return host == r.name
 	case kindWildcard:
-		return len(host) > len(r.name)+1 && strings.HasSuffix(host, r.name) && host[len(host)-len(r.name)-1] == '.'
+		return below(host, r.name)
 	}
 	return false
 }

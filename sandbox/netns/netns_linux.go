@@ -65,10 +65,12 @@ func NewOwned(dir, name string, r userns.Range) (*Namespace, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	if err := prepareDir(dir); err != nil {
+	unlock, err := prepareDir(dir)
+	if err != nil {
 		return nil, err
 	}
 	p, err := userns.Pin(dir, name, r, true)
+	unlock()
 	if err != nil {
 		return nil, fmt.Errorf("netns: %w", err)
 	}
@@ -92,13 +94,29 @@ func New(dir, name string) (*Namespace, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	if err := prepareDir(dir); err != nil {
+	unlock, err := prepareDir(dir)
+	if err != nil {
 		return nil, err
 	}
+	path, err := pinNew(dir, name)
+	unlock()
+	if err != nil {
+		return nil, err
+	}
+	n := &Namespace{path: path}
+	if err := n.loopbackUp(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// pinNew creates a network namespace and bind-mounts it on dir/name.
+func pinNew(dir, name string) (string, error) {
 	path := filepath.Join(dir, name)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
 	if err != nil {
-		return nil, fmt.Errorf("netns: create mount point: %w", err)
+		return "", fmt.Errorf("netns: create mount point: %w", err)
 	}
 	f.Close()
 
@@ -122,14 +140,9 @@ func New(dir, name string) (*Namespace, error) {
 	}()
 	if err := <-errc; err != nil {
 		os.Remove(path)
-		return nil, err
+		return "", err
 	}
-	n := &Namespace{path: path}
-	if err := n.loopbackUp(); err != nil {
-		n.Close()
-		return nil, err
-	}
-	return n, nil
+	return path, nil
 }
 
 // loopbackUp brings lo up through a netlink socket opened in the namespace,
@@ -265,11 +278,25 @@ func List(dir, prefix string) ([]string, error) {
 // prepareDir makes dir a shared mount point, as `ip netns` does for
 // /run/netns, so that unmounting a namespace file also removes the copies
 // that mount propagation placed in other mount namespaces; otherwise a copy
-// could keep a dead build's namespace alive.
-func prepareDir(dir string) error {
+// could keep a dead build's namespace alive. It returns holding dir's lock
+// (see lockDir): the caller pins its namespace file, then calls unlock, so
+// that ReleaseDir cannot unmount dir in between.
+func prepareDir(dir string) (unlock func(), err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("netns: %w", err)
+		return nil, fmt.Errorf("netns: %w", err)
 	}
+	l, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := shareDir(dir); err != nil {
+		l.Release()
+		return nil, err
+	}
+	return func() { l.Release() }, nil
+}
+
+func shareDir(dir string) error {
 	err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
 	if err == nil {
 		return nil

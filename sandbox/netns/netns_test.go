@@ -1,10 +1,12 @@
 package netns_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,4 +184,110 @@ func TestInvalidName(t *testing.T) {
 			t.Errorf("New(%q) succeeded", name)
 		}
 	}
+}
+
+// sharedMountPoint reports whether dir is a mount point with shared
+// propagation, which prepareDir makes of it.
+func sharedMountPoint(t *testing.T, dir string) bool {
+	t.Helper()
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 7 || f[4] != dir {
+			continue
+		}
+		for _, opt := range f[6:] {
+			if opt == "-" {
+				break
+			}
+			if strings.HasPrefix(opt, "shared:") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ReleaseDir unmounts the namespaces' directory only when it is empty and
+// no other run is busy, and leaves nothing mounted after the last one.
+func TestReleaseDir(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := nsDir(t)
+	if err := netns.ReleaseDir(dir, nil); err != nil {
+		t.Fatalf("ReleaseDir of a directory not made yet: %v", err)
+	}
+	ns, err := netns.New(dir, "keep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.ReleaseDir(dir, nil); err != nil || !sharedMountPoint(t, dir) {
+		t.Fatalf("released while a namespace was in it: %v", err)
+	}
+	if _, err := ns.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatalf("the namespace is gone after ReleaseDir: %v", err)
+	}
+	ns.Close()
+	if err := netns.ReleaseDir(dir, func() bool { return true }); err != nil || !sharedMountPoint(t, dir) {
+		t.Fatalf("released while another run was alive: %v", err)
+	}
+	if err := netns.ReleaseDir(dir, func() bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+	if sharedMountPoint(t, dir) {
+		t.Fatal("still a mount point after the last namespace and run")
+	}
+	if err := netns.ReleaseDir(dir, nil); err != nil {
+		t.Fatalf("second ReleaseDir: %v", err)
+	}
+	// The next run makes it shared again.
+	ns, err = netns.New(dir, "again")
+	if err != nil || !sharedMountPoint(t, dir) {
+		t.Fatalf("New after a release: %v", err)
+	}
+	ns.Close()
+}
+
+// A release racing a run's first namespace never leaves that namespace
+// pinned in a directory that is no longer a shared mount point (where its
+// unmount would not reach the copies in other mount namespaces).
+func TestReleaseDirRacingNew(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := nsDir(t)
+	stop := make(chan struct{})
+	released := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				released <- n
+				return
+			default:
+			}
+			if err := netns.ReleaseDir(dir, nil); err != nil {
+				t.Errorf("ReleaseDir: %v", err)
+			}
+			n++
+		}
+	}()
+	bad := 0
+	for i := 0; i < 300; i++ {
+		ns, err := netns.New(dir, fmt.Sprintf("race-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sharedMountPoint(t, dir) {
+			bad++
+		}
+		ns.Close()
+	}
+	close(stop)
+	n := <-released
+	if bad > 0 {
+		t.Fatalf("%d of 300 namespaces were pinned in a directory no longer shared (%d releases ran)", bad, n)
+	}
+	t.Logf("%d releases ran alongside 300 namespaces", n)
 }

@@ -17,7 +17,7 @@ import (
 // mount; the caller falls back to shifting ownership (ShiftOwner).
 var ErrIDMapUnsupported = errors.New("userns: idmapped mounts are not supported here")
 
-// Owner is the on-disk owner of a host directory that a step writes.
+// FileOwner is the on-disk owner of a host directory that a step writes.
 type FileOwner struct{ UID, GID uint32 }
 
 // OwnerOf returns the owner of path.
