@@ -11,6 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/cleanroom-ci/cleanroom/internal/runlock"
+	"github.com/cleanroom-ci/cleanroom/internal/testenv"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
 	ctrexec "github.com/cleanroom-ci/cleanroom/sandbox/containerd"
 	"github.com/cleanroom-ci/cleanroom/sandbox/userns"
@@ -125,4 +130,76 @@ func triggerUEvents(ctx context.Context) {
 			os.WriteFile("/sys/devices/virtual/mem/null/uevent", []byte("change"), 0o200)
 		}
 	}
+}
+
+// TestReapDetachesIDMapsOfDeadRuns: a run killed before its teardown
+// leaves an idmapped, writable mount of the user's tree under the state
+// directory. The next start detaches it and removes its mount point, and
+// the tree keeps every file; a live run's mount is left alone.
+func TestReapDetachesIDMapsOfDeadRuns(t *testing.T) {
+	testenv.RequireRoot(t)
+	if _, err := os.Stat(ctrexec.DefaultAddress); err != nil {
+		testenv.Missing(t, "containerd at "+ctrexec.DefaultAddress)
+	}
+	locks, state := t.TempDir(), t.TempDir()
+	t.Cleanup(func() { unix.Unmount(filepath.Join(state, "netns"), unix.MNT_DETACH) })
+	live, err := runlock.Acquire(locks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Release()
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "precious"), []byte("user data"), 0o644)
+	r := userns.Range{HostUID: userns.DefaultBase + 17*userns.SlotSize, HostGID: userns.DefaultBase + 17*userns.SlotSize, Size: userns.SlotSize}
+	deadMount := filepath.Join(state, "idmap", "0123456789ab", "cr-0123456789ab-0-build", "0")
+	liveMount := filepath.Join(state, "idmap", live.ID, "cr-"+live.ID+"-0-build", "0")
+	for _, m := range []string{deadMount, liveMount} {
+		if err := os.MkdirAll(filepath.Dir(m), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := userns.IDMapped(src, m, userns.FileOwner{}, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer userns.Unmount(liveMount)
+	defer userns.Unmount(deadMount)
+
+	next, err := runlock.Acquire(locks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Release()
+	e, err := ctrexec.New(context.Background(), ctrexec.WithAddress(ctrexec.DefaultAddress),
+		ctrexec.WithNamespace(testenv.Scope("cleanroom-test")), ctrexec.WithRun(locks, next.ID),
+		ctrexec.WithStateDir(state), ctrexec.WithLogger(hclog.NewNullLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	if isMounted(t, deadMount) {
+		t.Fatal("the dead run's idmapped mount is still attached")
+	}
+	if _, err := os.Lstat(filepath.Join(state, "idmap", "0123456789ab")); !os.IsNotExist(err) {
+		t.Fatalf("the dead run's idmap directory is left: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(src, "precious")); err != nil || string(b) != "user data" {
+		t.Fatalf("the source tree lost a file: %v", err)
+	}
+	if !isMounted(t, liveMount) {
+		t.Fatal("the reaper detached a live run's mount")
+	}
+}
+
+func isMounted(t *testing.T, path string) bool {
+	t.Helper()
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == path {
+			return true
+		}
+	}
+	return false
 }
