@@ -203,3 +203,74 @@ func isMounted(t *testing.T, path string) bool {
 	}
 	return false
 }
+
+// ramfsTree mounts a ramfs (a filesystem that cannot be idmapped, so the
+// workspace takes the ownership pass) owned by 1234:2345.
+func ramfsTree(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("none", dir, "ramfs", 0, "mode=0755"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	os.Chown(dir, 1234, 2345)
+	return dir
+}
+
+// TestShiftFallbackUndoesHalfDoneIn: where the workspace cannot be
+// idmapped, its files are given to the step's root before the step. When
+// that pass fails half-way (here on a read-only mount inside the tree),
+// what it already gave is given back to the owner.
+func TestShiftFallbackUndoesHalfDoneIn(t *testing.T) {
+	e, img := newExecutor(t)
+	ws := ramfsTree(t)
+	for _, d := range []string{"a", "b"} {
+		os.Mkdir(filepath.Join(ws, d), 0o755)
+		os.WriteFile(filepath.Join(ws, d, "f"), nil, 0o644)
+		os.Chown(filepath.Join(ws, d), 1234, 2345)
+		os.Chown(filepath.Join(ws, d, "f"), 1234, 2345)
+	}
+	b := filepath.Join(ws, "b")
+	if err := unix.Mount(b, b, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(b, unix.MNT_DETACH)
+	if err := unix.Mount("", b, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	s := spec(img, "echo must-not-run")
+	s.Mounts = []sandbox.Mount{{Source: ws, Destination: "/workspace"}}
+	var out bytes.Buffer
+	_, err := e.Run(context.Background(), s, &out, &out)
+	if err == nil || strings.Contains(out.String(), "must-not-run") {
+		t.Fatalf("the step ran although its workspace could not be given to it: %v %q", err, out.String())
+	}
+	for _, p := range []string{".", "a", "a/f"} {
+		var st syscall.Stat_t
+		syscall.Lstat(filepath.Join(ws, p), &st)
+		if st.Uid != 1234 || st.Gid != 2345 {
+			t.Errorf("%s owned by %d:%d after the failed pass, want the owner 1234:2345", p, st.Uid, st.Gid)
+		}
+	}
+}
+
+// TestShiftFallbackRoundTrip: through the ownership pass the step's files
+// end up the owner's, and none keeps a setuid bit it set.
+func TestShiftFallbackRoundTrip(t *testing.T) {
+	e, img := newExecutor(t)
+	ws := ramfsTree(t)
+	s := spec(img, `cp /bin/busybox suid && chmod 4755 suid && mkdir d && touch d/f && chown 1000:1000 d/f && chmod 6755 d/f`)
+	s.Cwd = "/workspace"
+	s.Mounts = []sandbox.Mount{{Source: ws, Destination: "/workspace"}}
+	res, out, errOut := run(t, e, s)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s %s", res.ExitCode, out, errOut)
+	}
+	for _, p := range []string{".", "suid", "d", "d/f"} {
+		var st syscall.Stat_t
+		syscall.Lstat(filepath.Join(ws, p), &st)
+		if st.Uid != 1234 || st.Gid != 2345 || st.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+			t.Errorf("%s: %d:%d mode %o on the host, want 1234:2345 and no set-id bit", p, st.Uid, st.Gid, st.Mode&0o7777)
+		}
+	}
+}
