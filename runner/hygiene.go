@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 
@@ -148,6 +150,30 @@ func (m *maskWriter) Flush() {
 		m.emit(m.buf)
 		m.buf = nil
 	}
+}
+
+// stripSetIDMounts clears setuid and setgid bits in every read-write
+// mount the step had (the workspace, the GitLab cache directory): each is
+// a host directory, and with idmapped mounts the step's root writes there
+// as the directory's owner, host root for a root-owned one. Read-only
+// mounts are the host's own files, which the step could not change.
+func stripSetIDMounts(mounts []sandbox.Mount, log hclog.Logger) error {
+	var errs []error
+	for _, m := range mounts {
+		if m.ReadOnly || m.Source == "" {
+			continue
+		}
+		fi, err := os.Lstat(m.Source)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case fi.IsDir():
+			errs = append(errs, stripSetID(m.Source, log))
+		case fi.Mode().IsRegular() && fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0:
+			errs = append(errs, os.Chmod(m.Source, fi.Mode().Perm()|fi.Mode()&os.ModeSticky))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // stripSetID clears setuid and setgid bits on everything in the workspace

@@ -2,9 +2,11 @@ package runner
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/cleanroom-ci/cleanroom/sandbox"
 	"github.com/cleanroom-ci/cleanroom/sandbox/egress"
 )
 
@@ -229,5 +232,33 @@ func TestMaskerCatchesEncodings(t *testing.T) {
 	}
 	if got := m.String("ordinary output line"); got != "ordinary output line" {
 		t.Fatalf("ordinary text changed: %q", got)
+	}
+}
+
+// TestSandboxedClearsSetIDInEveryWritableMount: a step's setuid file is
+// cleared in every read-write mount it had (a GitLab helper's cache
+// directory as well as the workspace), and a read-only mount's files, the
+// host's own, are left as they are.
+func TestSandboxedClearsSetIDInEveryWritableMount(t *testing.T) {
+	ws, cache, tools := t.TempDir(), t.TempDir(), t.TempDir()
+	for _, d := range []string{ws, cache, tools} {
+		f := filepath.Join(d, "planted")
+		os.WriteFile(f, []byte("x"), 0o755)
+		os.Chmod(f, 0o755|os.ModeSetuid|os.ModeSetgid)
+	}
+	fe := &fakeExecutor{}
+	sr, err := Sandboxed(context.Background(), SandboxEnv{Executor: fe, StateDir: t.TempDir(), Logger: hclog.NewNullLogger()}, SandboxedStep{
+		Name: "helper", ID: "cr-test-0-helper", Args: []string{"/bin/sh", "-c", "true"}, Workspace: ws,
+		Mounts: []sandbox.Mount{{Source: cache, Destination: "/cache"}, {Source: tools, Destination: "/tools", ReadOnly: true}},
+		Output: io.Discard,
+	})
+	if err != nil || sr.Status != "ok" {
+		t.Fatalf("step: %v %+v", err, sr)
+	}
+	for d, want := range map[string]bool{ws: false, cache: false, tools: true} {
+		fi, _ := os.Stat(filepath.Join(d, "planted"))
+		if got := fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0; got != want {
+			t.Errorf("%s: set-id bits present = %v, want %v (mode %v)", d, got, want, fi.Mode())
+		}
 	}
 }

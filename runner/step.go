@@ -401,7 +401,7 @@ func (p *preparedSandbox) run(ctx context.Context) (StepResult, error) {
 	if p.env.Trace != nil {
 		p.env.Trace("sandbox.run", start, time.Now(), "step", st.Name)
 	}
-	setIDErr := stripSetID(st.Workspace, log)
+	setIDErr := stripSetIDMounts(p.spec.Mounts, log) // hygiene.go
 	sr.Duration = time.Since(start)
 	sr.DurationS = sr.Duration.Round(time.Millisecond).Seconds()
 	p.cleanup(ctx)
@@ -433,7 +433,7 @@ func (p *preparedSandbox) run(ctx context.Context) (StepResult, error) {
 		// The step made a tree the runner cannot check for setuid files:
 		// its outputs cannot be trusted, and the step fails.
 		sr.Status, sr.ExitCode = "failed", 1
-		log.Error("step failed: the workspace cannot be checked for setuid/setgid files", "error", setIDErr)
+		log.Error("step failed: a directory the step wrote cannot be checked for setuid/setgid files", "error", setIDErr)
 	}
 	return *sr, nil
 }

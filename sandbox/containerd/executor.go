@@ -200,6 +200,9 @@ func (e *Executor) Close() error {
 	var err error
 	e.closeOnce.Do(func() {
 		e.pending.Wait()
+		// Empty once every step's teardown detached its mounts; a mount
+		// left there keeps it, for the reaper.
+		os.Remove(e.idmapRunDir())
 		e.teardownMu.Lock()
 		errs := append(e.teardownErr, e.client.Close())
 		e.teardownMu.Unlock()

@@ -234,14 +234,37 @@ func withJoinedUserNS(path string, r userns.Range) oci.SpecOpts {
 // Label of the ownership-shifted image copies, kept per id range.
 const labelRemapCache = "dev.cleanroom.userns-cache"
 
+// remapTimeout bounds the walk that makes an image's id-shifted copy. The
+// copy is made once per image and range, and on overlayfs every chown
+// copies the file up: a large toolchain image on a loaded host takes
+// minutes, far beyond createTimeout, which bounds single daemon calls.
+const remapTimeout = time.Hour
+
+// testHookRemapWalk, when set by a test, runs in the id-shift walk of an
+// image (with the walk's context) before the walk itself.
+var testHookRemapWalk func(ctx context.Context)
+
 // remappedParent returns the snapshot that a step in range r starts from:
 // the image's root filesystem with every owner shifted into r, so that
 // container root owns what image root owned. containerd 1.6's overlayfs
 // cannot idmap (no "remap-ids" capability), so the shift is a chowned copy
 // (containerd's own slow path); it is made once per image and range and
 // kept (gc.root), the lowest free range being reused run after run.
-func (e *Executor) remappedParent(ctx context.Context, img containerd.Image, r userns.Range) (string, error) {
-	diffIDs, err := img.RootFS(ctx)
+//
+// The daemon calls run detached from caller, each bounded by
+// createTimeout (a call cancelled while the daemon carries it out could
+// lose track of what it made); the walk has remapTimeout and stops between
+// files when caller is cancelled. A copy is committed only once the walk
+// has shifted every file; one that failed, was cancelled or was cut short
+// by a crash stays an active snapshot, removed before the next attempt
+// starts afresh, so a half-shifted tree never becomes a parent.
+func (e *Executor) remappedParent(caller context.Context, img containerd.Image, r userns.Range) (string, error) {
+	call := func(ctx context.Context) (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	}
+	cctx, cancel := call(caller)
+	diffIDs, err := img.RootFS(cctx)
+	cancel()
 	if err != nil {
 		return "", err
 	}
@@ -250,58 +273,103 @@ func (e *Executor) remappedParent(ctx context.Context, img containerd.Image, r u
 	sn := e.client.SnapshotService(snapshotter)
 	e.remapMu.Lock()
 	defer e.remapMu.Unlock()
-	if _, err := sn.Stat(ctx, key); err == nil {
+	cctx, cancel = call(caller)
+	_, err = sn.Stat(cctx, key)
+	cancel()
+	if err == nil {
 		return key, nil
 	}
+	if err := caller.Err(); err != nil {
+		return "", fmt.Errorf("id-shifted copy of the image: %w", context.Cause(caller))
+	}
 	t0 := time.Now()
-	lctx, done, err := e.client.WithLease(ctx, leases.WithExpiration(time.Hour))
+	// The lease outlives the walk's bound, so the copy in the making is
+	// never collected; after a crash it expires on its own.
+	lctx, done, err := e.client.WithLease(context.WithoutCancel(caller), leases.WithExpiration(remapTimeout+2*createTimeout))
 	if err != nil {
 		return "", err
 	}
-	defer done(context.WithoutCancel(ctx))
+	defer done(context.WithoutCancel(caller))
 	active := key + "-remap"
-	// Cleanup runs even when ctx is cancelled (SIGINT mid-copy).
 	cleanup := func() {
 		tctx, cancel := teardownContext(lctx)
 		defer cancel()
 		sn.Remove(tctx, active)
 	}
-	cleanup() // a crashed earlier attempt
-	mounts, err := sn.Prepare(lctx, active, parent)
+	cleanup() // what an earlier attempt left: the copy starts afresh
+	cctx, cancel = call(lctx)
+	mounts, err := sn.Prepare(cctx, active, parent)
+	cancel()
 	if err != nil {
 		cleanup()
 		return "", fmt.Errorf("prepare id-shifted copy of the image: %w", err)
 	}
+	wctx, cancelWalk := context.WithTimeout(caller, remapTimeout)
+	defer cancelWalk()
 	shift := userns.ShiftOwner{Range: r}
-	err = mount.WithTempMount(lctx, mounts, func(root string) error { return shift.All(root) })
+	err = mount.WithTempMount(lctx, mounts, func(root string) error {
+		if testHookRemapWalk != nil {
+			testHookRemapWalk(wctx)
+		}
+		return shift.All(wctx, root)
+	})
 	if err != nil {
 		cleanup()
 		return "", fmt.Errorf("shift the image's file owners: %w", err)
 	}
-	err = sn.Commit(lctx, key, active, snapshots.WithLabels(map[string]string{
+	cctx, cancel = call(lctx)
+	err = sn.Commit(cctx, key, active, snapshots.WithLabels(map[string]string{
 		labelRemapCache:         r.String(),
 		"containerd.io/gc.root": time.Now().UTC().Format(time.RFC3339),
 	}))
+	cancel()
 	if err != nil && !errdefs.IsAlreadyExists(err) {
 		cleanup()
 		return "", fmt.Errorf("commit id-shifted copy of the image: %w", err)
 	}
-	sandbox.Trace(ctx, "userns.remap-image", t0, "range", r.String())
+	sandbox.Trace(caller, "userns.remap-image", t0, "range", r.String())
 	e.log.Info("made the image's id-shifted copy for a user namespace range", "range", r.String(), "took", time.Since(t0).Round(time.Millisecond))
 	return key, nil
 }
+
+// idmapRunDir is where a run's idmapped mounts live:
+// <state>/idmap/<run>/<sandbox id>/<n>. The reaper finds those of dead
+// runs by the run's lock; an executor tied to no run uses "_norun", which
+// is never reaped.
+func (e *Executor) idmapRunDir() string {
+	run := e.runID
+	if run == "" {
+		run = idmapNoRun
+	}
+	return filepath.Join(e.stateDir, "idmap", run)
+}
+
+const idmapNoRun = "_norun"
+
+// unmountIDMapped is userns.Unmount; a test makes it fail.
+var unmountIDMapped = userns.Unmount
 
 // idmapMounts gives the step's bind mounts to its root: each source is
 // mounted idmapped (its owner on disk is container root) under the state
 // directory, and the step binds that. Where a filesystem cannot be
 // idmapped, the mount is used as is and its tree's ownership is shifted
 // around the step (userns.ShiftOwner): the returned shifts.
+//
+// Each idmapped mount is a writable view of the source tree, so its
+// teardown never removes anything recursively: a mount that could not be
+// detached keeps its mount point and the directory above it, and the error
+// says so (the next start's reaper detaches it once this run is gone).
 func (e *Executor) idmapMounts(p *prepared, r userns.Range) (ms []sandbox.Mount, shifts []shiftedTree, err error) {
-	base := filepath.Join(e.stateDir, "idmap", p.s.ID)
+	base := filepath.Join(e.idmapRunDir(), p.s.ID)
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return nil, nil, err
 	}
-	p.td.push(func(context.Context) error { return os.RemoveAll(base) })
+	p.td.push(func(context.Context) error {
+		if err := os.Remove(base); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove the idmapped mounts' directory: %w", err)
+		}
+		return nil
+	})
 	for i, m := range p.s.Mounts {
 		owner, err := userns.OwnerOf(m.Source)
 		if err != nil {
@@ -319,7 +387,7 @@ func (e *Executor) idmapMounts(p *prepared, r userns.Range) (ms []sandbox.Mount,
 		case err != nil:
 			return nil, nil, err
 		}
-		p.td.push(func(context.Context) error { return userns.Unmount(dst) })
+		p.td.push(func(context.Context) error { return unmountIDMapped(dst) })
 		if !m.ReadOnly {
 			// What the step's non-root ids wrote goes to the owner after it.
 			shifts = append(shifts, shiftedTree{root: m.Source, shift: userns.ShiftOwner{Owner: owner, Range: r}, outOnly: true})
@@ -334,4 +402,49 @@ type shiftedTree struct {
 	root    string
 	shift   userns.ShiftOwner
 	outOnly bool // idmapped: only the step's non-root ids need giving back
+}
+
+// shiftIn gives the fallback trees to the step's root (ShiftOwner.In)
+// before the step starts. It returns the undo (ShiftOwner.Out over every
+// tree) even when an In fails half-way: Out gives back whatever In gave,
+// and the caller calls undo on every path.
+//
+// undo walks the trees only when the step's processes are known to be
+// gone (stepGone): a process still running could change the tree under
+// the walk. Otherwise it gives nothing back and says so; the files stay
+// owned by ids of the step's range, which no one else holds while the
+// run's slot is in use.
+func (p *prepared) shiftIn(ctx context.Context) (undo func(stepGone bool) error, err error) {
+	n := 0 // the trees that need giving back
+	undo = func(stepGone bool) error {
+		if n == 0 {
+			return nil
+		}
+		if !stepGone {
+			roots := make([]string, n)
+			for i, sh := range p.shifts[:n] {
+				roots[i] = sh.root
+			}
+			return fmt.Errorf("the step's processes were not confirmed gone: file ownership in %s is not given back (files stay owned by ids of range %s)", strings.Join(roots, ", "), p.shifts[0].shift.Range)
+		}
+		var errs []error
+		for _, sh := range p.shifts[:n] {
+			t0 := time.Now()
+			errs = append(errs, sh.shift.Out(sh.root))
+			sandbox.Trace(ctx, "userns.shift-out", t0, "id", p.s.ID)
+		}
+		return errors.Join(errs...)
+	}
+	for _, sh := range p.shifts {
+		n++
+		if sh.outOnly {
+			continue
+		}
+		t0 := time.Now()
+		if err := sh.shift.In(sh.root); err != nil {
+			return undo, err
+		}
+		sandbox.Trace(ctx, "userns.shift-in", t0, "id", p.s.ID)
+	}
+	return undo, nil
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 
 	"github.com/cleanroom-ci/cleanroom/internal/runlock"
 	"github.com/cleanroom-ci/cleanroom/sandbox"
+	"github.com/cleanroom-ci/cleanroom/sandbox/userns"
 )
 
 // reap removes the containers, tasks, snapshots and leases of runs that are
@@ -44,6 +48,12 @@ func (e *Executor) reap(ctx context.Context) error {
 		if err := removeContainer(ctx, c); err != nil {
 			errs = append(errs, err)
 		}
+	}
+
+	// After the containers: a dead run's container may still have had
+	// an idmapped mount bound.
+	if err := e.reapIDMaps(); err != nil {
+		errs = append(errs, err)
 	}
 
 	sn := e.client.SnapshotService(snapshotter)
@@ -105,4 +115,56 @@ func removeContainer(ctx context.Context, c containerd.Container) error {
 		return fmt.Errorf("delete container %s: %w", c.ID(), err)
 	}
 	return nil
+}
+
+// reapIDMaps detaches the idmapped mounts that dead runs left under
+// <state>/idmap (see idmapRunDir) and removes their mount points. Each is a
+// writable view of a user's tree, left there by a run that died before its
+// teardown: a later `rm -rf` of the state directory would go through it.
+// Nothing is removed recursively: a directory is removed only once empty,
+// and a mount point that stays mounted stays, with an error.
+func (e *Executor) reapIDMaps() error {
+	root := filepath.Join(e.stateDir, "idmap")
+	runs, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list idmapped mounts: %w", err)
+	}
+	var errs []error
+	for _, r := range runs {
+		run := r.Name()
+		if run == e.runID || strings.HasPrefix(run, "_") || runlock.Alive(e.locksDir, run) {
+			continue
+		}
+		dir := filepath.Join(root, run)
+		boxes, err := os.ReadDir(dir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list idmapped mounts: %w", err))
+			continue
+		}
+		for _, b := range boxes {
+			box := filepath.Join(dir, b.Name())
+			mounts, err := os.ReadDir(box)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("list idmapped mounts: %w", err))
+				continue
+			}
+			for _, m := range mounts {
+				path := filepath.Join(box, m.Name())
+				e.log.Info("reaping an idmapped mount of a dead run", "path", path, "run", run)
+				if err := userns.Unmount(path); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			if err := os.Remove(box); err != nil {
+				errs = append(errs, fmt.Errorf("remove %s: %w", box, err))
+			}
+		}
+		if err := os.Remove(dir); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+		}
+	}
+	return errors.Join(errs...)
 }

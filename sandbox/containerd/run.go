@@ -32,8 +32,8 @@ import (
 const teardownTimeout = 30 * time.Second
 
 // createTimeout bounds Prepare's create calls, which do not end with the
-// caller's context (see Prepare).
-const createTimeout = 2 * time.Minute
+// caller's context (see Prepare). A variable: a test shortens it.
+var createTimeout = 2 * time.Minute
 
 // Run runs one step in a fresh container and removes the container, its
 // task and its snapshot before returning.
@@ -74,8 +74,10 @@ type prepared struct {
 // it made and returns ctx's cause.
 func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr io.Writer) (_ sandbox.Prepared, err error) {
 	caller := e.nsctx(ctx)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(caller), createTimeout)
-	defer cancel()
+	// What comes before the image's id-shifted copy has a bound of its
+	// own; the creates' bound starts after the copy.
+	pctx, cancelPre := context.WithTimeout(context.WithoutCancel(caller), createTimeout)
+	defer cancelPre()
 	cancelled := func() error {
 		if caller.Err() != nil {
 			return fmt.Errorf("prepare sandbox %s: %w", s.ID, context.Cause(caller))
@@ -85,7 +87,7 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 	if err := cancelled(); err != nil {
 		return nil, err
 	}
-	img, err := e.client.GetImage(ctx, s.Image.Name)
+	img, err := e.client.GetImage(pctx, s.Image.Name)
 	if err != nil {
 		return nil, fmt.Errorf("image %s is not available locally: %w", s.Image.Ref, err)
 	}
@@ -99,6 +101,32 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 			}
 		}
 	}()
+
+	rt := e.runtimeOf(s.Runtime)
+	rtOpts, err := e.runtimeOptions(rt)
+	if err != nil {
+		return nil, err
+	}
+	nw, err := e.stepNetwork(pctx, p, rt)
+	if err != nil {
+		return nil, err
+	}
+	var parent string
+	if nw.slot != nil {
+		// Made once per image and range, it can take minutes: it has
+		// a bound of its own (remapTimeout).
+		if parent, err = e.remappedParent(caller, img, nw.slot.Range); err != nil {
+			if cerr := cancelled(); cerr != nil {
+				return nil, cerr
+			}
+			return nil, err
+		}
+	}
+	if err := cancelled(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(caller), createTimeout)
+	defer cancel()
 
 	// The lease keeps the new snapshot from being garbage collected while
 	// the container is created; it expires on its own if we crash.
@@ -128,22 +156,9 @@ func (e *Executor) Prepare(ctx context.Context, s sandbox.Spec, stdout, stderr i
 		return nil, err
 	}
 
-	rt := e.runtimeOf(s.Runtime)
-	rtOpts, err := e.runtimeOptions(rt)
-	if err != nil {
-		return nil, err
-	}
-	nw, err := e.stepNetwork(ctx, p, rt)
-	if err != nil {
-		return nil, err
-	}
 	snap := containerd.WithNewSnapshot(s.ID, img, snapshots.WithLabels(labels))
 	if nw.slot != nil {
 		t0 := time.Now()
-		parent, err := e.remappedParent(ctx, img, nw.slot.Range)
-		if err != nil {
-			return nil, err
-		}
 		sn := e.client.SnapshotService(snapshotter)
 		// Not cancelled half-way: a snapshot made by a request whose
 		// answer was lost to a cancel would have no teardown.
@@ -323,24 +338,27 @@ func (p *prepared) Start(ctx context.Context) (res sandbox.Result, err error) {
 	if err != nil {
 		return res, fmt.Errorf("wait task: %w", err)
 	}
-	for _, sh := range p.shifts {
-		t0 := time.Now()
-		if !sh.outOnly {
-			if err := sh.shift.In(sh.root); err != nil {
-				return res, err
-			}
-			sandbox.Trace(ctx, "userns.shift-in", t0, "id", s.ID)
+	// Out is registered before In runs: an In that fails half-way is
+	// undone too. It walks the trees only once the step's processes are
+	// known to be gone (stepGone).
+	undo, err := p.shiftIn(ctx)
+	stepGone := true // nothing of the step runs before task.Start
+	defer func() {
+		if serr := undo(stepGone); serr != nil && err == nil {
+			err = serr
 		}
-		defer func() {
-			t0 := time.Now()
-			if serr := sh.shift.Out(sh.root); serr != nil && err == nil {
-				err = serr
-			}
-			sandbox.Trace(ctx, "userns.shift-out", t0, "id", s.ID)
-		}()
+	}()
+	if err != nil {
+		return res, err
 	}
 	res.Started = time.Now()
+	stepGone = false
 	if err := task.Start(ctx); err != nil {
+		// Whether the step's process started is not known: it is gone
+		// once killed and its exit seen.
+		if _, kerr := e.kill(ctx, task, exitc); kerr == nil {
+			stepGone = true
+		}
 		return res, fmt.Errorf("start task: %w", err)
 	}
 	sandbox.Trace(ctx, "task.start", res.Started, "id", s.ID)
@@ -364,8 +382,11 @@ func (p *prepared) Start(ctx context.Context) (res sandbox.Result, err error) {
 	res.Finished = time.Now()
 	sandbox.Trace(ctx, "task.wait", res.Started, "id", s.ID)
 	if err != nil {
-		return res, err
+		return res, err // the kill failed: the step may still run
 	}
+	// The init's exit is seen, and it had the step's PID namespace:
+	// every other process of the step is gone with it.
+	stepGone = true
 	code, _, serr := status.Result()
 	if serr != nil {
 		return res, fmt.Errorf("task exit status: %w", serr)

@@ -1,16 +1,14 @@
 package userns
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/cleanroom-ci/cleanroom/internal/longpath"
 )
 
 // ErrIDMapUnsupported means the filesystem (or kernel) cannot idmap the
@@ -110,14 +108,20 @@ func Unmount(dst string) error {
 // r (In); after it, every file owned by an id of r goes back to owner
 // (Out), so nothing is left owned by a mapped id nobody owns. It costs a
 // walk of the tree each way (see docs/benchmarks.md).
+//
+// In and Out leave no setuid or setgid bit on what they re-own: the owner
+// may be host root (a root-owned workspace or cache), and a bit the step
+// set on its own file would become a setuid-root file on the host. Only
+// All, the image's copy, keeps the image's own bits.
 type ShiftOwner struct {
 	Owner FileOwner
 	Range Range
 }
 
-// In gives owner's files to container root.
+// In gives owner's files to container root. A walk that fails half-way
+// leaves a tree Out still gives back completely.
 func (s ShiftOwner) In(root string) error {
-	return chownTree(root, func(uid, gid uint32) (uint32, uint32, bool) {
+	return chownTree(context.Background(), root, false, func(uid, gid uint32) (uint32, uint32, bool) {
 		nu, ng := uid, gid
 		if uid == s.Owner.UID {
 			nu = s.Range.HostUID
@@ -129,10 +133,11 @@ func (s ShiftOwner) In(root string) error {
 	})
 }
 
-// Out gives every file of the range back to owner.
+// Out gives every file of the range back to owner. It goes on past a file
+// it cannot change and reports them all.
 func (s ShiftOwner) Out(root string) error {
 	in := func(id, base uint32) bool { return id >= base && id-base < s.Range.Size }
-	return chownTree(root, func(uid, gid uint32) (uint32, uint32, bool) {
+	return chownTree(context.Background(), root, false, func(uid, gid uint32) (uint32, uint32, bool) {
 		nu, ng := uid, gid
 		if in(uid, s.Range.HostUID) {
 			nu = s.Owner.UID
@@ -145,9 +150,11 @@ func (s ShiftOwner) Out(root string) error {
 }
 
 // All shifts every owner in the tree into the range (id n becomes the
-// range's n): an image's root filesystem made for the range's root.
-func (s ShiftOwner) All(root string) error {
-	return chownTree(root, func(uid, gid uint32) (uint32, uint32, bool) {
+// range's n): an image's root filesystem made for the range's root. Its
+// setuid and setgid bits stay (su in the image stays su for the step's
+// ids). It stops between files once ctx ends.
+func (s ShiftOwner) All(ctx context.Context, root string) error {
+	return chownTree(ctx, root, true, func(uid, gid uint32) (uint32, uint32, bool) {
 		if uid >= s.Range.Size || gid >= s.Range.Size {
 			// Not representable in the namespace; it shows as nobody.
 			return uid, gid, false
@@ -156,42 +163,162 @@ func (s ShiftOwner) All(root string) error {
 	})
 }
 
-// chownTree walks the tree through internal/longpath: a step can make a
-// tree deeper than PATH_MAX, and a walk by path would fail on it.
-func chownTree(root string, fn func(uid, gid uint32) (uint32, uint32, bool)) error {
-	d, err := longpath.Open(root)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		return fmt.Errorf("userns: %w", err)
-	}
-	defer d.Close()
-	return d.WalkDir(func(rel string, de fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		info, err := de.Info()
-		if err != nil {
-			return nil
-		}
-		st, ok := info.Sys().(*syscall.Stat_t)
-		if !ok {
-			return nil
-		}
-		if nu, ng, change := fn(st.Uid, st.Gid); change {
-			// Lchown: never follow a link the step planted to a host file.
-			if err := d.Lchown(rel, int(nu), int(ng)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("userns: chown %s: %w", filepath.Join(root, rel), err)
-			}
-			// chown clears setuid and setgid; the image's own modes stay.
-			if m := info.Mode(); m&fs.ModeSymlink == 0 && m&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
-				d.Chmod(rel, m)
-			}
-		}
+// chownTree re-owns the tree at root (root included) by descriptor: each
+// directory is opened with openat(O_NOFOLLOW) from its parent's
+// descriptor, and each entry is stat'ed and chowned with
+// AT_SYMLINK_NOFOLLOW from its directory's. No path below root is ever
+// resolved, so a process still writing the tree cannot turn a directory
+// into a link to a host directory and redirect a chown, and no depth (a
+// tree deeper than PATH_MAX) stops the walk. A file that vanishes during
+// the walk is skipped; any other failure is reported after the walk went
+// on with the rest. keepSetID puts back the setuid and setgid bits that
+// chown clears; without it, no re-owned entry keeps one.
+func chownTree(ctx context.Context, root string, keepSetID bool, fn func(uid, gid uint32) (uint32, uint32, bool)) error {
+	w := &chownWalk{ctx: ctx, root: root, keepSetID: keepSetID, fn: fn}
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT):
 		return nil
-	})
+	case errors.Is(err, unix.ENOTDIR):
+		w.entry(unix.AT_FDCWD, root, ".") // a file mount
+	case err != nil:
+		return fmt.Errorf("userns: open %s: %w", root, err)
+	default:
+		w.dir(fd, ".")
+	}
+	return w.err()
+}
+
+type chownWalk struct {
+	ctx       context.Context
+	root      string
+	keepSetID bool
+	fn        func(uid, gid uint32) (uint32, uint32, bool)
+	errs      []error
+	failed    int
+}
+
+// maxWalkErrors is how many failures a walk names; it counts the rest.
+const maxWalkErrors = 8
+
+func (w *chownWalk) fail(op, rel string, err error) {
+	w.failed++
+	if len(w.errs) < maxWalkErrors {
+		w.errs = append(w.errs, fmt.Errorf("userns: %s %s: %w", op, filepath.Join(w.root, rel), err))
+	}
+}
+
+func (w *chownWalk) err() error {
+	if err := w.ctx.Err(); err != nil {
+		return fmt.Errorf("userns: ownership walk of %s stopped: %w", w.root, context.Cause(w.ctx))
+	}
+	if w.failed > len(w.errs) {
+		w.errs = append(w.errs, fmt.Errorf("userns: and %d more files of %s", w.failed-len(w.errs), w.root))
+	}
+	return errors.Join(w.errs...)
+}
+
+// dir re-owns the directory open as fd (rel below root), then its
+// entries; it closes fd.
+func (w *chownWalk) dir(fd int, rel string) {
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		w.fail("stat", rel, err)
+		return
+	}
+	w.apply(fd, false, &st, rel)
+	for {
+		names, err := f.Readdirnames(1024)
+		for _, name := range names {
+			if w.ctx.Err() != nil {
+				return
+			}
+			w.entry(fd, name, filepath.Join(rel, name))
+		}
+		if err == io.EOF || (err == nil && len(names) == 0) {
+			return
+		}
+		if err != nil {
+			w.fail("read", rel, err)
+			return
+		}
+	}
+}
+
+// entry re-owns name in the directory dirfd, descending into a directory.
+func (w *chownWalk) entry(dirfd int, name, rel string) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if !errors.Is(err, unix.ENOENT) {
+			w.fail("stat", rel, err)
+		}
+		return
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		// O_NOFOLLOW: if the directory was swapped for a link since the
+		// stat, the open fails instead of leaving the tree.
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if !errors.Is(err, unix.ENOENT) {
+				w.fail("open", rel, err)
+			}
+			return
+		}
+		w.dir(fd, rel)
+		return
+	}
+	if _, _, change := w.fn(st.Uid, st.Gid); !change {
+		return // the common case costs one stat
+	}
+	// The entry is changed through a descriptor of what is there now
+	// (the link itself if it is one), never through its name again.
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if !errors.Is(err, unix.ENOENT) {
+			w.fail("open", rel, err)
+		}
+		return
+	}
+	defer unix.Close(fd)
+	if err := unix.Fstat(fd, &st); err != nil {
+		w.fail("stat", rel, err)
+		return
+	}
+	w.apply(fd, true, &st, rel)
+}
+
+// apply re-owns the file open as fd (an O_PATH descriptor if pathFD) as
+// fn says, st being its stat.
+func (w *chownWalk) apply(fd int, pathFD bool, st *unix.Stat_t, rel string) {
+	nu, ng, change := w.fn(st.Uid, st.Gid)
+	if !change {
+		return
+	}
+	if err := unix.Fchownat(fd, "", int(nu), int(ng), unix.AT_EMPTY_PATH); err != nil {
+		w.fail("chown", rel, err)
+		return
+	}
+	setID := st.Mode & (unix.S_ISUID | unix.S_ISGID)
+	if setID == 0 || st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return
+	}
+	// chown clears setuid and setgid on files (not on directories):
+	// All puts the image's back, In and Out clear what is left.
+	mode := st.Mode & 0o7777
+	if !w.keepSetID {
+		mode &^= unix.S_ISUID | unix.S_ISGID
+	}
+	var err error
+	if pathFD {
+		// An O_PATH descriptor cannot fchmod; its /proc link is the
+		// very inode, whatever its name points to by now.
+		err = unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), mode)
+	} else {
+		err = unix.Fchmod(fd, mode)
+	}
+	if err != nil {
+		w.fail("chmod", rel, err)
+	}
 }
