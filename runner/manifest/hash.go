@@ -85,15 +85,7 @@ func hashNoFollow(ctx context.Context, path string) (sum [sha256.Size]byte, info
 		return sum, nil, err
 	}
 	defer f.Close()
-	info, err = f.Stat()
-	if err != nil {
-		return sum, nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return sum, nil, fmt.Errorf("%s is no longer a regular file", path)
-	}
-	sum, _, err = hashReader(ctx, f)
-	return sum, info, err
+	return hashOpenRegular(ctx, f, path)
 }
 
 // hashNoFollowIn is hashNoFollow of rel below dir, by a path of any length.
@@ -103,12 +95,17 @@ func hashNoFollowIn(ctx context.Context, dir *longpath.Dir, rel string) (sum [sh
 		return sum, nil, err
 	}
 	defer f.Close()
-	info, err = f.Stat()
-	if err != nil {
+	return hashOpenRegular(ctx, f, rel)
+}
+
+// hashOpenRegular hashes an open file that must (still) be a regular file,
+// with the mode seen on the same descriptor.
+func hashOpenRegular(ctx context.Context, f *os.File, name string) (sum [sha256.Size]byte, info os.FileInfo, err error) {
+	if info, err = f.Stat(); err != nil {
 		return sum, nil, err
 	}
 	if !info.Mode().IsRegular() {
-		return sum, nil, fmt.Errorf("%s is no longer a regular file", rel)
+		return sum, nil, fmt.Errorf("%s is no longer a regular file", name)
 	}
 	sum, _, err = hashReader(ctx, f)
 	return sum, info, err
