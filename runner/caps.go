@@ -134,17 +134,19 @@ func (c *capWriter) Write(b []byte) (int, error) {
 	}
 	n := len(b)
 	room := c.limit - c.written
-	if room <= 0 {
-		c.dropped += int64(n)
-		return n, nil
+	if int64(n) <= room {
+		c.written += int64(n)
+		return c.w.Write(b)
 	}
-	if int64(n) > room {
+	if room > 0 {
 		c.w.Write(b[:room])
 		c.written += room
-		c.dropped += int64(n) - room
-		fmt.Fprintf(c.w, "\n[cleanroom: output truncated: the step's log reached its cap of %s (--log-limit); the rest is discarded]\n", pipeline.FormatSize(c.limit))
-		return n, nil
 	}
-	c.written += int64(n)
-	return c.w.Write(b)
+	// The marker goes out with the first byte dropped, also when an
+	// earlier write filled the cap exactly.
+	if c.dropped == 0 {
+		fmt.Fprintf(c.w, "\n[cleanroom: output truncated: the step's log reached its cap of %s (--log-limit); the rest is discarded]\n", pipeline.FormatSize(c.limit))
+	}
+	c.dropped += int64(n) - max(room, 0)
+	return n, nil
 }

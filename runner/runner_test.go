@@ -187,6 +187,23 @@ func TestCapWriterTruncatesWithMarker(t *testing.T) {
 	}
 }
 
+// A write that fills the cap exactly is kept whole; the marker comes with
+// the first byte dropped after it.
+func TestCapWriterMarksTruncationAfterAnExactFill(t *testing.T) {
+	var out bytes.Buffer
+	c := newCapWriter(&out, 8)
+	c.Write([]byte("0123"))
+	c.Write([]byte("4567"))
+	if out.String() != "01234567" || c.dropped != 0 {
+		t.Fatalf("output %q, dropped %d before the cap was passed", out.String(), c.dropped)
+	}
+	c.Write([]byte("89"))
+	c.Write([]byte("ab"))
+	if strings.Count(out.String(), "output truncated") != 1 || !strings.HasPrefix(out.String(), "01234567\n[cleanroom: output truncated") || c.dropped != 4 {
+		t.Fatalf("capped output %q, dropped %d", out.String(), c.dropped)
+	}
+}
+
 type countingRecorder struct{ events []egress.Event }
 
 func (c *countingRecorder) Record(e egress.Event) { c.events = append(c.events, e) }

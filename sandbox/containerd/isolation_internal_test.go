@@ -227,10 +227,10 @@ func TestRemapCancelledStartsFresh(t *testing.T) {
 	if committed, active := remapSnapshots(t, e); len(committed)+len(active) != 0 {
 		t.Fatalf("a cancelled id-shift left copies: committed %v, in the making %v", committed, active)
 	}
-	var out bytes.Buffer
-	res, err := e.Run(context.Background(), remapSpec(img), &out, &out)
+	var out, errb bytes.Buffer // one each: the shim copies the two streams concurrently
+	res, err := e.Run(context.Background(), remapSpec(img), &out, &errb)
 	if err != nil || res.ExitCode != 0 {
-		t.Fatalf("the next run: %v %+v %s", err, res, out.String())
+		t.Fatalf("the next run: %v %+v %s%s", err, res, out.String(), errb.String())
 	}
 	if committed, _ := remapSnapshots(t, e); len(committed) != 1 {
 		t.Fatalf("the next run left copies %v, want one", committed)

@@ -240,10 +240,10 @@ func TestShiftFallbackUndoesHalfDoneIn(t *testing.T) {
 	}
 	s := spec(img, "echo must-not-run")
 	s.Mounts = []sandbox.Mount{{Source: ws, Destination: "/workspace"}}
-	var out bytes.Buffer
-	_, err := e.Run(context.Background(), s, &out, &out)
+	var out, errb bytes.Buffer // one each: the shim copies the two streams concurrently
+	_, err := e.Run(context.Background(), s, &out, &errb)
 	if err == nil || strings.Contains(out.String(), "must-not-run") {
-		t.Fatalf("the step ran although its workspace could not be given to it: %v %q", err, out.String())
+		t.Fatalf("the step ran although its workspace could not be given to it: %v %q", err, out.String()+errb.String())
 	}
 	for _, p := range []string{".", "a", "a/f"} {
 		var st syscall.Stat_t
