@@ -34,7 +34,7 @@ func TestExampleConfig(t *testing.T) {
 	if !slices.Equal(c.SourceAllow, []string{"git.example.org", "github.example.org"}) || c.SourceAllowHTTP || c.MaxUpload != DefaultMaxUpload {
 		t.Errorf("source: allow %q, allow_http %v, max_upload %d", c.SourceAllow, c.SourceAllowHTTP, c.MaxUpload)
 	}
-	if !c.EgressCapped || !slices.Equal(c.EgressMaximum, []string{"*.example.org", "proxy.golang.org", "10.20.0.0/16:443"}) {
+	if !c.EgressCapped || !slices.Equal(c.EgressMaximum, []string{"*.example.org", "goproxy.example.org", "10.20.0.0/16:443"}) {
 		t.Errorf("egress.maximum %v %q", c.EgressCapped, c.EgressMaximum)
 	}
 	if c.URL != "https://ci.example.org:8443" || c.Webhooks[0].Status == nil || c.Webhooks[0].Status.Kind != "github" || c.Webhooks[1].Status != nil {
